@@ -1,0 +1,93 @@
+"""`shopsearch ingest CATALOG`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shopsearch.cli import options as opt
+from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, ingest_catalog
+from shopsearch.ingest.product_text import ProductTextTemplate
+from shopsearch.ingest.readers import CatalogReader, parse_column_map
+
+
+def ingest(
+    catalog: Annotated[Path, typer.Argument(help="Catalog file: .parquet, .csv or .jsonl.")],
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Read a field from another column: FIELD=COLUMN (repeatable)."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="parquet, csv or jsonl [default: from extension]."),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option("--template", help="Product text template, parts separated by '|'."),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option("--rejects", help="Where bad rows go [default: ./<catalog>.rejects.jsonl]."),
+    ] = None,
+    recreate: Annotated[
+        bool, typer.Option("--recreate", help="Drop the collection first and build it anew.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = DEFAULT_BATCH_SIZE,
+    collection: opt.Collection = None,
+    path: opt.DataPath = None,
+    qdrant_url: opt.QdrantUrl = None,
+    api_key: opt.ApiKey = None,
+    model: opt.ModelDir = None,
+    precision: opt.Precision = "fp32",
+    threads: opt.Threads = None,
+    as_json: opt.JsonOut = False,
+) -> None:
+    """Read a catalog, encode its products and upsert them (vectors + payload) into Qdrant."""
+    reader = CatalogReader(catalog, parse_column_map(column_map or []), fmt=fmt)
+    text_template = ProductTextTemplate(template) if template else None
+    encoder = opt.load_encoder(model, precision, threads)
+    backend = opt.connection(collection, path, qdrant_url, api_key).open()
+    rejects_path = rejects or Path.cwd() / f"{catalog.name.split('.')[0]}.rejects.jsonl"
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json and not err.is_terminal,
+    )
+    try:
+        with progress:
+            task = progress.add_task("ingest", total=reader.total_rows)
+            report = ingest_catalog(
+                reader,
+                backend,
+                encoder,
+                rejects_path=rejects_path,
+                template=text_template,
+                batch_size=batch_size,
+                recreate=recreate,
+                on_rows=lambda n: progress.advance(task, n),
+            )
+    finally:
+        backend.close()
+    if as_json:
+        json.dump(report.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    out = Console(highlight=False)
+    out.print(
+        f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
+        f"  ({report.seconds:.1f} s, {report.read / max(report.seconds, 1e-9):.0f} rows/s)"
+    )
+    out.print(f"collection {report.collection}: {report.points_in_collection} products")
+    if report.rejects_file:
+        out.print(f"rejected rows and reasons: {report.rejects_file}")

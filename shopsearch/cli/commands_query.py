@@ -1,0 +1,179 @@
+"""`shopsearch query` (one query, or a batch file -> run file) and `shopsearch info`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from shopsearch.cli import options as opt
+from shopsearch.cli.render import results_table
+from shopsearch.errors import UsageError
+from shopsearch.qdrant.backend import FusionMethod, SearchMode
+from shopsearch.qdrant.filters import parse_filters
+from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+
+BATCH_CHUNK = 64
+
+
+def query(
+    text: Annotated[str | None, typer.Argument(help="What the shopper typed.")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help="Payload filter, repeatable and ANDed: brand=DeWalt, price<=150, "
+            "color in (red,blue), in_stock=true, brand!=X.",
+        ),
+    ] = None,
+    mode: Annotated[SearchMode, typer.Option("--mode", help="hybrid, dense or bm25.")] = (
+        SearchMode.HYBRID
+    ),
+    fusion: Annotated[FusionMethod, typer.Option("--fusion", help="rrf or dbsf.")] = (
+        FusionMethod.RRF
+    ),
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 10,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Per-retriever depth before fusion.")
+    ] = 100,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Exact (brute force) dense search.")
+    ] = False,
+    batch: Annotated[
+        Path | None,
+        typer.Option("--batch", help='JSONL of {"query_id", "query", "filters"?} to run.'),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run file for --batch [default: stdout].")
+    ] = None,
+    collection: opt.Collection = None,
+    path: opt.DataPath = None,
+    qdrant_url: opt.QdrantUrl = None,
+    api_key: opt.ApiKey = None,
+    model: opt.ModelDir = None,
+    precision: opt.Precision = "fp32",
+    threads: opt.Threads = None,
+    as_json: opt.JsonOut = False,
+) -> None:
+    """Search the catalog: dense + BM25 fused (default), with payload filters."""
+    if (text is None) == (batch is None):
+        raise UsageError("give a query TEXT or --batch FILE (one of the two)")
+    if out is not None and batch is None:
+        raise UsageError("--out goes with --batch")
+    options = SearchOptions(
+        mode=mode,
+        fusion=fusion,
+        top_k=top_k,
+        candidates=candidates,
+        exact=exact,
+        payload_fields=["product_id"] if batch else None,
+    )
+    queries = (
+        list(_read_batch(batch, filters or []))
+        if batch
+        else [Query(text or "", parse_filters(filters or []))]
+    )
+    encoder = None if mode is SearchMode.BM25 else opt.load_encoder(model, precision, threads)
+    backend = opt.connection(collection, path, qdrant_url, api_key).open()
+    try:
+        search = ProductSearch(backend, encoder)
+        if batch is not None:
+            _run_batch(search, queries, options, out)
+            return
+        hits = search.search(queries[0], options)
+    finally:
+        backend.close()
+    if as_json:
+        doc = {
+            "query": text,
+            "filters": filters or [],
+            "mode": mode.value,
+            "fusion": fusion.value if mode is SearchMode.HYBRID else None,
+            "results": [{"score": h.score, **h.payload} for h in hits],
+        }
+        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return
+    Console().print(results_table(text or "", hits, mode))
+
+
+def info(
+    collection: opt.Collection = None,
+    path: opt.DataPath = None,
+    qdrant_url: opt.QdrantUrl = None,
+    api_key: opt.ApiKey = None,
+    as_json: opt.JsonOut = False,
+) -> None:
+    """Show a collection: where it is, how many products, which encoder built it."""
+    backend = opt.connection(collection, path, qdrant_url, api_key).open()
+    try:
+        search = ProductSearch(backend, None)
+        doc: dict[str, Any] = {
+            "location": backend.location,
+            "products": backend.count(),
+            **search.meta.to_dict(),
+        }
+    finally:
+        backend.close()
+    if as_json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    console = Console(highlight=False)
+    for key, value in doc.items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
+def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
+    """Parse every line before searching anything: a bad line fails fast, naming its line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --batch {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("query"), str):
+            raise UsageError(f'{where}: expected {{"query_id": ..., "query": "..."}}')
+        raw_filters = item.get("filters") or []
+        if not isinstance(raw_filters, list) or not all(isinstance(f, str) for f in raw_filters):
+            raise UsageError(f"{where}: filters must be a list of strings")
+        try:
+            conditions = parse_filters([*raw_filters, *extra_filters])
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
+        query_id = item.get("query_id", number)
+        yield Query(item["query"], conditions, query_id=str(query_id))
+
+
+def _run_batch(
+    search: ProductSearch, queries: list[Query], options: SearchOptions, out: Path | None
+) -> None:
+    from rich.progress import track
+
+    sink: IO[str] = out.open("w", encoding="utf-8") if out else sys.stdout
+    try:
+        chunks = range(0, len(queries), BATCH_CHUNK)
+        for start in track(
+            chunks, description="searching", console=Console(stderr=True), disable=out is None
+        ):
+            chunk = queries[start : start + BATCH_CHUNK]
+            for q, hits in zip(chunk, search.search_batch(chunk, options), strict=True):
+                results = [
+                    {"product_id": h.payload.get("product_id"), "score": h.score} for h in hits
+                ]
+                sink.write(json.dumps({"query_id": q.query_id, "results": results}) + "\n")
+    finally:
+        if out:
+            sink.close()

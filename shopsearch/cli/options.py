@@ -1,0 +1,63 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shopsearch.encoders.protocol import TextEncoder
+from shopsearch.qdrant.backend import Connection
+
+Collection = Annotated[
+    str | None,
+    typer.Option(
+        "--collection", "-c", help="Collection name [env SHOPSEARCH_COLLECTION; default products]."
+    ),
+]
+DataPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--path",
+        help="Directory of embedded (Qdrant Edge) collections "
+        "[env SHOPSEARCH_DATA_DIR; default ~/.local/share/shopsearch].",
+    ),
+]
+QdrantUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--qdrant-url", help="Use a Qdrant server instead of the embedded store [env QDRANT_URL]."
+    ),
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", help="Qdrant server API key [env QDRANT_API_KEY].")
+]
+ModelDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Exported encoder directory [env SHOPSEARCH_MODEL_DIR; "
+        "default ~/.cache/shopsearch/models/all-MiniLM-L6-v2].",
+    ),
+]
+Precision = Annotated[str, typer.Option("--precision", help="Encoder weights: fp32 or int8.")]
+Threads = Annotated[
+    int | None, typer.Option("--threads", help="Encoder threads [default: all cores].", min=1)
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def connection(
+    collection: str | None, path: Path | None, url: str | None, api_key: str | None
+) -> Connection:
+    return Connection.from_options(collection=collection, path=path, url=url, api_key=api_key)
+
+
+def load_encoder(model: Path | None, precision: str, threads: int | None) -> TextEncoder:
+    from shopsearch.encoders.onnx_encoder import OnnxEncoder
+    from shopsearch.errors import UsageError
+
+    if precision not in ("fp32", "int8"):
+        raise UsageError(f"bad --precision {precision!r}: use fp32 or int8")
+    return OnnxEncoder.load(model, precision=precision, threads=threads)  # type: ignore[arg-type]

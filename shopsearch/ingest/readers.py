@@ -1,0 +1,206 @@
+"""Catalog readers: parquet, CSV and JSONL, streamed in batches of plain dicts.
+
+Parquet is read row group by row group and only the mapped columns; CSV is parsed by
+pyarrow in blocks as raw bytes, so one badly encoded cell rejects its row instead of
+aborting the file; JSONL is read line by line so a broken line is one reject with its line
+number. Every row carries its 1-based position for the rejects file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from shopsearch.errors import CatalogError, UsageError
+from shopsearch.ingest.fields import CATALOG_FIELDS, REQUIRED_FIELDS
+
+FORMATS = ("parquet", "csv", "jsonl")
+
+
+@dataclass(frozen=True)
+class RawRow:
+    row: int
+    data: dict[str, Any] | None  # catalog field -> raw value; None when unreadable
+    error: str | None = None
+
+
+def parse_column_map(items: list[str]) -> dict[str, str]:
+    """`["title=product_name", ...]` -> {"title": "product_name"}."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        field, sep, column = item.partition("=")
+        field, column = field.strip(), column.strip()
+        if not sep or not field or not column:
+            raise UsageError(f"bad --map {item!r}: expected FIELD=COLUMN, e.g. title=product_name")
+        if field not in CATALOG_FIELDS:
+            raise UsageError(
+                f"bad --map {item!r}: unknown field '{field}' (fields: {', '.join(CATALOG_FIELDS)})"
+            )
+        mapping[field] = column
+    return mapping
+
+
+class CatalogReader:
+    """Reads one catalog file; `columns` maps each catalog field to its source column."""
+
+    def __init__(
+        self, path: Path, column_map: Mapping[str, str] | None = None, fmt: str | None = None
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CatalogError(f"catalog not found: {self.path}")
+        self.format = fmt or _guess_format(self.path)
+        if self.format not in FORMATS:
+            raise UsageError(f"unknown catalog format '{self.format}' (use {', '.join(FORMATS)})")
+        self.source_columns = self._read_columns()
+        self.columns = self._resolve_columns(dict(column_map or {}))
+
+    @property
+    def total_rows(self) -> int | None:
+        if self.format == "parquet":
+            return pq.ParquetFile(self.path).metadata.num_rows
+        return None
+
+    def batches(self, batch_size: int) -> Iterator[list[RawRow]]:
+        if self.format == "parquet":
+            yield from self._parquet_batches(batch_size)
+        elif self.format == "csv":
+            yield from self._csv_batches(batch_size)
+        else:
+            yield from self._jsonl_batches(batch_size)
+
+    # -- columns -----------------------------------------------------------------
+    def _read_columns(self) -> list[str] | None:
+        """Source column names, or None for JSONL (schemaless: each line has its own keys)."""
+        try:
+            if self.format == "parquet":
+                return list(pq.ParquetFile(self.path).schema_arrow.names)
+            if self.format == "csv":
+                with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+                    return next(csv.reader(fh), [])
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogError(f"cannot read {self.path}: {exc}") from exc
+        return None
+
+    def _resolve_columns(self, column_map: dict[str, str]) -> dict[str, str]:
+        available = self.source_columns
+        columns: dict[str, str] = {}
+        for field in CATALOG_FIELDS:
+            column = column_map.get(field, field)
+            if available is None or column in available:
+                columns[field] = column
+            elif field in column_map:
+                raise CatalogError(
+                    f"--map {field}={column}: no column '{column}' in {self.path.name} "
+                    f"(columns: {', '.join(available)})"
+                )
+        for field in REQUIRED_FIELDS:
+            if field not in columns:
+                raise CatalogError(
+                    f"{self.path.name} has no '{field}' column (columns: "
+                    f"{', '.join(available or [])}); map one with --map {field}=COLUMN"
+                )
+        return columns
+
+    # -- formats -----------------------------------------------------------------
+    def _parquet_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
+        source = list(dict.fromkeys(self.columns.values()))
+        row = 0
+        try:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size, columns=source):
+                records = batch.to_pylist()
+                yield [self._row(row + i + 1, rec) for i, rec in enumerate(records)]
+                row += len(records)
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogError(f"cannot read {self.path} after row {row}: {exc}") from exc
+
+    def _csv_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
+        source = list(dict.fromkeys(self.columns.values()))
+        convert = pacsv.ConvertOptions(
+            include_columns=source,
+            column_types={c: pa.binary() for c in source},
+            strings_can_be_null=False,
+        )
+        parse = pacsv.ParseOptions(newlines_in_values=True)
+        row = 0
+        pending: list[RawRow] = []
+        try:
+            with pacsv.open_csv(self.path, parse_options=parse, convert_options=convert) as rd:
+                for batch in rd:
+                    for rec in batch.to_pylist():
+                        row += 1
+                        pending.append(self._csv_row(row, rec))
+                        if len(pending) >= batch_size:
+                            yield pending
+                            pending = []
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogError(f"cannot parse {self.path} after row {row}: {exc}") from exc
+        if pending:
+            yield pending
+
+    def _csv_row(self, row: int, rec: dict[str, bytes | None]) -> RawRow:
+        decoded: dict[str, Any] = {}
+        for column, raw in rec.items():
+            if raw is None or raw == b"":
+                decoded[column] = None
+                continue
+            try:
+                decoded[column] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return RawRow(row, None, f"column '{column}' is not valid UTF-8")
+        return self._row(row, decoded)
+
+    def _jsonl_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
+        pending: list[RawRow] = []
+        try:
+            with self.path.open("rb") as fh:
+                row = 0
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    row += 1
+                    pending.append(self._jsonl_row(row, line))
+                    if len(pending) >= batch_size:
+                        yield pending
+                        pending = []
+        except OSError as exc:
+            raise CatalogError(f"cannot read {self.path}: {exc}") from exc
+        if pending:
+            yield pending
+
+    def _jsonl_row(self, row: int, line: bytes) -> RawRow:
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            return RawRow(row, None, "line is not valid UTF-8")
+        except json.JSONDecodeError as exc:
+            return RawRow(row, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+        if not isinstance(record, dict):
+            return RawRow(row, None, "line is not a JSON object")
+        return self._row(row, record)
+
+    def _row(self, row: int, record: Mapping[str, Any]) -> RawRow:
+        return RawRow(row, {field: record.get(col) for field, col in self.columns.items()})
+
+
+def _guess_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    for suffix in reversed(suffixes):
+        if suffix in (".parquet", ".pq"):
+            return "parquet"
+        if suffix == ".csv":
+            return "csv"
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return "jsonl"
+    raise UsageError(
+        f"cannot tell the format of {path.name} from its extension; pass --format "
+        f"({', '.join(FORMATS)})"
+    )

@@ -1,0 +1,234 @@
+"""Row validation: every row becomes a Product or a Reject with a reason.
+
+A shop's catalog export is never clean. Rejecting a row (and saying why) instead of
+failing the run or silently fixing data keeps the counts honest:
+read = upserted + rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from shopsearch.ingest.readers import RawRow
+
+MAX_ID_CHARS = 512
+MAX_TITLE_CHARS = 1_000
+MAX_TEXT_CHARS = 50_000  # description
+MAX_SHORT_CHARS = 2_000  # brand, color, size, urls, ...
+MAX_ATTRIBUTES = 200
+_CATEGORY_SPLIT = re.compile(r"\s*(?:>>|>|/|\|)\s*")
+_TRUE = {"true", "yes", "y", "1", "in stock", "instock", "t"}
+_FALSE = {"false", "no", "n", "0", "out of stock", "outofstock", "f"}
+_SHORT_FIELDS = ("brand", "currency", "color", "size", "parent_id", "url", "image_url")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    title: str
+    description: str | None = None
+    brand: str | None = None
+    category: tuple[str, ...] | None = None
+    price: float | None = None
+    currency: str | None = None
+    color: str | None = None
+    size: str | None = None
+    in_stock: bool | None = None
+    parent_id: str | None = None
+    attributes: dict[str, str] | None = None
+    url: str | None = None
+    image_url: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The point payload (the public schema): catalog fields, nulls left out."""
+        payload: dict[str, Any] = {"product_id": self.id}
+        for name in Product.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "id" or value is None:
+                continue
+            payload[name] = list(value) if name == "category" else value
+        if self.category:
+            payload["category_path"] = " > ".join(self.category)
+        return payload
+
+
+@dataclass(frozen=True)
+class Reject:
+    row: int
+    id: str | None
+    field: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "id": self.id, "field": self.field, "reason": self.reason}
+
+
+class BadField(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def validate(raw: RawRow) -> Product | Reject:
+    if raw.data is None:
+        return Reject(raw.row, None, None, raw.error or "unreadable row")
+    data = raw.data
+    product_id: str | None = None
+    try:
+        product_id = _id(data.get("id"))
+        values: dict[str, Any] = {
+            "id": product_id,
+            "title": _text("title", data.get("title"), MAX_TITLE_CHARS, required=True),
+            "description": _text("description", data.get("description"), MAX_TEXT_CHARS),
+            "category": _category(data.get("category")),
+            "price": _price(data.get("price")),
+            "in_stock": _bool("in_stock", data.get("in_stock")),
+            "attributes": _attributes(data.get("attributes")),
+        }
+        for name in _SHORT_FIELDS:
+            values[name] = _text(name, data.get(name), MAX_SHORT_CHARS)
+        return Product(**values)
+    except BadField as bad:
+        return Reject(raw.row, product_id, bad.field, bad.reason)
+
+
+def _id(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise BadField("id", "missing id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise BadField("id", f"id must be a string or integer, got {_describe(value)}")
+    text = _clean(str(value), "id")
+    if not text:
+        raise BadField("id", "missing id")
+    if len(text) > MAX_ID_CHARS:
+        raise BadField("id", f"id is {len(text)} characters long (max {MAX_ID_CHARS})")
+    return text
+
+
+def _text(field: str, value: Any, max_chars: int, required: bool = False) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if required:
+            raise BadField(field, f"missing {field}")
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise BadField(field, f"{field} must be text, got {_describe(value)}")
+    text = " ".join(_clean(value, field).split())
+    if not text:
+        if required:
+            raise BadField(field, f"missing {field}")
+        return None
+    if len(text) > max_chars:
+        raise BadField(field, f"{field} is {len(text)} characters long (max {max_chars})")
+    return text
+
+
+def _clean(text: str, field: str) -> str:
+    if "\ufffd" in text:
+        raise BadField(field, f"{field} has bad encoding (U+FFFD replacement characters)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadField(field, f"{field} has bad encoding (unpaired surrogates)") from None
+    if "\x00" in text:
+        raise BadField(field, f"{field} contains NUL characters")
+    return text.strip()
+
+
+def _category(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError:
+                value = _CATEGORY_SPLIT.split(stripped)
+        else:
+            value = _CATEGORY_SPLIT.split(stripped)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise BadField("category", f"category must be text or a list, got {_describe(value)}")
+    parts = tuple(p for p in (_text("category", v, MAX_SHORT_CHARS) for v in value) if p)
+    return parts or None
+
+
+def _price(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise BadField("price", "price must be a number, got a boolean")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().replace(",", ""))
+        except ValueError:
+            raise BadField("price", f"price {value.strip()[:40]!r} is not a number") from None
+    if not isinstance(value, int | float):
+        raise BadField("price", f"price must be a number, got {_describe(value)}")
+    price = float(value)
+    if math.isnan(price):
+        raise BadField("price", "price is NaN")
+    if math.isinf(price) or price < 0:
+        raise BadField("price", f"price {price} is out of range (must be finite and >= 0)")
+    return price
+
+
+def _bool(field: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if not lowered:
+            return None
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    raise BadField(field, f"{field} must be true or false, got {str(value)[:40]!r}")
+
+
+def _attributes(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise BadField("attributes", f"attributes is not valid JSON ({exc.msg})") from None
+    if isinstance(value, list):  # pyarrow map<string, string> arrives as [(key, value), ...]
+        try:
+            value = dict(value)
+        except (TypeError, ValueError):
+            raise BadField("attributes", "attributes must be a map of key to value") from None
+    if not isinstance(value, dict):
+        raise BadField("attributes", f"attributes must be a map, got {_describe(value)}")
+    if len(value) > MAX_ATTRIBUTES:
+        raise BadField("attributes", f"{len(value)} attributes (max {MAX_ATTRIBUTES})")
+    attributes: dict[str, str] = {}
+    for key, item in value.items():
+        name = _text("attributes", str(key), MAX_SHORT_CHARS)
+        if name is None or item is None:
+            continue
+        if isinstance(item, list | dict):
+            item = json.dumps(item, ensure_ascii=False)
+        text = _text("attributes", str(item), MAX_SHORT_CHARS)
+        if text is not None:
+            attributes[name] = text
+    return attributes or None
+
+
+def _describe(value: Any) -> str:
+    return type(value).__name__

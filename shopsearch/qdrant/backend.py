@@ -1,0 +1,141 @@
+"""One small interface over the two places a collection can live.
+
+Embedded Qdrant Edge (default: in-process, no server) and a Qdrant server via
+qdrant-client implement the same few operations on the same schema, so ingest and search
+never branch on where the data is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from shopsearch.qdrant.filters import Condition
+from shopsearch.qdrant.schema import CollectionMeta
+
+DEFAULT_COLLECTION = "products"
+
+
+class SearchMode(str, Enum):
+    HYBRID = "hybrid"
+    DENSE = "dense"
+    BM25 = "bm25"
+
+
+class FusionMethod(str, Enum):
+    RRF = "rrf"
+    DBSF = "dbsf"
+
+
+@dataclass(frozen=True)
+class SparseVec:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class ProductPoint:
+    id: str
+    dense: np.ndarray
+    sparse: SparseVec
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    dense: np.ndarray | None
+    sparse: SparseVec | None
+    conditions: Sequence[Condition] = ()
+    mode: SearchMode = SearchMode.HYBRID
+    fusion: FusionMethod = FusionMethod.RRF
+    limit: int = 10
+    candidates: int = 100  # per-retriever prefetch depth before fusion
+    exact: bool = False
+    with_payload: bool | list[str] = True
+
+
+@dataclass(frozen=True)
+class Hit:
+    point_id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+# RRF's k: Qdrant server's default; both backends set it explicitly so they agree.
+RRF_K = 2
+
+
+class Backend(Protocol):
+    @property
+    def location(self) -> str: ...
+
+    def read_meta(self) -> CollectionMeta | None:
+        """The collection's metadata, or None when the collection does not exist."""
+        ...
+
+    def create(self, meta: CollectionMeta) -> None: ...
+
+    def drop(self) -> None: ...
+
+    def upsert(self, points: Sequence[ProductPoint]) -> None: ...
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]: ...
+
+    def count(self) -> int: ...
+
+    def finish_writes(self) -> None:
+        """Make everything upserted durable and indexed (Edge: flush + optimise)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a collection lives: a local Edge directory, or a Qdrant server URL."""
+
+    collection: str = DEFAULT_COLLECTION
+    path: Path | None = None
+    url: str | None = None
+    api_key: str | None = None
+
+    @classmethod
+    def from_options(
+        cls,
+        collection: str | None = None,
+        path: Path | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> Connection:
+        return cls(
+            collection=collection or os.environ.get("SHOPSEARCH_COLLECTION") or DEFAULT_COLLECTION,
+            path=path,
+            url=url or os.environ.get("QDRANT_URL") or None,
+            api_key=api_key or os.environ.get("QDRANT_API_KEY") or None,
+        )
+
+    def open(self) -> Backend:
+        if self.url:
+            from shopsearch.qdrant.server import ServerBackend
+
+            return ServerBackend.connect(self.url, self.collection, api_key=self.api_key)
+        from shopsearch.qdrant.edge import EdgeBackend
+
+        return EdgeBackend(self.edge_dir())
+
+    def edge_dir(self) -> Path:
+        return (self.path or default_data_dir()) / self.collection
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SHOPSEARCH_DATA_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "shopsearch"

@@ -1,0 +1,33 @@
+"""Backend-neutral conditions -> each backend's filter model.
+
+Both Qdrant APIs have the same filter shape (must / must_not of field conditions) under
+different classes, so one function takes the classes to build with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shopsearch.qdrant.filters import Condition, Match, Range
+
+
+def build_filter(conditions: Sequence[Condition], m: Any) -> Any:
+    """Build a filter from `m`, a module exposing Filter, FieldCondition, MatchValue,
+    MatchAny, MatchExcept and Range classes (qdrant_edge or qdrant_client.models)."""
+    if not conditions:
+        return None
+    must: list[Any] = []
+    must_not: list[Any] = []
+    for cond in conditions:
+        if isinstance(cond, Range):
+            rng = m.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+            must.append(m.FieldCondition(key=cond.field, range=rng))
+        elif isinstance(cond, Match):
+            if len(cond.values) == 1:
+                match = m.MatchValue(value=cond.values[0])
+            else:
+                match = m.MatchAny(any=list(cond.values))
+            target = must_not if cond.negate else must
+            target.append(m.FieldCondition(key=cond.field, match=match))
+    return m.Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,178 @@
+"""Embedded backend: Qdrant Edge, the real Qdrant engine in-process.
+
+The default because it needs no server and is fast at catalog scale (HNSW, payload
+indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
+    <dir>/shard/            the Edge shard
+    <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import qdrant_edge as qe
+
+from shopsearch.errors import CollectionError
+from shopsearch.qdrant.backend import (
+    RRF_K,
+    FusionMethod,
+    Hit,
+    ProductPoint,
+    SearchMode,
+    SearchRequest,
+    SparseVec,
+)
+from shopsearch.qdrant.conditions import build_filter
+from shopsearch.qdrant.schema import (
+    DENSE_VECTOR,
+    INDEXED_FIELDS,
+    SPARSE_VECTOR,
+    CollectionMeta,
+    FieldType,
+)
+
+META_FILE = "shopsearch.json"
+SHARD_DIR = "shard"
+
+_MODELS = SimpleNamespace(
+    Filter=qe.Filter,
+    FieldCondition=qe.FieldCondition,
+    MatchValue=qe.MatchValue,
+    MatchAny=qe.MatchAny,
+    Range=qe.RangeFloat,
+)
+_INDEX_TYPES = {
+    FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
+    FieldType.FLOAT: qe.PayloadSchemaType.Float,
+    FieldType.BOOL: qe.PayloadSchemaType.Bool,
+}
+
+
+class EdgeBackend:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._shard: qe.EdgeShard | None = None
+
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def read_meta(self) -> CollectionMeta | None:
+        meta_file = self.directory / META_FILE
+        if not meta_file.exists():
+            if (self.directory / SHARD_DIR).exists():
+                raise CollectionError(f"{self.directory} holds a shard without {META_FILE}")
+            return None
+        try:
+            data = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CollectionError(f"cannot read {meta_file}: {exc}") from exc
+        return CollectionMeta.from_dict(data)
+
+    def create(self, meta: CollectionMeta) -> None:
+        if (self.directory / SHARD_DIR).exists():
+            raise CollectionError(f"a collection already exists at {self.directory}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = qe.EdgeConfig(
+            vectors={
+                DENSE_VECTOR: qe.EdgeVectorParams(
+                    size=meta.encoder.dimension, distance=qe.Distance.Cosine
+                )
+            },
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+        self._shard = qe.EdgeShard.create(str(self.directory / SHARD_DIR), config)
+        for name, kind in INDEXED_FIELDS.items():
+            self._shard.update(qe.UpdateOperation.create_field_index(name, _INDEX_TYPES[kind]))
+        # Metadata last: a directory with metadata always holds a complete empty collection.
+        tmp = self.directory / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
+        tmp.replace(self.directory / META_FILE)
+
+    def drop(self) -> None:
+        self.close()
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+
+    def finish_writes(self) -> None:
+        shard = self._open()
+        shard.flush()
+        shard.optimize()
+
+    # -- data --------------------------------------------------------------------
+    def upsert(self, points: Sequence[ProductPoint]) -> None:
+        if not points:
+            return
+        edge_points = [
+            qe.Point(
+                p.id,
+                {
+                    DENSE_VECTOR: p.dense.tolist(),
+                    SPARSE_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values),
+                },
+                p.payload,
+            )
+            for p in points
+        ]
+        self._open().update(qe.UpdateOperation.upsert_points(edge_points))
+
+    def count(self) -> int:
+        return self._open().count(qe.CountRequest(exact=True))
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        shard = self._open()
+        built = [_query_request(r) for r in requests]
+        if len(built) == 1:
+            results = [shard.query(built[0])]
+        else:
+            results = shard.query_batch(qe.QueryBatchRequest(built))
+        return [
+            [Hit(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results
+        ]
+
+    def _open(self) -> qe.EdgeShard:
+        if self._shard is None:
+            shard_dir = self.directory / SHARD_DIR
+            if not shard_dir.exists():
+                raise CollectionError(
+                    f"no collection at {self.directory}: run `shopsearch ingest CATALOG` first"
+                )
+            self._shard = qe.EdgeShard.load(str(shard_dir))
+        return self._shard
+
+
+def _query_request(req: SearchRequest) -> qe.QueryRequest:
+    flt = build_filter(req.conditions, _MODELS)
+    params = qe.SearchParams(exact=req.exact) if req.exact else None
+    common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
+    if req.mode is SearchMode.DENSE:
+        return qe.QueryRequest(query=_dense(req), params=params, **common)
+    if req.mode is SearchMode.BM25:
+        return qe.QueryRequest(query=_sparse(req.sparse), **common)
+    fusion = qe.Fusion.Rrf(k=RRF_K) if req.fusion is FusionMethod.RRF else qe.Fusion.Dbsf()
+    prefetches = [
+        qe.Prefetch(limit=req.candidates, query=_dense(req), params=params, filter=flt),
+        qe.Prefetch(limit=req.candidates, query=_sparse(req.sparse), filter=flt),
+    ]
+    return qe.QueryRequest(query=fusion, prefetches=prefetches, **common)
+
+
+def _dense(req: SearchRequest) -> qe.Query:
+    assert req.dense is not None, "dense/hybrid search needs a query vector"
+    return qe.Query.Nearest(req.dense.tolist(), using=DENSE_VECTOR)
+
+
+def _sparse(sparse: SparseVec | None) -> qe.Query:
+    assert sparse is not None, "bm25/hybrid search needs a sparse query vector"
+    return qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE_VECTOR)

@@ -1,0 +1,134 @@
+"""`--filter` expressions: parsed once into backend-neutral conditions.
+
+Grammar (conditions are ANDed):
+    FIELD = VALUE          brand=DeWalt   in_stock=true   price=19.99
+    FIELD != VALUE         brand!=Generic
+    FIELD <, <=, >, >= N   price<=150     price>10
+    FIELD in (A, B, ...)   color in (red, blue)
+    FIELD not in (A, ...)  brand not in (Acme, Generic)
+Values may be quoted ('...' or "...") to keep commas or spaces. FIELD is an indexed
+payload field of the schema or `attributes.<key>`. Each backend turns the conditions into
+its own filter models, so parsing and validation live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shopsearch.errors import FilterError
+from shopsearch.qdrant.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
+
+Scalar = str | float | bool
+
+
+@dataclass(frozen=True)
+class Match:
+    field: str
+    values: tuple[Scalar, ...]  # one value: equality; several: any of them
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Range:
+    field: str
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+
+Condition = Match | Range
+
+_FIELD = r"(?P<field>[A-Za-z_][\w.\-]*)"
+_LIST_RE = re.compile(rf"^\s*{_FIELD}\s+(?P<op>not\s+in|in)\s*\((?P<items>.*)\)\s*$", re.I)
+_CMP_RE = re.compile(rf"^\s*{_FIELD}\s*(?P<op><=|>=|!=|==|=|<|>)\s*(?P<value>.*?)\s*$")
+_ITEM_RE = re.compile(r"""\s*("[^"]*"|'[^']*'|[^,]+)\s*(?:,|$)""")
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+
+
+def parse_filters(expressions: Iterable[str]) -> list[Condition]:
+    return [parse_filter(e) for e in expressions]
+
+
+def parse_filter(expression: str) -> Condition:
+    listed = _LIST_RE.match(expression)
+    if listed:
+        field = _check_field(expression, listed["field"])
+        items = [_unquote(m.group(1)) for m in _ITEM_RE.finditer(listed["items"])]
+        items = [i for i in items if i]
+        if not items:
+            raise FilterError(f"bad --filter {expression!r}: empty list")
+        if _kind(field) is FieldType.FLOAT:
+            raise FilterError(f"bad --filter {expression!r}: use <, <=, >, >= for '{field}'")
+        if _kind(field) is FieldType.BOOL:
+            raise FilterError(f"bad --filter {expression!r}: use {field}=true or {field}=false")
+        values = tuple(_value(expression, field, i) for i in items)
+        return Match(field, values, negate=listed["op"].lower() != "in")
+
+    compared = _CMP_RE.match(expression)
+    if not compared or not compared["value"]:
+        raise FilterError(
+            f"bad --filter {expression!r}: expected FIELD=VALUE, FIELD!=VALUE, FIELD<=N, "
+            "FIELD>=N, FIELD<N, FIELD>N or FIELD in (A,B)"
+        )
+    field = _check_field(expression, compared["field"])
+    op, raw = compared["op"], _unquote(compared["value"])
+    kind = _kind(field)
+    if op in ("<", "<=", ">", ">="):
+        if kind is not FieldType.FLOAT:
+            raise FilterError(f"bad --filter {expression!r}: '{field}' is not numeric")
+        number = _number(expression, raw)
+        key = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[op]
+        return Range(field, **{key: number})
+    if kind is FieldType.FLOAT:
+        if op == "!=":
+            raise FilterError(f"bad --filter {expression!r}: '!=' is not supported on '{field}'")
+        number = _number(expression, raw)
+        return Range(field, gte=number, lte=number)
+    return Match(field, (_value(expression, field, raw),), negate=op == "!=")
+
+
+def _check_field(expression: str, field: str) -> str:
+    if field in INDEXED_FIELDS:
+        return field
+    prefix = ATTRIBUTES_FIELD + "."
+    if field.startswith(prefix) and len(field) > len(prefix):
+        return field
+    known = ", ".join([*INDEXED_FIELDS, f"{ATTRIBUTES_FIELD}.<key>"])
+    raise FilterError(f"bad --filter {expression!r}: unknown field '{field}' (filterable: {known})")
+
+
+def _kind(field: str) -> FieldType:
+    return INDEXED_FIELDS.get(field, FieldType.KEYWORD)
+
+
+def _value(expression: str, field: str, raw: str) -> Scalar:
+    if _kind(field) is FieldType.BOOL:
+        lowered = raw.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise FilterError(f"bad --filter {expression!r}: '{field}' takes true or false")
+    return raw
+
+
+def _number(expression: str, raw: str) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        raise FilterError(f"bad --filter {expression!r}: {raw!r} is not a number") from None
+    if not math.isfinite(number):
+        raise FilterError(f"bad --filter {expression!r}: {raw!r} is not a finite number")
+    return number
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text

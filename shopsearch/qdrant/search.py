@@ -1,0 +1,103 @@
+"""Hybrid product search: encode the query once, fuse dense and BM25 inside Qdrant.
+
+The collection's metadata decides how queries are embedded (BM25 settings) and which
+encoder is acceptable, so a query can never silently mix embedding spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from shopsearch.encoders.protocol import TextEncoder
+from shopsearch.errors import CollectionError, UsageError
+from shopsearch.qdrant.backend import (
+    Backend,
+    FusionMethod,
+    Hit,
+    SearchMode,
+    SearchRequest,
+    SparseVec,
+)
+from shopsearch.qdrant.bm25 import Bm25Settings
+from shopsearch.qdrant.filters import Condition
+from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    conditions: Sequence[Condition] = ()
+    query_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    mode: SearchMode = SearchMode.HYBRID
+    fusion: FusionMethod = FusionMethod.RRF
+    top_k: int = 10
+    candidates: int = 100
+    exact: bool = False
+    payload_fields: list[str] | None = field(default=None)  # None: the whole payload
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise UsageError(f"--top-k must be at least 1 (got {self.top_k})")
+        if self.candidates < 1:
+            raise UsageError(f"candidates must be at least 1 (got {self.candidates})")
+
+
+class ProductSearch:
+    def __init__(self, backend: Backend, encoder: TextEncoder | None) -> None:
+        meta = backend.read_meta()
+        if meta is None:
+            raise CollectionError(
+                f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
+            )
+        self.backend = backend
+        self.meta: CollectionMeta = meta
+        self.encoder = encoder
+        if encoder is not None:
+            meta.check_encoder(encoder_info(encoder))
+        self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
+
+    def search(self, query: Query, options: SearchOptions | None = None) -> list[Hit]:
+        return self.search_batch([query], options)[0]
+
+    def search_batch(
+        self, queries: Sequence[Query], options: SearchOptions | None = None
+    ) -> list[list[Hit]]:
+        options = options or SearchOptions()
+        if not queries:
+            return []
+        dense = None
+        if options.mode is not SearchMode.BM25:
+            if self.encoder is None:
+                raise UsageError(f"--mode {options.mode.value} needs an encoder")
+            dense = self.encoder.encode_queries([q.text for q in queries])
+        requests = []
+        for i, q in enumerate(queries):
+            sparse = None
+            if options.mode is not SearchMode.DENSE:
+                vec = self._bm25.embed_query(q.text)
+                sparse = SparseVec(list(vec.indices), list(vec.values))
+            requests.append(
+                SearchRequest(
+                    dense=None if dense is None else dense[i],
+                    sparse=sparse,
+                    conditions=q.conditions,
+                    mode=options.mode,
+                    fusion=options.fusion,
+                    limit=options.top_k,
+                    candidates=max(options.candidates, options.top_k),
+                    exact=options.exact,
+                    with_payload=options.payload_fields
+                    if options.payload_fields is not None
+                    else True,
+                )
+            )
+        return self.backend.search_batch(requests)
+
+
+def encoder_info(encoder: TextEncoder) -> EncoderInfo:
+    return EncoderInfo(encoder.name, encoder.dimension, encoder.fingerprint)

@@ -1,0 +1,163 @@
+"""Server backend: a Qdrant server or cluster through qdrant-client.
+
+For shops that outgrow one machine (docker-compose.yml runs one). The collection's
+metadata goes into Qdrant's collection metadata, so other services can read which encoder
+and BM25 settings built it. Tests run this code against `QdrantClient(":memory:")`,
+which speaks the same client API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from shopsearch.errors import CollectionError
+from shopsearch.qdrant.backend import (
+    RRF_K,
+    FusionMethod,
+    Hit,
+    ProductPoint,
+    SearchMode,
+    SearchRequest,
+    SparseVec,
+)
+from shopsearch.qdrant.conditions import build_filter
+from shopsearch.qdrant.schema import (
+    DENSE_VECTOR,
+    INDEXED_FIELDS,
+    META_KEY,
+    SPARSE_VECTOR,
+    CollectionMeta,
+    FieldType,
+)
+
+_INDEX_TYPES = {
+    FieldType.KEYWORD: models.PayloadSchemaType.KEYWORD,
+    FieldType.FLOAT: models.PayloadSchemaType.FLOAT,
+    FieldType.BOOL: models.PayloadSchemaType.BOOL,
+}
+
+
+class ServerBackend:
+    def __init__(self, client: QdrantClient, collection: str, location: str) -> None:
+        self.client = client
+        self.collection = collection
+        self._location = location
+
+    @classmethod
+    def connect(cls, url: str, collection: str, api_key: str | None = None) -> ServerBackend:
+        if url == ":memory:":
+            return cls(QdrantClient(":memory:"), collection, ":memory:")
+        return cls(QdrantClient(url=url, api_key=api_key), collection, f"{url}/{collection}")
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def read_meta(self) -> CollectionMeta | None:
+        if not self.client.collection_exists(self.collection):
+            return None
+        info = self.client.get_collection(self.collection)
+        meta = (info.config.metadata or {}).get(META_KEY)
+        if meta is None:
+            raise CollectionError(
+                f"collection '{self.collection}' exists but was not created by shopsearch"
+            )
+        return CollectionMeta.from_dict(meta)
+
+    def create(self, meta: CollectionMeta) -> None:
+        if self.client.collection_exists(self.collection):
+            raise CollectionError(f"collection '{self.collection}' already exists")
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                DENSE_VECTOR: models.VectorParams(
+                    size=meta.encoder.dimension, distance=models.Distance.COSINE
+                )
+            },
+            sparse_vectors_config={
+                SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+            },
+            metadata={META_KEY: meta.to_dict()},
+        )
+        for name, kind in INDEXED_FIELDS.items():
+            self.client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[kind])
+
+    def drop(self) -> None:
+        if self.client.collection_exists(self.collection):
+            self.client.delete_collection(self.collection)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def finish_writes(self) -> None:
+        """The server indexes in the background; upserts already waited for durability."""
+
+    def upsert(self, points: Sequence[ProductPoint]) -> None:
+        if not points:
+            return
+        structs = [
+            models.PointStruct(
+                id=p.id,
+                vector={
+                    DENSE_VECTOR: p.dense.tolist(),
+                    SPARSE_VECTOR: models.SparseVector(
+                        indices=p.sparse.indices, values=p.sparse.values
+                    ),
+                },
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self.client.upsert(self.collection, structs, wait=True)
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        try:
+            responses = self.client.query_batch_points(
+                self.collection, [_query_request(r) for r in requests]
+            )
+        except UnexpectedResponse as exc:
+            raise CollectionError(f"Qdrant rejected the query: {exc}") from exc
+        return [
+            [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+            for response in responses
+        ]
+
+
+def _query_request(req: SearchRequest) -> models.QueryRequest:
+    flt = build_filter(req.conditions, models)
+    params = models.SearchParams(exact=True) if req.exact else None
+    common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
+    if req.mode is SearchMode.DENSE:
+        return models.QueryRequest(query=_dense(req), using=DENSE_VECTOR, params=params, **common)
+    if req.mode is SearchMode.BM25:
+        return models.QueryRequest(query=_sparse(req.sparse), using=SPARSE_VECTOR, **common)
+    if req.fusion is FusionMethod.RRF:
+        fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+    else:
+        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
+    prefetch = [
+        models.Prefetch(
+            query=_dense(req), using=DENSE_VECTOR, limit=req.candidates, params=params, filter=flt
+        ),
+        models.Prefetch(
+            query=_sparse(req.sparse), using=SPARSE_VECTOR, limit=req.candidates, filter=flt
+        ),
+    ]
+    return models.QueryRequest(query=fusion, prefetch=prefetch, **common)
+
+
+def _dense(req: SearchRequest) -> list[float]:
+    assert req.dense is not None, "dense/hybrid search needs a query vector"
+    return req.dense.tolist()
+
+
+def _sparse(sparse: SparseVec | None) -> models.SparseVector:
+    assert sparse is not None, "bm25/hybrid search needs a sparse query vector"
+    return models.SparseVector(indices=sparse.indices, values=sparse.values)

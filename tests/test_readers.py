@@ -1,0 +1,69 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shopsearch.errors import CatalogError, UsageError
+from shopsearch.ingest.readers import CatalogReader, parse_column_map
+
+
+def rows(reader, batch_size=2):
+    return [r for batch in reader.batches(batch_size) for r in batch]
+
+
+def test_parquet_streams_row_groups_and_maps_columns(tmp_path):
+    path = tmp_path / "c.parquet"
+    table = pa.table({"sku": ["a", "b", "c"], "name": ["A", "B", "C"], "price": [1.0, None, 3.0]})
+    pq.write_table(table, path, row_group_size=1)
+    reader = CatalogReader(path, parse_column_map(["id=sku", "title=name"]))
+    assert reader.total_rows == 3
+    got = rows(reader)
+    assert [r.row for r in got] == [1, 2, 3]
+    assert got[1].data == {"id": "b", "title": "B", "price": None}
+
+
+def test_csv_with_multiline_cells_and_bad_utf8(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(
+        b'id,title,description\n1,Drill,"two\nlines"\n2,"bad \xff title",x\n3,Saw,\n'
+    )
+    got = rows(CatalogReader(path))
+    assert [r.row for r in got] == [1, 2, 3]
+    assert got[0].data["description"] == "two\nlines"
+    assert got[1].data is None and "not valid UTF-8" in got[1].error
+    assert got[2].data["description"] is None
+
+
+def test_jsonl_bad_lines_become_row_errors(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        json.dumps({"id": "1", "title": "A"}) + "\n{broken\n\n[1, 2]\n", encoding="utf-8"
+    )
+    got = rows(CatalogReader(path), batch_size=10)
+    assert got[0].data == {"id": "1", "title": "A", **{k: None for k in got[0].data if k not in ("id", "title")}}
+    assert "invalid JSON" in got[1].error
+    assert "not a JSON object" in got[2].error
+
+
+def test_missing_required_column_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("sku,name\n1,A\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="no 'id' column .*--map id=COLUMN"):
+        CatalogReader(path)
+    with pytest.raises(CatalogError, match="no column 'nope'"):
+        CatalogReader(path, {"id": "sku", "title": "nope"})
+
+
+@pytest.mark.parametrize("item", ["title", "title=", "=x", "weight=w"])
+def test_bad_map_flags(item):
+    with pytest.raises(UsageError, match="bad --map"):
+        parse_column_map([item])
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+    (tmp_path / "c.xlsx").write_text("x")
+    with pytest.raises(UsageError, match="--format"):
+        CatalogReader(tmp_path / "c.xlsx")
+    with pytest.raises(CatalogError, match="not found"):
+        CatalogReader(tmp_path / "missing.parquet")

@@ -1,0 +1,75 @@
+import math
+
+import pytest
+
+from shopsearch.ingest.readers import RawRow
+from shopsearch.ingest.validate import Product, Reject, validate
+
+
+def row(**data):
+    return RawRow(7, {"id": "p1", "title": "Cordless Drill", **data})
+
+
+def test_good_row_becomes_product_with_typed_fields():
+    product = validate(
+        row(
+            id=123,
+            brand="DeWalt",
+            category="Tools > Power Tools >> Drills",
+            price="1,299.50",
+            in_stock="yes",
+            attributes='{"Voltage": "20V", "Weight": 1.5}',
+        )
+    )
+    assert isinstance(product, Product)
+    assert product.id == "123"
+    assert product.category == ("Tools", "Power Tools", "Drills")
+    assert product.price == 1299.5
+    assert product.in_stock is True
+    assert product.attributes == {"Voltage": "20V", "Weight": "1.5"}
+    payload = product.payload()
+    assert payload["product_id"] == "123"
+    assert payload["category"] == ["Tools", "Power Tools", "Drills"]
+    assert payload["category_path"] == "Tools > Power Tools > Drills"
+    assert "description" not in payload
+
+
+def test_pyarrow_map_attributes_and_list_category():
+    product = validate(row(attributes=[("Color", "Red")], category=["a", " b "]))
+    assert isinstance(product, Product)
+    assert product.attributes == {"Color": "Red"}
+    assert product.category == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "reason"),
+    [
+        ({"id": None}, "id", "missing id"),
+        ({"id": "  "}, "id", "missing id"),
+        ({"id": float("nan")}, "id", "missing id"),
+        ({"title": None}, "title", "missing title"),
+        ({"title": ""}, "title", "missing title"),
+        ({"title": "x" * 5000}, "title", "5000 characters long"),
+        ({"title": "bad \ufffd text"}, "title", "bad encoding"),
+        ({"title": "surrogate \udcff"}, "title", "bad encoding"),
+        ({"title": 3.5j}, "title", "must be text"),
+        ({"price": float("nan")}, "price", "price is NaN"),
+        ({"price": "abc"}, "price", "'abc' is not a number"),
+        ({"price": -1}, "price", "out of range"),
+        ({"price": math.inf}, "price", "out of range"),
+        ({"in_stock": "maybe"}, "in_stock", "must be true or false"),
+        ({"attributes": "{not json"}, "attributes", "not valid JSON"),
+        ({"attributes": 5}, "attributes", "must be a map"),
+    ],
+)
+def test_bad_rows_are_rejected_with_field_and_reason(data, field, reason):
+    result = validate(row(**data))
+    assert isinstance(result, Reject)
+    assert result.row == 7
+    assert result.field == field
+    assert reason in result.reason
+
+
+def test_unreadable_row_keeps_reader_error():
+    result = validate(RawRow(3, None, "invalid JSON (Expecting value at column 1)"))
+    assert result == Reject(3, None, None, "invalid JSON (Expecting value at column 1)")
