@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 
 from shopsearch.errors import CollectionError
@@ -39,10 +40,16 @@ from shopsearch.qdrant.schema import (
 META_FILE = "shopsearch.json"
 SHARD_DIR = "shard"
 
+def _match_value(value: str | int | bool) -> qe.MatchValue:
+    # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (bool subclasses int), so
+    # `in_stock=true` would match nothing; numpy's bool is not an int and arrives as a bool.
+    return qe.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+
 _MODELS = SimpleNamespace(
     Filter=qe.Filter,
     FieldCondition=qe.FieldCondition,
-    MatchValue=qe.MatchValue,
+    MatchValue=_match_value,
     MatchAny=qe.MatchAny,
     Range=qe.RangeFloat,
 )

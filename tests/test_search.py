@@ -1,0 +1,200 @@
+"""Ingest + search end to end on real components: Edge shard, QdrantClient(':memory:'),
+the real exported model."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from qdrant_client import QdrantClient
+
+from shopsearch.encoders.onnx_encoder import OnnxEncoder
+from shopsearch.errors import EncoderMismatchError, UsageError
+from shopsearch.ingest.pipeline import ingest_catalog
+from shopsearch.ingest.readers import CatalogReader
+from shopsearch.qdrant.backend import FusionMethod, SearchMode
+from shopsearch.qdrant.edge import EdgeBackend
+from shopsearch.qdrant.filters import parse_filters
+from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
+from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.qdrant.server import ServerBackend
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+
+
+@pytest.fixture(scope="module")
+def encoder(exported_model):
+    return OnnxEncoder.load(exported_model)
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory):
+    """120 demo products: all women's footwear first, then a mix of the rest."""
+    table = pq.read_table(DEMO)
+    rows = table.to_pylist()
+    shoes = [r for r in rows if r["category"] and "womens footwear" in r["category"]][:40]
+    rest = [r for r in rows if r not in shoes][::11][:80]
+    path = tmp_path_factory.mktemp("cat") / "small.parquet"
+    pq.write_table(pa.Table.from_pylist(shoes + rest, schema=table.schema), path, row_group_size=32)
+    return path
+
+
+def ingest(catalog, backend, encoder, tmp_path, **kw):
+    return ingest_catalog(
+        CatalogReader(catalog), backend, encoder, rejects_path=tmp_path / "rejects.jsonl",
+        batch_size=32, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def edge(small_catalog, encoder, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("edge")
+    backend = EdgeBackend(tmp / "products")
+    ingest(small_catalog, backend, encoder, tmp)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def server(small_catalog, encoder, tmp_path_factory):
+    backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    ingest(small_catalog, backend, encoder, tmp_path_factory.mktemp("server"))
+    yield backend
+    backend.close()
+
+
+QUERIES = ["women's casual shoes", "gold ring", "analog watch for men", "black boots", "cotton"]
+# BM25 candidate lists of these have no tied scores (see the RRF test).
+TIE_FREE_QUERIES = ["stainless steel bottle", "canvas sneakers", "wrist watch"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fusion"),
+    [
+        (SearchMode.DENSE, FusionMethod.RRF),
+        (SearchMode.BM25, FusionMethod.RRF),
+        (SearchMode.HYBRID, FusionMethod.DBSF),
+    ],
+)
+def test_edge_and_server_return_the_same_ranking(edge, server, encoder, mode, fusion):
+    options = SearchOptions(mode=mode, fusion=fusion, top_k=10)
+    for text in QUERIES:
+        for conditions in ([], parse_filters(["price<=2000"])):
+            q = Query(text, conditions)
+            a = ProductSearch(edge, encoder).search(q, options)
+            b = ProductSearch(server, encoder).search(q, options)
+            assert _ranking(a) == _ranking(b), (text, conditions)
+            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+def test_edge_and_server_agree_on_rrf_fusion(edge, server, encoder):
+    """RRF fuses ranks, and engines order tied BM25 scores differently, so this compares
+    the queries whose BM25 candidates have no ties (checked here, on both engines)."""
+    options = SearchOptions(mode=SearchMode.HYBRID, fusion=FusionMethod.RRF, top_k=10)
+    bm25_all = SearchOptions(mode=SearchMode.BM25, top_k=options.candidates)
+    compared = 0
+    for text in TIE_FREE_QUERIES:
+        for backend in (edge, server):
+            scores = [round(h.score, 4) for h in ProductSearch(backend, encoder).search(Query(text), bm25_all)]
+            assert len(scores) == len(set(scores)), text
+        a = ProductSearch(edge, encoder).search(Query(text), options)
+        b = ProductSearch(server, encoder).search(Query(text), options)
+        assert _ranking(a) == _ranking(b), text
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+        compared += 1
+    assert compared == len(TIE_FREE_QUERIES)
+
+
+def _ranking(hits, tol=1e-3):
+    """Ids in rank order, each group of tied scores as a set; the last group may be cut by
+    the limit at a different member in each engine, so only its score is compared."""
+    groups: list[set[str]] = []
+    top = None
+    for h in hits:
+        if top is None or top - h.score > tol:
+            groups.append(set())
+            top = h.score
+        groups[-1].add(h.point_id)
+    return groups[:-1]
+
+
+def test_filters_restrict_results(edge, encoder):
+    search = ProductSearch(edge, encoder)
+    cases = {
+        "price<=500": lambda p: p["price"] <= 500,
+        "price>=1000": lambda p: p["price"] >= 1000,
+        "color in (Black,Brown)": lambda p: p.get("color") in ("Black", "Brown"),
+        "category=footwear": lambda p: "footwear" in p["category"],
+        "in_stock=true": lambda p: p["in_stock"] is True,
+        "category!=footwear": lambda p: "footwear" not in (p.get("category") or []),
+    }
+    for expr, check in cases.items():
+        hits = search.search(Query("shoes", parse_filters([expr])), SearchOptions(top_k=20))
+        assert hits, expr
+        assert all(check(h.payload) for h in hits), expr
+    both = parse_filters(["category=footwear", "price<=500"])
+    hits = search.search(Query("shoes", both), SearchOptions(top_k=50))
+    assert hits and all(h.payload["price"] <= 500 and "footwear" in h.payload["category"] for h in hits)
+
+
+def test_reingest_is_an_upsert(small_catalog, encoder, tmp_path):
+    backend = EdgeBackend(tmp_path / "products")
+    first = ingest(small_catalog, backend, encoder, tmp_path)
+    second = ingest(small_catalog, backend, encoder, tmp_path)
+    assert first.created and not second.created
+    assert first.points_in_collection == second.points_in_collection == 120
+    assert backend.count() == 120
+    backend.close()
+
+
+def test_bad_rows_are_rejected_and_good_ones_ingested(encoder, tmp_path):
+    catalog = tmp_path / "bad.jsonl"
+    lines = [
+        {"id": "ok-1", "title": "Red cotton t-shirt", "price": 9.5, "brand": "Acme"},
+        {"id": "ok-2", "title": "Blue denim jeans", "price": "25", "in_stock": "yes"},
+        {"title": "No id here"},
+        {"id": "bad-price", "title": "Drill", "price": "cheap"},
+        {"id": "nan-price", "title": "Saw", "price": float("nan")},
+        {"id": "no-title", "title": "   "},
+        {"id": "ok-1", "title": "Duplicate of the first row"},
+        {"id": "bad-stock", "title": "Hammer", "in_stock": "perhaps"},
+        {"id": "ok-3", "title": "Green wool scarf", "attributes": {"Material": "Wool"}},
+    ]
+    text = "\n".join(json.dumps(x) for x in lines[:5]) + "\n{not json\n"
+    text += "\n".join(json.dumps(x) for x in lines[5:]) + "\n"
+    catalog.write_text(text.replace("NaN", "NaN"), encoding="utf-8")
+    backend = EdgeBackend(tmp_path / "products")
+    report = ingest(catalog, backend, encoder, tmp_path)
+    assert (report.read, report.upserted, report.rejected) == (10, 3, 7)
+    assert report.read == report.upserted + report.rejected
+    assert backend.count() == 3
+    rejects = [json.loads(x) for x in Path(report.rejects_file).read_text().splitlines()]
+    reasons = {r["row"]: (r["field"], r["reason"]) for r in rejects}
+    assert reasons == {
+        3: ("id", "missing id"),
+        4: ("price", "price 'cheap' is not a number"),
+        5: ("price", "price is NaN"),
+        6: (None, reasons[6][1]),
+        7: ("title", "missing title"),
+        8: ("id", "duplicate id (first at row 1)"),
+        9: ("in_stock", "in_stock must be true or false, got 'perhaps'"),
+    }
+    assert "invalid JSON" in reasons[6][1]
+    backend.close()
+
+
+def test_querying_with_another_encoder_is_an_error(encoder, tmp_path):
+    backend = EdgeBackend(tmp_path / "other")
+    other = EncoderInfo("some/other-model", encoder.dimension, "0" * 64)
+    backend.create(CollectionMeta(other, {"avg_len": 20.0}, "{title}"))
+    with pytest.raises(EncoderMismatchError, match="some/other-model"):
+        ProductSearch(backend, encoder)
+    backend.close()
+
+
+def test_changing_template_of_existing_collection_needs_recreate(edge, small_catalog, encoder, tmp_path):
+    from shopsearch.ingest.product_text import ProductTextTemplate
+
+    with pytest.raises(UsageError, match="--recreate"):
+        ingest(small_catalog, edge, encoder, tmp_path, template=ProductTextTemplate("{title}"))
