@@ -119,8 +119,9 @@ def _ranking(hits, tol=1e-3):
     return groups[:-1]
 
 
-def test_filters_restrict_results(edge, encoder):
-    search = ProductSearch(edge, encoder)
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_filters_restrict_results(backend_name, request, encoder):
+    search = ProductSearch(request.getfixturevalue(backend_name), encoder)
     cases = {
         "price<=500": lambda p: p["price"] <= 500,
         "price>=1000": lambda p: p["price"] >= 1000,

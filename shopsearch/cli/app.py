@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ShopsearchError as exc:
         Console(stderr=True, highlight=False).print(
-            Text.assemble(("error: ", "bold red"), str(exc))
+            Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True
         )
         return exc.exit_code
     except KeyboardInterrupt:

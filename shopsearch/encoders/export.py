@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from shopsearch.encoders.manifest import MANIFEST_FILE, POOLING_MODES, Manifest, sha256_file
-from shopsearch.encoders.resolve import DEFAULT_BASE_MODEL, resolve_base_model
+from shopsearch.encoders.resolve import (
+    _BUNDLED_MINILM_NAMES,
+    DEFAULT_BASE_MODEL,
+    resolve_base_model,
+)
 from shopsearch.errors import (
     MissingExtraError,
     ModelIntegrityError,
@@ -121,7 +125,7 @@ def _cpu_flags() -> set[str]:
 
 def _display_name(requested: str | None, source: str, is_local: bool) -> str:
     """The name recorded in the manifest: the hub name, or a local directory's own name."""
-    if requested is None:
+    if requested is None or requested.lower() in _BUNDLED_MINILM_NAMES:
         return DEFAULT_BASE_MODEL
     if is_local and Path(requested).expanduser().is_dir():
         return Path(source).name

@@ -1,0 +1,3 @@
+from shopsearch.cli.app import run
+
+run()

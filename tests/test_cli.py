@@ -1,0 +1,136 @@
+"""The CLI as a user runs it: separate processes, exit codes, stdout/stderr."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+
+
+def run_cli(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shopsearch", *args], capture_output=True, text=True, env=env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo_env(exported_model, tmp_path_factory):
+    """The first 200 demo products ingested through the CLI into an Edge directory."""
+    import pyarrow.parquet as pq
+
+    tmp = tmp_path_factory.mktemp("cli")
+    catalog = tmp / "demo.parquet"
+    pq.write_table(pq.read_table(DEMO).slice(0, 200), catalog, row_group_size=64)
+    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp / "data")}
+    proc = run_cli("ingest", str(catalog), "--json", "--rejects", str(tmp / "rej.jsonl"), env_extra=env)
+    report = json.loads(proc.stdout)
+    assert report["read"] == report["upserted"] + report["rejected"] == 200
+    assert report["points_in_collection"] == 200
+    return env, tmp
+
+
+def test_query_prints_a_table(demo_env):
+    env, _ = demo_env
+    out = run_cli("query", "women's casual shoes", env_extra=env).stdout
+    assert "women's casual shoes" in out and "score" in out and "INR" in out
+
+
+def test_query_json_applies_filters(demo_env):
+    env, _ = demo_env
+    proc = run_cli(
+        "query", "shoes", "--filter", "price<=500", "-f", "category=footwear", "--json",
+        "--top-k", "5", env_extra=env,
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["mode"] == "hybrid" and doc["filters"] == ["price<=500", "category=footwear"]
+    assert 0 < len(doc["results"]) <= 5
+    for hit in doc["results"]:
+        assert hit["price"] <= 500 and "footwear" in hit["category"]
+        assert isinstance(hit["score"], float) and hit["product_id"]
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("pricee<=150", "unknown field 'pricee'"),
+        ("price<=cheap", "'cheap' is not a number"),
+        ("brand", "expected FIELD=VALUE"),
+    ],
+)
+def test_bad_filter_exits_nonzero_naming_it(demo_env, expr, message):
+    env, _ = demo_env
+    proc = run_cli("query", "shoes", "--filter", expr, env_extra=env, check=False)
+    assert proc.returncode == 2
+    assert f"bad --filter {expr!r}" in proc.stderr and message in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_batch_mode_writes_the_run_format(demo_env):
+    env, tmp = demo_env
+    batch = tmp / "queries.jsonl"
+    batch.write_text(
+        '{"query_id": "q1", "query": "women\'s casual shoes"}\n'
+        '{"query_id": 7, "query": "ring", "filters": ["price>=1000"]}\n',
+        encoding="utf-8",
+    )
+    out = tmp / "run.jsonl"
+    run_cli("query", "--batch", str(batch), "--out", str(out), "--top-k", "3", env_extra=env)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["query_id"] for x in lines] == ["q1", "7"]
+    for line in lines:
+        assert len(line["results"]) == 3
+        assert set(line["results"][0]) == {"product_id", "score"}
+
+
+def test_bad_batch_line_is_named(demo_env):
+    env, tmp = demo_env
+    batch = tmp / "bad.jsonl"
+    batch.write_text('{"query": "ok"}\n{"query": "x", "filters": ["colour=red"]}\n')
+    proc = run_cli("query", "--batch", str(batch), env_extra=env, check=False)
+    assert proc.returncode == 2
+    assert "bad.jsonl line 2" in proc.stderr and "unknown field 'colour'" in proc.stderr
+
+
+def test_query_path_never_imports_torch(demo_env):
+    env, _ = demo_env
+    code = textwrap.dedent(
+        """
+        import sys
+        from shopsearch.cli.app import main
+        assert main(["query", "women's casual shoes", "--json"]) == 0
+        heavy = [m for m in ("torch", "transformers", "sentence_transformers", "optimum")
+                 if m in sys.modules]
+        assert not heavy, heavy
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["results"]
+
+
+def test_missing_collection_and_model_are_clear_errors(demo_env, tmp_path):
+    env, _ = demo_env
+    proc = run_cli("query", "x", "--collection", "nope", env_extra=env, check=False)
+    assert proc.returncode == 1 and "run `shopsearch ingest CATALOG` first" in proc.stderr
+    proc = run_cli("query", "x", "--model", str(tmp_path), env_extra=env, check=False)
+    assert proc.returncode == 1 and "shopsearch model export" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_info_reports_the_encoder(demo_env):
+    env, _ = demo_env
+    doc = json.loads(run_cli("info", "--json", env_extra=env).stdout)
+    assert doc["products"] == 200
+    assert doc["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert doc["encoder"]["dimension"] == 384
