@@ -31,7 +31,9 @@ def demo_env(exported_model, tmp_path_factory):
     catalog = tmp / "demo.parquet"
     pq.write_table(pq.read_table(DEMO).slice(0, 200), catalog, row_group_size=64)
     env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp / "data")}
-    proc = run_cli("ingest", str(catalog), "--json", "--rejects", str(tmp / "rej.jsonl"), env_extra=env)
+    proc = run_cli(
+        "ingest", str(catalog), "--json", "--rejects", str(tmp / "rej.jsonl"), env_extra=env
+    )
     report = json.loads(proc.stdout)
     assert report["read"] == report["upserted"] + report["rejected"] == 200
     assert report["points_in_collection"] == 200
@@ -47,8 +49,16 @@ def test_query_prints_a_table(demo_env):
 def test_query_json_applies_filters(demo_env):
     env, _ = demo_env
     proc = run_cli(
-        "query", "shoes", "--filter", "price<=500", "-f", "category=footwear", "--json",
-        "--top-k", "5", env_extra=env,
+        "query",
+        "shoes",
+        "--filter",
+        "price<=500",
+        "-f",
+        "category=footwear",
+        "--json",
+        "--top-k",
+        "5",
+        env_extra=env,
     )
     doc = json.loads(proc.stdout)
     assert doc["mode"] == "hybrid" and doc["filters"] == ["price<=500", "category=footwear"]

@@ -25,9 +25,7 @@ def test_parquet_streams_row_groups_and_maps_columns(tmp_path):
 
 def test_csv_with_multiline_cells_and_bad_utf8(tmp_path):
     path = tmp_path / "c.csv"
-    path.write_bytes(
-        b'id,title,description\n1,Drill,"two\nlines"\n2,"bad \xff title",x\n3,Saw,\n'
-    )
+    path.write_bytes(b'id,title,description\n1,Drill,"two\nlines"\n2,"bad \xff title",x\n3,Saw,\n')
     got = rows(CatalogReader(path))
     assert [r.row for r in got] == [1, 2, 3]
     assert got[0].data["description"] == "two\nlines"
@@ -41,7 +39,11 @@ def test_jsonl_bad_lines_become_row_errors(tmp_path):
         json.dumps({"id": "1", "title": "A"}) + "\n{broken\n\n[1, 2]\n", encoding="utf-8"
     )
     got = rows(CatalogReader(path), batch_size=10)
-    assert got[0].data == {"id": "1", "title": "A", **{k: None for k in got[0].data if k not in ("id", "title")}}
+    assert got[0].data == {
+        "id": "1",
+        "title": "A",
+        **{k: None for k in got[0].data if k not in ("id", "title")},
+    }
     assert "invalid JSON" in got[1].error
     assert "not a JSON object" in got[2].error
 
@@ -49,7 +51,7 @@ def test_jsonl_bad_lines_become_row_errors(tmp_path):
 def test_missing_required_column_is_a_clear_error(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("sku,name\n1,A\n", encoding="utf-8")
-    with pytest.raises(CatalogError, match="no 'id' column .*--map id=COLUMN"):
+    with pytest.raises(CatalogError, match=r"no 'id' column .*--map id=COLUMN"):
         CatalogReader(path)
     with pytest.raises(CatalogError, match="no column 'nope'"):
         CatalogReader(path, {"id": "sku", "title": "nope"})

@@ -16,7 +16,7 @@ from shopsearch.ingest.readers import CatalogReader
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
 from shopsearch.qdrant.edge import EdgeBackend
 from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
+from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 from shopsearch.qdrant.server import ServerBackend
 
@@ -42,8 +42,12 @@ def small_catalog(tmp_path_factory):
 
 def ingest(catalog, backend, encoder, tmp_path, **kw):
     return ingest_catalog(
-        CatalogReader(catalog), backend, encoder, rejects_path=tmp_path / "rejects.jsonl",
-        batch_size=32, **kw
+        CatalogReader(catalog),
+        backend,
+        encoder,
+        rejects_path=tmp_path / "rejects.jsonl",
+        batch_size=32,
+        **kw,
     )
 
 
@@ -96,7 +100,10 @@ def test_edge_and_server_agree_on_rrf_fusion(edge, server, encoder):
     compared = 0
     for text in TIE_FREE_QUERIES:
         for backend in (edge, server):
-            scores = [round(h.score, 4) for h in ProductSearch(backend, encoder).search(Query(text), bm25_all)]
+            scores = [
+                round(h.score, 4)
+                for h in ProductSearch(backend, encoder).search(Query(text), bm25_all)
+            ]
             assert len(scores) == len(set(scores)), text
         a = ProductSearch(edge, encoder).search(Query(text), options)
         b = ProductSearch(server, encoder).search(Query(text), options)
@@ -136,7 +143,9 @@ def test_filters_restrict_results(backend_name, request, encoder):
         assert all(check(h.payload) for h in hits), expr
     both = parse_filters(["category=footwear", "price<=500"])
     hits = search.search(Query("shoes", both), SearchOptions(top_k=50))
-    assert hits and all(h.payload["price"] <= 500 and "footwear" in h.payload["category"] for h in hits)
+    assert hits and all(
+        h.payload["price"] <= 500 and "footwear" in h.payload["category"] for h in hits
+    )
 
 
 def test_reingest_is_an_upsert(small_catalog, encoder, tmp_path):
@@ -194,7 +203,9 @@ def test_querying_with_another_encoder_is_an_error(encoder, tmp_path):
     backend.close()
 
 
-def test_changing_template_of_existing_collection_needs_recreate(edge, small_catalog, encoder, tmp_path):
+def test_changing_template_of_existing_collection_needs_recreate(
+    edge, small_catalog, encoder, tmp_path
+):
     from shopsearch.ingest.product_text import ProductTextTemplate
 
     with pytest.raises(UsageError, match="--recreate"):

@@ -12,18 +12,18 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import qdrant_edge
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import UsageError
 from shopsearch.ingest.product_text import ProductTextTemplate
-from shopsearch.ingest.readers import CatalogReader
+from shopsearch.ingest.readers import CatalogReader, RawRow
 from shopsearch.ingest.validate import Product, Reject, validate
 from shopsearch.qdrant.backend import Backend, ProductPoint, SparseVec
 from shopsearch.qdrant.bm25 import Bm25Settings
@@ -47,7 +47,7 @@ class IngestReport:
     created: bool = False
     seconds: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -67,11 +67,64 @@ def ingest_catalog(
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     started = time.perf_counter()
     report = IngestReport(catalog=str(reader.path), collection=backend.location)
-    meta = backend.read_meta()
-    if meta is not None and recreate:
-        backend.drop()
-        meta = None
-    if meta is not None:
+    collection = _Collection.open(backend, encoder, template, recreate)
+    seen: dict[str, int] = {}
+    pending: list[Future[None]] = []
+    with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
+        for raw_rows in _prefetched(reader.batches(batch_size)):
+            products, rejects = _validate_batch(raw_rows, seen)
+            rejects_file.write(rejects)
+            points = collection.points(products)
+            while len(pending) >= MAX_PENDING_UPSERTS:
+                pending.pop(0).result()
+            pending.append(writer.submit(backend.upsert, points))
+            report.read += len(raw_rows)
+            report.upserted += len(points)
+            report.rejected += len(rejects)
+            if on_rows:
+                on_rows(len(raw_rows))
+        for fut in pending:
+            fut.result()
+    collection.ensure_created([])  # an empty catalog still leaves an empty collection
+    backend.finish_writes()
+    report.created = collection.created
+    report.points_in_collection = backend.count()
+    report.rejects_file = str(rejects_path) if report.rejected else None
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+class _Collection:
+    """The target collection; a new one is created from the first batch, whose texts
+    fit BM25's average document length."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        encoder: TextEncoder,
+        template: ProductTextTemplate,
+        bm25: qdrant_edge.Bm25 | None,
+    ) -> None:
+        self.backend = backend
+        self.encoder = encoder
+        self.template = template
+        self.bm25 = bm25
+        self.created = False
+
+    @classmethod
+    def open(
+        cls,
+        backend: Backend,
+        encoder: TextEncoder,
+        template: ProductTextTemplate | None,
+        recreate: bool,
+    ) -> _Collection:
+        meta = backend.read_meta()
+        if meta is not None and recreate:
+            backend.drop()
+            meta = None
+        if meta is None:
+            return cls(backend, encoder, template or ProductTextTemplate(), None)
         meta.check_encoder(encoder_info(encoder))
         stored = ProductTextTemplate(meta.product_text_template)
         if template is not None and template != stored:
@@ -79,90 +132,81 @@ def ingest_catalog(
                 f"this collection's product text template is {stored.template!r}; "
                 "re-ingest with --recreate to change it"
             )
-        template = stored
-    template = template or ProductTextTemplate()
-    bm25 = Bm25Settings.from_dict(meta.bm25).model() if meta else None
+        return cls(backend, encoder, stored, Bm25Settings.from_dict(meta.bm25).model())
 
-    seen: dict[str, int] = {}
-    rejects_path.unlink(missing_ok=True)
-    rejects_fh: IO[str] | None = None
-    pending: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upsert") as writer:
-        try:
-            for raw_rows in _prefetched(reader.batches(batch_size)):
-                products: list[Product] = []
-                rejects: list[Reject] = []
-                for raw in raw_rows:
-                    item = validate(raw)
-                    if isinstance(item, Product) and item.id in seen:
-                        first = seen[item.id]
-                        item = Reject(
-                            raw.row, item.id, "id", f"duplicate id (first at row {first})"
-                        )
-                    if isinstance(item, Reject):
-                        rejects.append(item)
-                    else:
-                        seen[item.id] = raw.row
-                        products.append(item)
-                if rejects:
-                    if rejects_fh is None:
-                        rejects_path.parent.mkdir(parents=True, exist_ok=True)
-                        rejects_fh = rejects_path.open("w", encoding="utf-8")
-                    for rej in rejects:
-                        rejects_fh.write(json.dumps(rej.to_dict(), ensure_ascii=False) + "\n")
-                    rejects_fh.flush()
-                texts = [template.render(p) for p in products]
-                if bm25 is None:
-                    settings = Bm25Settings.fitted(texts) if texts else Bm25Settings()
-                    backend.create(
-                        CollectionMeta(encoder_info(encoder), settings.to_dict(), template.template)
-                    )
-                    report.created = True
-                    bm25 = settings.model()
-                points = _points(products, texts, encoder, bm25)
-                while len(pending) >= MAX_PENDING_UPSERTS:
-                    pending.pop(0).result()
-                pending.append(writer.submit(backend.upsert, points))
-                report.read += len(raw_rows)
-                report.upserted += len(points)
-                report.rejected += len(rejects)
-                if on_rows:
-                    on_rows(len(raw_rows))
-            for fut in pending:
-                fut.result()
-        finally:
-            if rejects_fh is not None:
-                rejects_fh.close()
-    if bm25 is None:  # an empty catalog still leaves a (queryable, empty) collection
-        backend.create(
-            CollectionMeta(encoder_info(encoder), Bm25Settings().to_dict(), template.template)
-        )
-        report.created = True
-    backend.finish_writes()
-    report.points_in_collection = backend.count()
-    report.rejects_file = str(rejects_path) if report.rejected else None
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report
-
-
-def _points(
-    products: list[Product], texts: list[str], encoder: TextEncoder, bm25: qdrant_edge.Bm25
-) -> list[ProductPoint]:
-    if not products:
-        return []
-    dense = encoder.encode_documents(texts)
-    points = []
-    for product, text, vector in zip(products, texts, dense, strict=True):
-        sparse = bm25.embed_document(text)
-        points.append(
-            ProductPoint(
-                id=point_id(product.id),
-                dense=vector,
-                sparse=SparseVec(list(sparse.indices), list(sparse.values)),
-                payload=product.payload(),
+    def ensure_created(self, texts: Sequence[str]) -> qdrant_edge.Bm25:
+        if self.bm25 is None:
+            settings = Bm25Settings.fitted(texts) if texts else Bm25Settings()
+            meta = CollectionMeta(
+                encoder_info(self.encoder), settings.to_dict(), self.template.template
             )
-        )
-    return points
+            self.backend.create(meta)
+            self.created = True
+            self.bm25 = settings.model()
+        return self.bm25
+
+    def points(self, products: list[Product]) -> list[ProductPoint]:
+        if not products:
+            return []
+        texts = [self.template.render(p) for p in products]
+        bm25 = self.ensure_created(texts)
+        dense = self.encoder.encode_documents(texts)
+        points = []
+        for product, text, vector in zip(products, texts, dense, strict=True):
+            sparse = bm25.embed_document(text)
+            points.append(
+                ProductPoint(
+                    id=point_id(product.id),
+                    dense=vector,
+                    sparse=SparseVec(list(sparse.indices), list(sparse.values)),
+                    payload=product.payload(),
+                )
+            )
+        return points
+
+
+def _validate_batch(
+    raw_rows: list[RawRow], seen: dict[str, int]
+) -> tuple[list[Product], list[Reject]]:
+    """Validate rows; a repeated id is rejected, pointing at the row that was kept."""
+    products: list[Product] = []
+    rejects: list[Reject] = []
+    for raw in raw_rows:
+        item = validate(raw)
+        if isinstance(item, Product) and item.id in seen:
+            item = Reject(raw.row, item.id, "id", f"duplicate id (first at row {seen[item.id]})")
+        if isinstance(item, Reject):
+            rejects.append(item)
+        else:
+            seen[item.id] = raw.row
+            products.append(item)
+    return products, rejects
+
+
+class _RejectsFile:
+    """One JSON line per rejected row, written as they come; no file when none is rejected."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def __enter__(self) -> _RejectsFile:
+        self.path.unlink(missing_ok=True)  # a stale file would describe another run
+        return self
+
+    def write(self, rejects: list[Reject]) -> None:
+        if not rejects:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("w", encoding="utf-8")
+        for rej in rejects:
+            self._fh.write(json.dumps(rej.to_dict(), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
 
 
 _DONE = object()
@@ -170,7 +214,7 @@ _DONE = object()
 
 def _prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Iterate `items` in a background thread, keeping up to `depth` ready ahead."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:

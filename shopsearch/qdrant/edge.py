@@ -40,6 +40,7 @@ from shopsearch.qdrant.schema import (
 META_FILE = "shopsearch.json"
 SHARD_DIR = "shard"
 
+
 def _match_value(value: str | int | bool) -> qe.MatchValue:
     # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (bool subclasses int), so
     # `in_stock=true` would match nothing; numpy's bool is not an int and arrives as a bool.
