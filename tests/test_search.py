@@ -210,3 +210,17 @@ def test_changing_template_of_existing_collection_needs_recreate(
 
     with pytest.raises(UsageError, match="--recreate"):
         ingest(small_catalog, edge, encoder, tmp_path, template=ProductTextTemplate("{title}"))
+
+
+def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
+    import subprocess
+    import sys
+
+    edge.count()  # this process holds the shard open
+    code = (
+        "from pathlib import Path; from shopsearch.qdrant.edge import EdgeBackend; "
+        f"EdgeBackend(Path({str(edge.directory)!r})).count()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "open in another process" in proc.stderr

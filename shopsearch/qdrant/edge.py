@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -95,7 +95,9 @@ class EdgeBackend:
             },
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
-        self._shard = qe.EdgeShard.create(str(self.directory / SHARD_DIR), config)
+        self._shard = _edge_call(
+            self.directory, qe.EdgeShard.create, str(self.directory / SHARD_DIR), config
+        )
         for name, kind in INDEXED_FIELDS.items():
             self._shard.update(qe.UpdateOperation.create_field_index(name, _INDEX_TYPES[kind]))
         # Metadata last: a directory with metadata always holds a complete empty collection.
@@ -156,8 +158,22 @@ class EdgeBackend:
                 raise CollectionError(
                     f"no collection at {self.directory}: run `shopsearch ingest CATALOG` first"
                 )
-            self._shard = qe.EdgeShard.load(str(shard_dir))
+            self._shard = _edge_call(self.directory, qe.EdgeShard.load, str(shard_dir))
         return self._shard
+
+
+def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> qe.EdgeShard:
+    """Open or create a shard; Edge raises a bare Exception, which we name."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        if "WouldBlock" in str(exc):
+            raise CollectionError(
+                f"the collection at {directory} is open in another process (an ingest?); "
+                "embedded Qdrant Edge allows one process at a time: wait for it, or use a "
+                "Qdrant server (--qdrant-url) for concurrent access"
+            ) from exc
+        raise CollectionError(f"cannot open the collection at {directory}: {exc}") from exc
 
 
 def _query_request(req: SearchRequest) -> qe.QueryRequest:
