@@ -12,6 +12,7 @@ is refused here rather than exported into silently different embeddings.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import shutil
@@ -170,6 +171,11 @@ def _load_onnx_model(source: str, report: Callable[[str], None]) -> Any:
             "pip install 'shopsearch[train]'"
         ) from exc
     report(f"loading {source} and converting it to ONNX")
+    # sentence-transformers logs advice to save_pretrained() into the source directory
+    # (site-packages, for the bundled model); we save into out_dir ourselves.
+    st_logger = logging.getLogger("sentence_transformers")
+    level = st_logger.level
+    st_logger.setLevel(logging.ERROR)
     try:
         return SentenceTransformer(
             source, backend="onnx", device="cpu", model_kwargs={"export": True}
@@ -182,6 +188,8 @@ def _load_onnx_model(source: str, report: Callable[[str], None]) -> Any:
         raise
     except Exception as exc:
         raise ModelNotFoundError(f"cannot load base model {source!r}: {exc}") from exc
+    finally:
+        st_logger.setLevel(level)
 
 
 def _describe(st_model: Any) -> dict[str, Any]:
