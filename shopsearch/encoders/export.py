@@ -172,10 +172,12 @@ def _load_onnx_model(source: str, report: Callable[[str], None]) -> Any:
         ) from exc
     report(f"loading {source} and converting it to ONNX")
     # sentence-transformers logs advice to save_pretrained() into the source directory
-    # (site-packages, for the bundled model); we save into out_dir ourselves.
-    st_logger = logging.getLogger("sentence_transformers")
-    level = st_logger.level
-    st_logger.setLevel(logging.ERROR)
+    # (site-packages, for the bundled model) and transformers deprecation notes from
+    # optimum's calls; we save into out_dir ourselves and users cannot act on the rest.
+    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         return SentenceTransformer(
             source, backend="onnx", device="cpu", model_kwargs={"export": True}
@@ -189,7 +191,8 @@ def _load_onnx_model(source: str, report: Callable[[str], None]) -> Any:
     except Exception as exc:
         raise ModelNotFoundError(f"cannot load base model {source!r}: {exc}") from exc
     finally:
-        st_logger.setLevel(level)
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
 
 
 def _describe(st_model: Any) -> dict[str, Any]:
