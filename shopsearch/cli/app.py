@@ -13,7 +13,13 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from shopsearch.cli import commands_ingest, commands_model, commands_query
+from shopsearch.cli import (
+    commands_eval,
+    commands_ingest,
+    commands_model,
+    commands_query,
+    commands_train,
+)
 from shopsearch.errors import ShopsearchError
 
 app = typer.Typer(
@@ -27,6 +33,8 @@ app = typer.Typer(
 app.command("ingest")(commands_ingest.ingest)
 app.command("query")(commands_query.query)
 app.command("info")(commands_query.info)
+app.command("eval")(commands_eval.evaluate)
+app.command("train")(commands_train.train)
 model_app = typer.Typer(help="Export and inspect encoders.", no_args_is_help=True)
 model_app.command("export")(commands_model.export)
 app.add_typer(model_app, name="model")
