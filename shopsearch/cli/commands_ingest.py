@@ -62,6 +62,7 @@ def ingest(
         TextColumn("rows"),
         TimeElapsedColumn(),
         console=err,
+        transient=True,  # the summary line replaces it; an early error leaves no bar
         disable=as_json and not err.is_terminal,
     )
     try:

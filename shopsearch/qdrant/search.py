@@ -30,6 +30,10 @@ class Query:
     conditions: Sequence[Condition] = ()
     query_id: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise UsageError("the query text is empty")
+
 
 @dataclass(frozen=True)
 class SearchOptions:
