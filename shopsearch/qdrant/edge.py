@@ -23,6 +23,7 @@ from shopsearch.qdrant.backend import (
     RRF_K,
     FusionMethod,
     Hit,
+    IndexSettings,
     ProductPoint,
     SearchMode,
     SearchRequest,
@@ -62,8 +63,9 @@ _INDEX_TYPES = {
 
 
 class EdgeBackend:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, index: IndexSettings | None = None) -> None:
         self.directory = Path(directory)
+        self.index = index or IndexSettings()
         self._shard: qe.EdgeShard | None = None
 
     @property
@@ -87,6 +89,7 @@ class EdgeBackend:
         if (self.directory / SHARD_DIR).exists():
             raise CollectionError(f"a collection already exists at {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
+        index = self.index
         config = qe.EdgeConfig(
             vectors={
                 DENSE_VECTOR: qe.EdgeVectorParams(
@@ -94,6 +97,14 @@ class EdgeBackend:
                 )
             },
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=qe.HnswIndexConfig(
+                m=index.hnsw_m,
+                ef_construct=index.hnsw_ef_construct,
+                full_scan_threshold=index.full_scan_threshold_kb,
+            ),
+            quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8)
+            if index.int8_quantization
+            else None,
         )
         self._shard = _edge_call(
             self.directory, qe.EdgeShard.create, str(self.directory / SHARD_DIR), config
@@ -178,7 +189,9 @@ def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> 
 
 def _query_request(req: SearchRequest) -> qe.QueryRequest:
     flt = build_filter(req.conditions, _MODELS)
-    params = qe.SearchParams(exact=req.exact) if req.exact else None
+    params = (
+        qe.SearchParams(exact=req.exact, hnsw_ef=req.hnsw_ef) if req.exact or req.hnsw_ef else None
+    )
     common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
     if req.mode is SearchMode.DENSE:
         return qe.QueryRequest(query=_dense(req), params=params, **common)

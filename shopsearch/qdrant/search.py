@@ -42,6 +42,7 @@ class SearchOptions:
     top_k: int = 10
     candidates: int = 100
     exact: bool = False
+    hnsw_ef: int | None = None
     payload_fields: list[str] | None = field(default=None)  # None: the whole payload
 
     def __post_init__(self) -> None:
@@ -95,6 +96,7 @@ class ProductSearch:
                     limit=options.top_k,
                     candidates=max(options.candidates, options.top_k),
                     exact=options.exact,
+                    hnsw_ef=options.hnsw_ef,
                     with_payload=options.payload_fields
                     if options.payload_fields is not None
                     else True,

@@ -19,6 +19,7 @@ from shopsearch.qdrant.backend import (
     RRF_K,
     FusionMethod,
     Hit,
+    IndexSettings,
     ProductPoint,
     SearchMode,
     SearchRequest,
@@ -42,16 +43,30 @@ _INDEX_TYPES = {
 
 
 class ServerBackend:
-    def __init__(self, client: QdrantClient, collection: str, location: str) -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        location: str,
+        index: IndexSettings | None = None,
+    ) -> None:
         self.client = client
         self.collection = collection
         self._location = location
+        self.index = index or IndexSettings()
 
     @classmethod
-    def connect(cls, url: str, collection: str, api_key: str | None = None) -> ServerBackend:
+    def connect(
+        cls,
+        url: str,
+        collection: str,
+        api_key: str | None = None,
+        index: IndexSettings | None = None,
+    ) -> ServerBackend:
         if url == ":memory:":
-            return cls(QdrantClient(":memory:"), collection, ":memory:")
-        return cls(QdrantClient(url=url, api_key=api_key), collection, f"{url}/{collection}")
+            return cls(QdrantClient(":memory:"), collection, ":memory:", index)
+        client = QdrantClient(url=url, api_key=api_key)
+        return cls(client, collection, f"{url}/{collection}", index)
 
     @property
     def location(self) -> str:
@@ -82,6 +97,16 @@ class ServerBackend:
                 SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
             },
             metadata={META_KEY: meta.to_dict()},
+            hnsw_config=models.HnswConfigDiff(
+                m=self.index.hnsw_m,
+                ef_construct=self.index.hnsw_ef_construct,
+                full_scan_threshold=self.index.full_scan_threshold_kb,
+            ),
+            quantization_config=models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8)
+            )
+            if self.index.int8_quantization
+            else None,
         )
         for name, kind in INDEXED_FIELDS.items():
             self.client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[kind])
@@ -132,7 +157,11 @@ class ServerBackend:
 
 def _query_request(req: SearchRequest) -> models.QueryRequest:
     flt = build_filter(req.conditions, models)
-    params = models.SearchParams(exact=True) if req.exact else None
+    params = (
+        models.SearchParams(exact=req.exact, hnsw_ef=req.hnsw_ef)
+        if req.exact or req.hnsw_ef
+        else None
+    )
     common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
     if req.mode is SearchMode.DENSE:
         return models.QueryRequest(query=_dense(req), using=DENSE_VECTOR, params=params, **common)
