@@ -43,3 +43,8 @@ class CollectionError(ShopsearchError):
 
 class MissingExtraError(ShopsearchError):
     """A command needs an optional extra (e.g. `shopsearch[train]`) that is not installed."""
+
+
+class InputFileError(UsageError):
+    """A judgments, run or query file with a bad line, column or value; the message names the
+    file and the line or column, so the user can fix the file rather than guess."""

@@ -1,10 +1,307 @@
-"""`shopsearch eval` (being built: issue 3)."""
+"""`shopsearch eval`: graded metrics, strata, paired significance and an HTML report.
+
+A thin layer: systems come from run files (`--run [NAME=]PATH`) and/or from searching a
+collection (`--mode`, repeatable); everything else lives in `shopsearch.evaluation`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shopsearch.cli import options as opt
 from shopsearch.errors import UsageError
+from shopsearch.evaluation.evaluate import ALL, Evaluation, System
+from shopsearch.evaluation.evaluate import evaluate as score_systems
+from shopsearch.evaluation.judgments import load_judgments, parse_column_map, parse_gains
+from shopsearch.evaluation.metrics import MODES, MetricConfig
+from shopsearch.evaluation.runs import read_run, write_run
+from shopsearch.evaluation.significance import DEFAULT_RESAMPLES, DEFAULT_SEED
+from shopsearch.qdrant.backend import FusionMethod, SearchMode
 
 
-def evaluate() -> None:
+def evaluate(
+    judgments: Annotated[
+        Path,
+        typer.Option(
+            "--judgments",
+            "-j",
+            help="Judgments (parquet, CSV, JSONL): query_id, query, "
+            "product_id|product_uid, relevance (number) or an ESCI label, count?",
+        ),
+    ],
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="Judgments column for a field: FIELD=COLUMN (repeatable; "
+            "fields query_id, query, product_id, grade, count).",
+        ),
+    ] = None,
+    runs: Annotated[
+        list[str] | None,
+        typer.Option("--run", help="A run file to score, [NAME=]PATH (repeatable)."),
+    ] = None,
+    modes: Annotated[
+        list[SearchMode] | None,
+        typer.Option(
+            "--mode", help="Search the collection in this mode (repeatable: hybrid, dense, bm25)."
+        ),
+    ] = None,
+    fusion: Annotated[FusionMethod, typer.Option("--fusion", help="rrf or dbsf.")] = (
+        FusionMethod.RRF
+    ),
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 100,
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=1, help="Per-retriever depth before fusion.")
+    ] = 100,
+    exact: Annotated[bool, typer.Option("--exact", help="Exact (brute force) dense search.")] = (
+        False
+    ),
+    rerank: Annotated[
+        bool, typer.Option(help="Also score each query's judged products (re-rank mode).")
+    ] = True,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Catalog file for category strata [default: the collection's payloads].",
+        ),
+    ] = None,
+    catalog_map: Annotated[
+        list[str] | None,
+        typer.Option("--catalog-map", help="Catalog column for a field, as ingest's --map."),
+    ] = None,
+    ndcg_k: Annotated[
+        list[int] | None, typer.Option("--ndcg-k", min=1, help="nDCG cut-offs [10].")
+    ] = None,
+    recall_k: Annotated[
+        list[int] | None, typer.Option("--recall-k", min=1, help="Recall cut-offs [100].")
+    ] = None,
+    gains: Annotated[
+        list[str] | None,
+        typer.Option("--gain", help="ESCI gain LABEL=VALUE [E=1 S=0.1 C=0.01 I=0]."),
+    ] = None,
+    rating_range: Annotated[
+        str | None,
+        typer.Option(
+            "--rating-range",
+            help="MIN:MAX of numeric ratings for gain=(r-min)/(max-min) [the judgments' range].",
+        ),
+    ] = None,
+    relevant: Annotated[
+        str | None,
+        typer.Option(
+            "--relevant",
+            help="Relevant for Recall/MRR: rating >= X, or an ESCI "
+            "label and better [ratings: min+0.75(max-min); ESCI: S].",
+        ),
+    ] = None,
+    pair_gap: Annotated[
+        float, typer.Option("--pair-gap", min=0.0, help="Numeric ratings: pairs need this gap.")
+    ] = 0.5,
+    resamples: Annotated[
+        int, typer.Option("--resamples", min=100, help="Bootstrap / randomisation resamples.")
+    ] = DEFAULT_RESAMPLES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling.")] = DEFAULT_SEED,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
+    save_runs: Annotated[
+        Path | None,
+        typer.Option("--save-runs", help="Directory to write the searched systems' run files."),
+    ] = None,
+    collection: opt.Collection = None,
+    path: opt.DataPath = None,
+    qdrant_url: opt.QdrantUrl = None,
+    api_key: opt.ApiKey = None,
+    model: opt.ModelDir = None,
+    precision: opt.Precision = "fp32",
+    threads: opt.Threads = None,
+    as_json: opt.JsonOut = False,
+) -> None:
     """Graded retrieval metrics, strata, significance and an HTML report."""
-    raise UsageError("shopsearch eval is not implemented yet")
+    if not runs and not modes:
+        raise UsageError("nothing to evaluate: give --run FILE and/or --mode MODE (collection)")
+    judged = load_judgments(
+        judgments,
+        parse_column_map(column_map or []),
+        gains=parse_gains(gains or []),
+        rating_range=_parse_range(rating_range),
+        relevant=relevant,
+        pair_gap=pair_gap,
+    )
+    config = MetricConfig(tuple(ndcg_k or (10,)), tuple(recall_k or (100,)))
+    systems: list[System] = []
+    for spec in runs or []:
+        name, sep, file = spec.partition("=")
+        file_path = Path(file if sep else spec)
+        systems.append(
+            System(name if sep else file_path.stem, read_run(file_path), source=str(file_path))
+        )
+    payloads: dict[str, dict[str, Any]] = {}
+    if modes:
+        systems += _search_systems(
+            judged,
+            modes,
+            fusion,
+            top_k,
+            candidates,
+            exact,
+            rerank,
+            payloads,
+            opt.connection(collection, path, qdrant_url, api_key),
+            lambda: opt.load_encoder(model, precision, threads),
+        )
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise UsageError(f"system names must differ (got {', '.join(names)}); use --run NAME=PATH")
+    if save_runs is not None:
+        save_runs.mkdir(parents=True, exist_ok=True)
+        for s in systems:
+            if s.source.startswith("collection"):
+                write_run(save_runs / f"{s.name}.jsonl", s.full.values())
+                if s.rerank is not None:
+                    write_run(save_runs / f"{s.name}.rerank.jsonl", s.rerank.values())
+    categories = _categories(catalog, catalog_map or [], payloads)
+    ev = score_systems(judged, systems, config, categories, resamples=resamples, seed=seed)
+    if report is not None:
+        from shopsearch.evaluation.report import write_report
+
+        write_report(ev, report)
+    if as_json:
+        json.dump(ev.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    _print_tables(ev, Console(highlight=False))
+    if report is not None:
+        Console(stderr=True, highlight=False).print(f"report: {report}")
+
+
+def _parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    lo, _sep, hi = text.partition(":")
+    try:
+        return float(lo), float(hi)
+    except ValueError:
+        raise UsageError(f"bad --rating-range {text!r}: expected MIN:MAX, e.g. 1:3") from None
+
+
+def _search_systems(
+    judged, modes, fusion, top_k, candidates, exact, rerank, payloads, connection, load_encoder
+) -> list[System]:
+    from rich.progress import Progress
+
+    from shopsearch.evaluation.systems import search_system
+    from shopsearch.qdrant.search import ProductSearch, SearchOptions
+
+    needs_encoder = any(m is not SearchMode.BM25 for m in modes)
+    encoder = load_encoder() if needs_encoder else None
+    backend = connection.open()
+    out = []
+    try:
+        search = ProductSearch(backend, encoder)
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            for mode in dict.fromkeys(modes):
+                options = SearchOptions(
+                    mode=mode, fusion=fusion, top_k=top_k, candidates=candidates, exact=exact
+                )
+                total = len(judged.queries) * (2 if rerank else 1)
+                task = progress.add_task(f"searching ({mode.value})", total=total)
+                out.append(
+                    search_system(
+                        search,
+                        judged,
+                        options,
+                        rerank=rerank,
+                        payloads=payloads,
+                        on_chunk=lambda n, t=task: progress.advance(t, n),
+                    )
+                )
+    finally:
+        backend.close()
+    return out
+
+
+def _categories(catalog: Path | None, mapping: list[str], payloads: dict[str, dict[str, Any]]):
+    if catalog is None:
+        return {pid: p.get("category") for pid, p in payloads.items() if p.get("category")}
+    from shopsearch.ingest.readers import CatalogReader
+    from shopsearch.ingest.readers import parse_column_map as catalog_map
+    from shopsearch.ingest.validate import Product, validate
+
+    reader = CatalogReader(catalog, catalog_map(mapping))
+    out: dict[str, list[str] | None] = {}
+    for batch in reader.batches(4096):
+        for raw in batch:
+            product = validate(raw)
+            if isinstance(product, Product) and product.category:
+                out[product.id] = list(product.category)
+    return out
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return (
+        "–"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def _print_tables(ev: Evaluation, console: Console) -> None:
+    baseline = ev.baseline.name
+    for s in ev.systems:
+        note = f" — {s.missing_queries} judged queries missing" if s.missing_queries else ""
+        console.print(f"[bold]{s.name}[/]: {s.source}{note}")
+    console.print(f"{len(ev.query_ids)} judged queries; {ev.scheme.summary()}")
+    for mode in MODES:
+        title = "full-corpus retrieval" if mode == "full" else "re-ranking judged products"
+        table = Table(title=f"{title} (mean over queries; Δ vs {baseline}, 95% CI, p)")
+        table.add_column("metric")
+        for s in ev.systems:
+            table.add_column(s.name, justify="right")
+        for s in ev.systems[1:]:
+            table.add_column(f"Δ {s.name}", justify="right")
+        for metric in ev.metrics:
+            if ev.mean(ev.baseline, mode, metric)[1] == 0:
+                continue
+            cells = [metric] + [_fmt(ev.mean(s, mode, metric)[0]) for s in ev.systems]
+            for s in ev.systems[1:]:
+                c = ev.comparisons[mode][s.name][ALL][metric]
+                cells.append(_delta(c))
+            table.add_row(*cells)
+        console.print(table)
+    key = ev.metrics[0]
+    for mode in MODES:
+        if len(ev.groups()) == 1:
+            break
+        table = Table(title=f"{key} per stratum ({'full corpus' if mode == 'full' else 're-rank'})")
+        table.add_column("stratum")
+        table.add_column("queries", justify="right")
+        for s in ev.systems:
+            table.add_column(s.name, justify="right")
+        for s in ev.systems[1:]:
+            table.add_column(f"Δ {s.name}", justify="right")
+        for group in ev.groups():
+            n = int(ev.mask(group).sum())
+            cells = [group[1] if group == ALL else f"{group[0]}: {group[1]}", str(n)]
+            cells += [_fmt(ev.mean(s, mode, key, group)[0]) for s in ev.systems]
+            cells += [_delta(ev.comparisons[mode][s.name][group][key]) for s in ev.systems[1:]]
+            table.add_row(*cells)
+        console.print(table)
+
+
+def _delta(c: Any) -> str:
+    if c.n == 0:
+        return "–"
+    p = "p=1" if c.p_value == 1 else (f"p<{1e-3:g}" if c.p_value < 1e-3 else f"p={c.p_value:.3f}")
+    mark = "*" if c.significant else ""
+    return f"{c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] {p}{mark}"

@@ -14,11 +14,10 @@ from rich.console import Console
 from shopsearch.cli import options as opt
 from shopsearch.cli.render import results_table
 from shopsearch.errors import UsageError
+from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
-
-BATCH_CHUNK = 64
 
 
 def query(
@@ -160,20 +159,16 @@ def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
 def _run_batch(
     search: ProductSearch, queries: list[Query], options: SearchOptions, out: Path | None
 ) -> None:
-    from rich.progress import track
+    from rich.progress import Progress
 
     sink: IO[str] = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
-        chunks = range(0, len(queries), BATCH_CHUNK)
-        for start in track(
-            chunks, description="searching", console=Console(stderr=True), disable=out is None
-        ):
-            chunk = queries[start : start + BATCH_CHUNK]
-            for q, hits in zip(chunk, search.search_batch(chunk, options), strict=True):
-                results = [
-                    {"product_id": h.payload.get("product_id"), "score": h.score} for h in hits
-                ]
-                sink.write(json.dumps({"query_id": q.query_id, "results": results}) + "\n")
+        with Progress(console=Console(stderr=True), disable=out is None) as progress:
+            task = progress.add_task("searching", total=len(queries))
+            for ranking in search_rankings(
+                search, queries, options, on_chunk=lambda n: progress.advance(task, n)
+            ):
+                write_ranking(sink, ranking)
     finally:
         if out:
             sink.close()

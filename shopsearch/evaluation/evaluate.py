@@ -1,0 +1,236 @@
+"""Score systems on judgments: per-query metrics in both modes, strata, paired comparisons.
+
+A "system" is a pair of runs: `full` (each judged query retrieved from the whole catalog)
+and optionally `rerank` (scores for each query's judged products). Without a rerank run the
+full run's scores are used for the judged products it retrieved, the rest form a tied tail.
+The first system is the baseline every other one is compared with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shopsearch.evaluation import strata as st
+from shopsearch.evaluation.judgments import GradeScheme, Judgments
+from shopsearch.evaluation.metrics import MODES, MetricConfig, query_metrics
+from shopsearch.evaluation.runs import Run
+from shopsearch.evaluation.significance import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    Comparison,
+    compare,
+)
+
+ALL = ("all", "all queries")  # the stratum every query is in
+
+
+@dataclass
+class System:
+    name: str
+    full: Run
+    rerank: Run | None = None
+    source: str = ""
+
+
+@dataclass
+class SystemResult:
+    name: str
+    source: str
+    # mode -> metric -> per-query values aligned with Evaluation.query_ids (NaN: undefined)
+    per_query: dict[str, dict[str, np.ndarray]]
+    # grade bin -> scores the system gave judged products of that grade
+    judged_scores: dict[str, list[float]]
+    missing_queries: int  # judged queries the full run has no line for
+    rerank_coverage: float  # share of judged products with a score in rerank mode
+
+
+@dataclass
+class Evaluation:
+    query_ids: list[str]
+    scheme: GradeScheme
+    metrics: list[str]
+    systems: list[SystemResult]
+    strata: dict[str, dict[str, str]]  # kind -> query_id -> label
+    strata_order: dict[str, list[str]]
+    comparisons: dict[str, dict[str, dict[tuple[str, str], dict[str, Comparison]]]] = field(
+        default_factory=dict
+    )  # mode -> system -> (kind, label) -> metric -> Comparison
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+    @property
+    def baseline(self) -> SystemResult:
+        return self.systems[0]
+
+    def groups(self) -> list[tuple[str, str]]:
+        """(kind, label) of every stratum, `ALL` first."""
+        out = [ALL]
+        for kind, labels in self.strata_order.items():
+            out += [(kind, label) for label in labels]
+        return out
+
+    def mask(self, group: tuple[str, str]) -> np.ndarray:
+        if group == ALL:
+            return np.ones(len(self.query_ids), dtype=bool)
+        labels = self.strata[group[0]]
+        return np.array([labels.get(q) == group[1] for q in self.query_ids])
+
+    def mean(self, system: SystemResult, mode: str, metric: str, group=ALL) -> tuple[float, int]:
+        values = system.per_query[mode][metric][self.mask(group)]
+        values = values[~np.isnan(values)]
+        return (float(values.mean()) if values.size else math.nan), int(values.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "queries": len(self.query_ids),
+            "grades": self.scheme.describe(),
+            "metrics": self.metrics,
+            "significance": {
+                "bootstrap_resamples": self.resamples,
+                "randomisation_resamples": self.resamples,
+                "seed": self.seed,
+                "baseline": self.baseline.name,
+            },
+            "systems": [
+                {
+                    "name": s.name,
+                    "source": s.source,
+                    "missing_queries": s.missing_queries,
+                    "rerank_coverage": s.rerank_coverage,
+                }
+                for s in self.systems
+            ],
+            "results": {},
+        }
+        for mode in MODES:
+            rows = []
+            for group in self.groups():
+                for s in self.systems:
+                    row: dict[str, Any] = {
+                        "stratum": group[0],
+                        "label": group[1],
+                        "system": s.name,
+                        "metrics": {},
+                    }
+                    for metric in self.metrics:
+                        value, n = self.mean(s, mode, metric, group)
+                        entry: dict[str, Any] = {"mean": _num(value), "n": n}
+                        cmp = self.comparisons.get(mode, {}).get(s.name, {}).get(group, {})
+                        if metric in cmp:
+                            entry.update(
+                                {k: _num(v) for k, v in cmp[metric].to_dict().items() if k != "n"}
+                            )
+                        row["metrics"][metric] = entry
+                    rows.append(row)
+            doc["results"][mode] = rows
+        return doc
+
+
+def _num(value: float | int) -> float | int | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def grade_bins(scheme: GradeScheme) -> list[str]:
+    if scheme.kind == "esci":
+        return ["E", "S", "C", "I"]
+    edges = np.linspace(scheme.lo, scheme.hi, 5)
+    return [f"{a:g}–{b:g}" for a, b in itertools.pairwise(edges)]
+
+
+def grade_bin(scheme: GradeScheme, grade: float | str) -> str:
+    bins = grade_bins(scheme)
+    if scheme.kind == "esci":
+        return str(grade)
+    span = scheme.hi - scheme.lo or 1.0
+    idx = min(int((float(grade) - scheme.lo) / span * 4), 3)
+    return bins[max(idx, 0)]
+
+
+def evaluate(
+    judgments: Judgments,
+    systems: Sequence[System],
+    config: MetricConfig | None = None,
+    categories: Mapping[str, list[str] | None] | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> Evaluation:
+    if not systems:
+        raise ValueError("no system to evaluate")
+    config = config or MetricConfig()
+    scheme = judgments.scheme
+    names = config.names(scheme)
+    qids = list(judgments.queries)
+    results = [_score_system(judgments, s, config, names, qids) for s in systems]
+    strata: dict[str, dict[str, str]] = {"length": st.by_length(judgments)}
+    if judgments.has_counts:
+        strata["frequency"] = st.by_frequency(judgments)
+    if categories:
+        by_cat = st.by_category(judgments, categories)
+        if by_cat:
+            strata["category"] = by_cat
+    order = {kind: st.order_labels(set(labels.values()), kind) for kind, labels in strata.items()}
+    ev = Evaluation(qids, scheme, names, results, strata, order, resamples=resamples, seed=seed)
+    for mode in MODES:
+        ev.comparisons[mode] = {}
+        for s in results[1:]:
+            per_group: dict[tuple[str, str], dict[str, Comparison]] = {}
+            for group in ev.groups():
+                mask = ev.mask(group)
+                per_group[group] = {
+                    m: compare(
+                        ev.baseline.per_query[mode][m][mask],
+                        s.per_query[mode][m][mask],
+                        resamples,
+                        seed,
+                    )
+                    for m in names
+                }
+            ev.comparisons[mode][s.name] = per_group
+    return ev
+
+
+def _score_system(
+    judgments: Judgments,
+    system: System,
+    config: MetricConfig,
+    names: list[str],
+    qids: list[str],
+) -> SystemResult:
+    scheme = judgments.scheme
+    per_query = {mode: {m: np.full(len(qids), math.nan) for m in names} for mode in MODES}
+    judged_scores: dict[str, list[float]] = {b: [] for b in grade_bins(scheme)}
+    missing = 0
+    covered = total = 0
+    for i, qid in enumerate(qids):
+        judged = judgments.queries[qid]
+        full = system.full.get(qid)
+        if full is None:
+            missing += 1
+        ids, scores = (full.product_ids, full.scores) if full else ((), ())
+        for m, v in query_metrics(judged, ids, scores, scheme, config, "full").items():
+            per_query["full"][m][i] = v
+        rr = system.rerank.get(qid) if system.rerank is not None else full
+        r_ids, r_scores = (rr.product_ids, rr.scores) if rr else ((), ())
+        for m, v in query_metrics(judged, r_ids, r_scores, scheme, config, "rerank").items():
+            per_query["rerank"][m][i] = v
+        seen: set[str] = set()
+        for p, s in zip(r_ids, r_scores, strict=True):
+            if p in judged.grades and p not in seen:
+                seen.add(p)
+                judged_scores[grade_bin(scheme, judged.grades[p])].append(float(s))
+        covered += len(seen)
+        total += len(judged.grades)
+    return SystemResult(
+        system.name,
+        system.source,
+        per_query,
+        judged_scores,
+        missing,
+        covered / total if total else 0.0,
+    )

@@ -1,0 +1,438 @@
+"""A self-contained HTML report: one page, inline SVG charts, no scripts, fonts or URLs.
+
+Charts are drawn here as SVG strings (no matplotlib: the query path stays light and the
+page opens anywhere, offline, in a mail attachment or a CI artifact):
+- headline metrics per system with deltas, 95% CIs and p-values against the baseline;
+- a forest plot of the deltas (one row per metric, both modes);
+- grouped bars: a metric per stratum per system (query length, frequency, category);
+- score distributions per grade: one box plot per grade per system, showing whether the
+  model's scores separate the grades at all.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from shopsearch.evaluation.evaluate import ALL, Evaluation, grade_bins
+from shopsearch.evaluation.metrics import MODES
+
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948"]
+MODE_TITLES = {"full": "Full-corpus retrieval", "rerank": "Re-ranking judged products"}
+NON_CONSECUTIVE = {"OrderAcc[E>C]", "OrderAcc[S>I]", "OrderAcc[E>I]"}
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _fmt(v: float, d: int = 3) -> str:
+    return "–" if v is None or math.isnan(v) else f"{v:.{d}f}"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    if p == 1:
+        return "p = 1"
+    return "p < 0.001" if p < 1e-3 else f"p = {p:.3f}"
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+# -- charts ----------------------------------------------------------------------------
+
+
+def grouped_bars(ev: Evaluation, mode: str, metric: str, width: int = 1130) -> str:
+    """Bars of `metric` per stratum (x groups) per system (colours), with value labels."""
+    groups = ev.groups()
+    n_sys = len(ev.systems)
+    bar = max(8, min(40, int((width - 80) / max(1, len(groups)) - 18) // n_sys))
+    group_w = bar * n_sys + 18
+    left, top, bottom = 44, 16, 64
+    # As wide as the bars need (a few strata: half the page), at least 540.
+    width = max(540, left + group_w * len(groups) + 10)
+    height = 250
+    plot_h = height - top - bottom
+    values = [[ev.mean(s, mode, metric, g)[0] for s in ev.systems] for g in groups]
+    finite = [v for row in values for v in row if not math.isnan(v)]
+    vmax = max([*finite, 0.0])
+    vmax = 1.0 if vmax > 0.6 else (math.ceil(vmax * 10) / 10 if vmax > 0 else 1.0)
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{_e(metric)} per stratum">'
+    ]
+    for t in np.linspace(0, vmax, 6):
+        y = top + plot_h * (1 - t / vmax)
+        out.append(
+            f'<line x1="{left}" x2="{width - 4}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'class="grid"/><text x="{left - 6}" y="{y + 4:.1f}" class="tick" '
+            f'text-anchor="end">{t:.2g}</text>'
+        )
+    for gi, (group, row) in enumerate(zip(groups, values, strict=True)):
+        x0 = left + 8 + gi * group_w
+        for si, v in enumerate(row):
+            if math.isnan(v):
+                continue
+            h = plot_h * v / vmax
+            x = x0 + si * bar
+            y = top + plot_h - h
+            title = f"{ev.systems[si].name}, {group[1]}: {v:.3f}"
+            out.append(
+                f'<rect x="{x}" y="{y:.1f}" width="{bar - 2}" height="{h:.1f}" rx="2" '
+                f'fill="{_color(si)}"><title>{_e(title)}</title></rect>'
+            )
+            if bar >= 22:
+                out.append(
+                    f'<text x="{x + (bar - 2) / 2:.1f}" y="{y - 3:.1f}" class="val" '
+                    f'text-anchor="middle">{v:.2f}</text>'
+                )
+        n = int(ev.mask(group).sum())
+        cx = x0 + (bar * n_sys) / 2
+        label = "all" if group == ALL else group[1].removeprefix("freq ")
+        out.append(
+            f'<text x="{cx:.1f}" y="{top + plot_h + 16}" class="lab" '
+            f'text-anchor="middle">{_e(label)}</text>'
+            f'<text x="{cx:.1f}" y="{top + plot_h + 30}" class="tick" '
+            f'text-anchor="middle">n={n}</text>'
+        )
+    kinds = []
+    for kind in ev.strata_order:
+        idx = [i for i, g in enumerate(groups) if g[0] == kind]
+        if idx:
+            kinds.append((kind, idx[0], idx[-1]))
+    for kind, a, b in kinds:
+        xa, xb = left + 8 + a * group_w, left + 8 + b * group_w + bar * n_sys
+        y = top + plot_h + 40
+        out.append(
+            f'<line x1="{xa}" x2="{xb}" y1="{y}" y2="{y}" class="brace"/>'
+            f'<text x="{(xa + xb) / 2:.1f}" y="{y + 13}" class="kind" '
+            f'text-anchor="middle">{_e(kind)}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def forest(ev: Evaluation, width: int = 560) -> str:
+    """Deltas vs the baseline with 95% CIs, one row per (mode, metric, system)."""
+    rows = []
+    for mode in MODES:
+        for s in ev.systems[1:]:
+            for metric in ev.metrics:
+                c = ev.comparisons[mode][s.name][ALL][metric]
+                if c.n and metric not in NON_CONSECUTIVE:
+                    rows.append((mode, metric, s, c))
+    if not rows:
+        return ""
+    label_w, right_w = 190, 110
+    row_h, top = 22, 24
+    height = top + row_h * len(rows) + 26
+    lo = min(c.ci_low for *_, c in rows)
+    hi = max(c.ci_high for *_, c in rows)
+    span = max(abs(lo), abs(hi), 0.01) * 1.1
+    plot_w = width - label_w - right_w
+
+    def x(v: float) -> float:
+        return label_w + plot_w * (v + span) / (2 * span)
+
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="deltas with confidence intervals">'
+    ]
+    out.append(
+        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="{top - 8}" y2="{height - 22}" class="zero"/>'
+    )
+    for t in (-span / 1.1, -span / 2.2, span / 2.2, span / 1.1):
+        out.append(
+            f'<text x="{x(t):.1f}" y="{height - 6}" class="tick" '
+            f'text-anchor="middle">{t:+.2f}</text>'
+        )
+    out.append(f'<text x="{x(0):.1f}" y="{height - 6}" class="tick" text-anchor="middle">0</text>')
+    out.append(
+        f'<text x="{x(-span) + 2:.1f}" y="{top - 10}" class="tick">'
+        f"← better: {_e(ev.baseline.name)}</text>"
+        f'<text x="{x(span) - 2:.1f}" y="{top - 10}" class="tick" text-anchor="end">'
+        f"better: other →</text>"
+    )
+    for i, (mode, metric, s, c) in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        si = ev.systems.index(s)
+        colour = _color(si) if c.significant else "#9aa0a6"
+        label = f"{metric} · {'full' if mode == 'full' else 'rerank'}"
+        if len(ev.systems) > 2:
+            label += f" · {s.name}"
+        if i % 2 == 0:
+            out.append(
+                f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width}" height="{row_h}" '
+                f'class="stripe"/>'
+            )
+        out.append(
+            f'<text x="{label_w - 8}" y="{y + 4:.1f}" class="lab" '
+            f'text-anchor="end">{_e(label)}</text>'
+        )
+        out.append(
+            f'<line x1="{x(c.ci_low):.1f}" x2="{x(c.ci_high):.1f}" y1="{y:.1f}" '
+            f'y2="{y:.1f}" stroke="{colour}" stroke-width="3" stroke-linecap="round"/>'
+        )
+        out.append(
+            f'<circle cx="{x(c.delta):.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
+            f"<title>{_e(f'{c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] {_p(c.p_value)}')}"
+            f"</title></circle>"
+        )
+        out.append(
+            f'<text x="{width - right_w + 8}" y="{y + 4:.1f}" class="val">'
+            f"{c.delta:+.3f} · {_e(_p(c.p_value))}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def score_boxes(ev: Evaluation, width: int = 560) -> str:
+    """Per system (each on its own axis: score scales differ), one horizontal box plot per
+    grade, best grade on top: box = quartiles, line = median, whiskers = 5-95%."""
+    bins = grade_bins(ev.scheme)[::-1]
+    label_w, row_h, head, axis = 96, 20, 22, 22
+    block = head + row_h * len(bins) + axis + 10
+    height = block * len(ev.systems)
+    plot_w = width - label_w - 20
+    out = [
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="score distribution per grade">'
+    ]
+    drawn = False
+    for si, s in enumerate(ev.systems):
+        scores = [v for b in bins for v in s.judged_scores.get(b, [])]
+        y0 = si * block
+        out.append(
+            f'<text x="0" y="{y0 + 14}" class="lab" font-weight="600" '
+            f'fill="{_color(si)}">{_e(s.name)}</text>'
+        )
+        if not scores:
+            out.append(
+                f'<text x="{label_w}" y="{y0 + head + 14}" class="tick">no scores of '
+                "judged products</text>"
+            )
+            continue
+        drawn = True
+        lo, hi = float(np.percentile(scores, 1)), float(np.percentile(scores, 99))
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        pad = (hi - lo) * 0.04
+        lo, hi = lo - pad, hi + pad
+
+        def x(v: float, lo: float = lo, hi: float = hi) -> float:
+            return label_w + plot_w * (min(max(v, lo), hi) - lo) / (hi - lo)
+
+        bottom = y0 + head + row_h * len(bins)
+        for t in np.linspace(lo + pad, hi - pad, 5):
+            out.append(
+                f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{y0 + head - 2}" y2="{bottom}" '
+                f'class="grid"/><text x="{x(t):.1f}" y="{bottom + 13}" class="tick" '
+                f'text-anchor="middle">{t:.3g}</text>'
+            )
+        c = _color(si)
+        for bi, b in enumerate(bins):
+            vals = np.asarray(s.judged_scores.get(b, []), dtype=float)
+            y = y0 + head + bi * row_h + row_h / 2
+            out.append(
+                f'<text x="{label_w - 10}" y="{y + 4:.1f}" class="lab" '
+                f'text-anchor="end">{_e(b)} <tspan class="tick">n={vals.size}</tspan>'
+                "</text>"
+            )
+            if vals.size == 0:
+                continue
+            p5, q1, med, q3, p95 = np.percentile(vals, [5, 25, 50, 75, 95])
+            h = row_h * 0.62
+            out.append(
+                f'<line x1="{x(p5):.1f}" x2="{x(p95):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+                f'stroke="{c}" stroke-width="1.5"/>'
+                f'<rect x="{x(q1):.1f}" y="{y - h / 2:.1f}" width="{max(x(q3) - x(q1), 1.5):.1f}" '
+                f'height="{h:.1f}" fill="{c}" fill-opacity="0.3" stroke="{c}" rx="2">'
+                f"<title>{_e(f'{s.name}, grade {b}: median {med:.3f}, n={vals.size}')}</title>"
+                f'</rect><line x1="{x(med):.1f}" x2="{x(med):.1f}" y1="{y - h / 2:.1f}" '
+                f'y2="{y + h / 2:.1f}" stroke="{c}" stroke-width="2.5"/>'
+            )
+    out.append("</svg>")
+    return "".join(out) if drawn else ""
+
+
+# -- page ------------------------------------------------------------------------------
+
+
+CSS = f"""
+:root {{ --ink:#1f2328; --muted:#656d76; --line:#d8dee4; --bg:#f6f8fa; }}
+* {{ box-sizing:border-box; }}
+body {{ font-family:{FONT}; color:var(--ink); margin:0; background:var(--bg); }}
+main {{ max-width:1200px; margin:0 auto; padding:28px 32px 48px; }}
+h1 {{ font-size:26px; margin:0 0 4px; }} h2 {{ font-size:19px; margin:30px 0 10px; }}
+h3 {{ font-size:15px; margin:0 0 8px; color:var(--ink); }}
+.sub {{ color:var(--muted); font-size:13px; margin:0 0 18px; }}
+.legend span {{ display:inline-flex; align-items:center; margin-right:18px; font-size:13px; }}
+.legend i {{ width:12px; height:12px; border-radius:3px; display:inline-block; margin-right:6px; }}
+.cards {{ display:grid; grid-template-columns:repeat(auto-fill, minmax(250px, 1fr)); gap:12px; }}
+.card, .panel {{ background:#fff; border:1px solid var(--line); border-radius:10px;
+  padding:14px 16px; }}
+.card .m {{ font-size:13px; color:var(--muted); font-weight:600; }}
+.card .row {{ display:flex; justify-content:space-between; align-items:baseline; margin-top:6px; }}
+.card .v {{ font-size:22px; font-weight:600; font-variant-numeric:tabular-nums; }}
+.card .d {{ font-size:12px; font-variant-numeric:tabular-nums; }}
+.up {{ color:#1a7f37; }} .down {{ color:#cf222e; }} .ns {{ color:var(--muted); }}
+.span {{ grid-column:1 / -1; }}
+.scroll {{ overflow-x:auto; }}
+.grid2 {{ display:grid; grid-template-columns:repeat(auto-fit, minmax(540px, 1fr)); gap:14px; }}
+svg {{ max-width:100%; height:auto; font-family:{FONT}; }}
+svg .grid {{ stroke:#eaeef2; }} svg .zero {{ stroke:#57606a; stroke-dasharray:3 3; }}
+svg .tick {{ font-size:10px; fill:var(--muted); }} svg .lab {{ font-size:11.5px; fill:var(--ink); }}
+svg .val {{ font-size:10px; fill:var(--ink); }} svg .kind {{ font-size:11px; fill:var(--muted); }}
+svg .brace {{ stroke:#afb8c1; }} svg .stripe {{ fill:#f6f8fa; }}
+table {{ border-collapse:collapse; width:100%; font-size:12.5px; background:#fff; }}
+th, td {{ padding:5px 8px; border-bottom:1px solid var(--line); text-align:right;
+  font-variant-numeric:tabular-nums; white-space:nowrap; }}
+th:first-child, td:first-child {{ text-align:left; }} th {{ background:#f6f8fa; }}
+.note {{ color:var(--muted); font-size:12px; margin-top:8px; line-height:1.5; }}
+"""
+
+
+def _legend(ev: Evaluation) -> str:
+    items = "".join(
+        f'<span><i style="background:{_color(i)}"></i>{_e(s.name)}'
+        f"{' (baseline)' if i == 0 else ''}</span>"
+        for i, s in enumerate(ev.systems)
+    )
+    return f'<div class="legend">{items}</div>'
+
+
+def _cards(ev: Evaluation, mode: str) -> str:
+    cards = []
+    for metric in ev.metrics:
+        if "[" in metric or ev.mean(ev.baseline, mode, metric)[1] == 0:
+            continue
+        rows = []
+        for i, s in enumerate(ev.systems):
+            v, _ = ev.mean(s, mode, metric)
+            delta = ""
+            if i:
+                c = ev.comparisons[mode][s.name][ALL][metric]
+                cls = "ns" if not c.significant else ("up" if c.delta > 0 else "down")
+                delta = (
+                    f'<span class="d {cls}">{c.delta:+.3f} '
+                    f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}] · {_e(_p(c.p_value))}</span>"
+                )
+            rows.append(
+                f'<div class="row"><span><i style="display:inline-block;width:9px;'
+                f'height:9px;border-radius:2px;background:{_color(i)};margin-right:6px">'
+                f'</i>{_e(s.name)}</span><span class="v">{_fmt(v)}</span></div>'
+                + (f'<div style="text-align:right">{delta}</div>' if delta else "")
+            )
+        cards.append(f'<div class="card"><div class="m">{_e(metric)}</div>{"".join(rows)}</div>')
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _table(ev: Evaluation, mode: str) -> str:
+    head = "<th>stratum</th><th>n</th><th>system</th>" + "".join(
+        f"<th>{_e(m)}</th>" for m in ev.metrics if ev.mean(ev.baseline, mode, m)[1]
+    )
+    body = []
+    for group in ev.groups():
+        for i, s in enumerate(ev.systems):
+            cells = [
+                f"<td>{_e('all' if group == ALL else f'{group[0]}: {group[1]}')}</td>",
+                f"<td>{int(ev.mask(group).sum())}</td>",
+                f"<td>{_e(s.name)}</td>",
+            ]
+            for m in ev.metrics:
+                if not ev.mean(ev.baseline, mode, m)[1]:
+                    continue
+                v, _ = ev.mean(s, mode, m, group)
+                text = _fmt(v)
+                if i:
+                    c = ev.comparisons[mode][s.name][group][m]
+                    if c.n:
+                        cls = "ns" if not c.significant else ("up" if c.delta > 0 else "down")
+                        text += f' <span class="{cls}">({c.delta:+.3f})</span>'
+                cells.append(f"<td>{text}</td>")
+            body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def render_report(ev: Evaluation, title: str = "shopsearch evaluation") -> str:
+    systems = "".join(
+        f"<li><b>{_e(s.name)}</b>: {_e(s.source)}"
+        + (f" — {s.missing_queries} judged queries absent" if s.missing_queries else "")
+        + f" — re-rank coverage {s.rerank_coverage:.0%}</li>"
+        for s in ev.systems
+    )
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">{len(ev.query_ids)} judged queries · grades: '
+        f"{_e(ev.scheme.summary())} · "
+        f"paired bootstrap 95% CI and randomisation test, {ev.resamples:,} resamples, "
+        f"seed {ev.seed} · {stamp}</p>",
+        _legend(ev),
+    ]
+    key_metrics = {
+        "full": [m for m in ev.metrics if m.startswith(("nDCG", "Recall"))][:2],
+        "rerank": [*[m for m in ev.metrics if m.startswith("nDCG")][:1], "OrderAcc"],
+    }
+    for mode in MODES:
+        parts.append(f"<h2>{MODE_TITLES[mode]}</h2>{_cards(ev, mode)}")
+        charts = []
+        for m in key_metrics[mode]:
+            if not ev.mean(ev.baseline, mode, m)[1]:
+                continue
+            svg = grouped_bars(ev, mode, m)
+            wide = int(svg.split('width="', 1)[1].split('"', 1)[0]) > 560
+            charts.append(
+                f'<div class="panel{" span" if wide else ""}"><h3>{_e(m)} per stratum</h3>'
+                f"{svg}</div>"
+            )
+        parts.append(f'<div class="grid2" style="margin-top:14px">{"".join(charts)}</div>')
+    fp = forest(ev)
+    boxes = score_boxes(ev)
+    side = []
+    if fp:
+        side.append(
+            f'<div class="panel"><h3>Δ vs {_e(ev.baseline.name)} '
+            f"(95% CI; coloured when p &lt; 0.05)</h3>{fp}</div>"
+        )
+    if boxes:
+        side.append(
+            '<div class="panel"><h3>Scores of judged products per grade</h3>'
+            f'{boxes}<div class="note">Boxes: quartiles and median; whiskers: 5–95%. '
+            "Good separation = higher grades further right. Each system has its own "
+            "axis: score scales differ.</div></div>"
+        )
+    if side:
+        parts.append(
+            f'<h2>Differences and score distributions</h2><div class="grid2">{"".join(side)}</div>'
+        )
+    for mode in MODES:
+        parts.append(f"<h2>All numbers — {MODE_TITLES[mode].lower()}</h2>{_table(ev, mode)}")
+    parts.append(
+        '<p class="note">Means over queries with the metric defined (nDCG needs a '
+        "positive gain, Recall/MRR a relevant product, order accuracy a judged pair); "
+        "deltas pair the queries where both systems have the metric defined. "
+        "Full corpus: unjudged products count as irrelevant. Re-rank: judged products "
+        "in the system's order, those it did not score tied last.</p>"
+    )
+    parts.append(f'<h2>Systems</h2><ul class="note">{systems}</ul>')
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<title>{_e(title)}</title><meta name="viewport" content="width=device-width">'
+        f"<style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n"
+    )
+
+
+def write_report(ev: Evaluation, path: Path, title: str = "shopsearch evaluation") -> None:
+    Path(path).write_text(render_report(ev, title), encoding="utf-8")

@@ -1,0 +1,421 @@
+"""`shopsearch eval`: metrics against an independent implementation (ir-measures, i.e.
+trec_eval), known answers for order accuracy, ties, strata and significance, and the CLI end
+to end on a real Edge collection built with the exported model."""
+
+import itertools
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import ir_measures
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from ir_measures import RR, R, nDCG
+
+from shopsearch.cli.app import main
+from shopsearch.errors import InputFileError
+from shopsearch.evaluation.evaluate import ALL, System, evaluate
+from shopsearch.evaluation.judgments import (
+    GradeScheme,
+    JudgedQuery,
+    Judgments,
+    load_judgments,
+)
+from shopsearch.evaluation.metrics import (
+    MetricConfig,
+    ndcg,
+    order_accuracy,
+    query_metrics,
+    reciprocal_rank,
+)
+from shopsearch.evaluation.runs import Ranking, read_run, write_run
+from shopsearch.evaluation.significance import compare
+from shopsearch.evaluation.strata import by_category, by_frequency, length_label
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
+
+# -- metrics vs ir-measures (pytrec_eval / trec_eval) ------------------------------------
+
+
+def _fixture(seed: int, labels: list, n_queries: int = 40):
+    """Random judgments and a run with distinct, descending scores; every query has at
+    least one relevant product so nDCG/Recall/RR are defined for both implementations."""
+    rng = np.random.default_rng(seed)
+    grades: dict[str, dict[str, object]] = {}
+    run: dict[str, Ranking] = {}
+    for q in range(n_queries):
+        qid = f"q{q}"
+        judged = rng.choice(60, size=int(rng.integers(3, 15)), replace=False)
+        g = {f"d{d}": labels[int(rng.integers(0, len(labels)))] for d in judged}
+        g[f"d{judged[0]}"] = labels[-1]  # the best grade, at least once
+        grades[qid] = g
+        retrieved = rng.choice(60, size=int(rng.integers(5, 40)), replace=False)
+        scores = np.sort(rng.random(retrieved.size))[::-1] + np.arange(retrieved.size)[::-1]
+        run[qid] = Ranking(qid, tuple(f"d{d}" for d in retrieved), tuple(float(s) for s in scores))
+    return grades, run
+
+
+def _ours(grades, run, scheme, config, metric):
+    out = {}
+    for qid, g in grades.items():
+        jq = JudgedQuery(qid, "x", dict(g))
+        r = run[qid]
+        out[qid] = query_metrics(jq, r.product_ids, r.scores, scheme, config, "full")[metric]
+    return out
+
+
+def _theirs(qrels, run, measure):
+    ir_run = [
+        ir_measures.ScoredDoc(q, d, s)
+        for q, r in run.items()
+        for d, s in zip(r.product_ids, r.scores, strict=True)
+    ]
+    return {m.query_id: m.value for m in ir_measures.iter_calc([measure], qrels, ir_run)}
+
+
+def test_numeric_metrics_agree_with_trec_eval():
+    """Ratings 0..3: our gain (r-0)/3 is trec_eval's gain r scaled, and nDCG is scale-free."""
+    grades, run = _fixture(1, [0, 1, 2, 3])
+    scheme = GradeScheme("numeric", lo=0, hi=3, relevant=2)
+    config = MetricConfig(ndcg_ks=(5, 10), recall_ks=(20,))
+    qrels = [ir_measures.Qrel(q, d, int(r)) for q, g in grades.items() for d, r in g.items()]
+    pairs = [
+        ("nDCG@10", nDCG @ 10),
+        ("nDCG@5", nDCG @ 5),
+        ("Recall@20", R(rel=2) @ 20),
+        ("MRR", RR(rel=2)),
+    ]
+    for ours_name, measure in pairs:
+        ours = _ours(grades, run, scheme, config, ours_name)
+        theirs = _theirs(qrels, run, measure)
+        assert set(ours) == set(theirs)
+        for qid in ours:
+            assert ours[qid] == pytest.approx(theirs[qid], abs=1e-9), (ours_name, qid)
+
+
+def test_esci_gains_agree_with_trec_eval():
+    """ESCI gains 1/0.1/0.01/0 are trec_eval integer gains 100/10/1/0 scaled by 1/100."""
+    grades, run = _fixture(2, ["I", "C", "S", "E"])
+    scheme = GradeScheme("esci", relevant="E")
+    as_int = {"E": 100, "S": 10, "C": 1, "I": 0}
+    qrels = [ir_measures.Qrel(q, d, as_int[r]) for q, g in grades.items() for d, r in g.items()]
+    config = MetricConfig(ndcg_ks=(10,), recall_ks=(10,))
+    for ours_name, measure in [
+        ("nDCG@10", nDCG @ 10),
+        ("Recall@10", R(rel=100) @ 10),
+        ("MRR", RR(rel=100)),
+    ]:
+        ours = _ours(grades, run, scheme, config, ours_name)
+        theirs = _theirs(qrels, run, measure)
+        for qid in ours:
+            assert ours[qid] == pytest.approx(theirs[qid], abs=1e-9), (ours_name, qid)
+
+
+def test_undefined_metrics_are_nan_not_zero():
+    scheme = GradeScheme("numeric", lo=1, hi=3)
+    jq = JudgedQuery("q", "x", {"a": 1.0, "b": 1.0})
+    m = query_metrics(jq, ["a", "b"], [2.0, 1.0], scheme, MetricConfig(), "full")
+    assert math.isnan(m["nDCG@10"]) and math.isnan(m["Recall@100"]) and math.isnan(m["MRR"])
+    assert math.isnan(m["OrderAcc"])  # no pair with a rating gap
+
+
+# -- order accuracy, re-rank ties: known answers ------------------------------------------
+
+
+def test_order_accuracy_known_answers():
+    levels = np.array([3.0, 2.0, 1.0])
+    assert order_accuracy(levels, np.array([0.9, 0.5, 0.7]), 0.5) == (pytest.approx(2 / 3), 3)
+    assert order_accuracy(levels, np.array([0.9, 0.5, 0.5]), 0.5) == (pytest.approx(5 / 6), 3)
+    assert order_accuracy(levels, np.array([0.1, 0.5, 0.9]), 0.5) == (0.0, 3)
+    # gap 1.5: only the (3, 1) pair counts
+    assert order_accuracy(levels, np.array([0.1, 0.5, 0.9]), 1.5) == (0.0, 1)
+
+
+def test_order_accuracy_modes_and_esci_pairs():
+    scheme = GradeScheme("esci")
+    jq = JudgedQuery("q", "x", {"e": "E", "s": "S", "c": "C", "i": "I"})
+    config = MetricConfig()
+    # full corpus: only e and c retrieved (c above e); s and i not retrieved.
+    full = query_metrics(jq, ["c", "x", "e"], [3.0, 2.0, 1.0], scheme, config, "full")
+    # pairs with one side retrieved: e>s ok, e>c wrong, e>i ok, s>c wrong, c>i ok; s>i skipped
+    assert full["OrderAcc"] == pytest.approx(3 / 5)
+    assert full["OrderAcc[E>S]"] == 1.0 and full["OrderAcc[S>C]"] == 0.0
+    assert full["OrderAcc[C>I]"] == 1.0 and math.isnan(full["OrderAcc[S>I]"])
+    # re-rank: the unscored s and i tie at the bottom: s>i counts 1/2
+    rr = query_metrics(jq, ["c", "x", "e"], [3.0, 2.0, 1.0], scheme, config, "rerank")
+    assert rr["OrderAcc"] == pytest.approx(3.5 / 6)
+    assert rr["OrderAcc[S>I]"] == 0.5
+
+
+def test_rerank_tied_tail_is_the_expectation_over_its_orders():
+    scheme = GradeScheme("numeric", lo=0, hi=3, relevant=2)
+    grades = {"a": 3.0, "b": 0.0, "c": 2.0, "d": 0.0, "e": 1.0}
+    jq = JudgedQuery("q", "x", grades)
+    config = MetricConfig(ndcg_ks=(2, 4), recall_ks=(2,))
+    got = query_metrics(jq, ["b", "zz"], [1.0, 0.5], scheme, config, "rerank")
+    tail = ["a", "c", "d", "e"]
+    perms = list(itertools.permutations(tail))
+    all_gains = np.array([g / 3 for g in grades.values()])
+    for k in (2, 4):
+        want = np.mean(
+            [ndcg(np.array([grades[p] / 3 for p in ["b", *o]]), all_gains, k) for o in perms]
+        )
+        assert got[f"nDCG@{k}"] == pytest.approx(want, abs=1e-12)
+    rel = {p: float(grades[p] >= 2) for p in grades}
+    want_rr = np.mean([reciprocal_rank(np.array([rel[p] for p in ["b", *o]]), 2) for o in perms])
+    assert got["MRR"] == pytest.approx(want_rr, abs=1e-12)
+    want_recall = np.mean([sum(rel[p] for p in ["b", *o][:2]) / 2 for o in perms])
+    assert got["Recall@2"] == pytest.approx(want_recall, abs=1e-12)
+
+
+# -- strata --------------------------------------------------------------------------------
+
+
+def test_length_strata():
+    assert [
+        length_label(t)
+        for t in ("drill", "cordless drill", "18v cordless drill kit", "a b c d", "a b c d e", "  ")
+    ] == ["1 word", "2 words", "3-4 words", "3-4 words", "5+ words", "1 word"]
+
+
+def _judgments(queries: dict[str, tuple[str, dict, float | None]], kind="numeric"):
+    scheme = GradeScheme(kind, lo=0, hi=3) if kind == "numeric" else GradeScheme("esci")
+    return Judgments({q: JudgedQuery(q, t, g, c) for q, (t, g, c) in queries.items()}, scheme)
+
+
+def test_frequency_and_category_strata():
+    counts = [1, 1, 2, 3, 5, 8, 13, 100, 100]
+    j = _judgments({f"q{i}": ("x", {"p": 1.0}, float(c)) for i, c in enumerate(counts)})
+    freq = by_frequency(j)
+    assert [freq[f"q{i}"] for i in range(9)] == ["freq 1-2"] * 3 + ["freq 3-8"] * 3 + [
+        "freq 13-100"
+    ] * 3
+    j = _judgments(
+        {
+            "a": ("x", {"p1": "E", "p2": "E", "p3": "S", "p4": "S", "p5": "S"}, None),
+            "b": ("y", {"p3": "E", "p1": "E"}, None),  # a tie: alphabetically first wins
+            "c": ("z", {"p9": "E"}, None),  # no category known
+        },
+        kind="esci",
+    )
+    cats = {
+        "p1": ["tools", "drills"],
+        "p2": ["tools"],
+        "p3": ["paint"],
+        "p4": ["paint"],
+        "p5": ["paint"],
+    }
+    assert by_category(j, cats) == {"a": "tools", "b": "paint"}
+    assert by_category(j, cats, max_strata=1) == {"a": "other", "b": "other"}
+
+
+def test_evaluation_imports_neither_cli_nor_torch():
+    code = (
+        "import sys, pkgutil, importlib, shopsearch.evaluation as e\n"
+        "for m in pkgutil.iter_modules(e.__path__):\n"
+        "    importlib.import_module(f'{e.__name__}.{m.name}')\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('shopsearch.cli')]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# -- significance --------------------------------------------------------------------------
+
+
+def test_a_system_against_itself_gives_p_1_and_zero_deltas():
+    x = np.random.default_rng(0).random(200)
+    c = compare(x, x.copy())
+    assert (c.delta, c.ci_low, c.ci_high, c.p_value, c.n) == (0.0, 0.0, 0.0, 1.0, 200)
+
+
+def test_a_real_difference_is_significant_and_inside_its_ci():
+    rng = np.random.default_rng(1)
+    a = rng.random(300)
+    b = a + 0.05 + rng.normal(0, 0.1, 300)
+    c = compare(a, b, resamples=2000)
+    assert c.p_value < 0.01 and c.ci_low < c.delta < c.ci_high and c.ci_low > 0
+    noise = compare(a, a + rng.normal(0, 0.1, 300), resamples=2000)
+    assert noise.p_value > 0.01 and noise.ci_low < 0 < noise.ci_high
+    assert compare(a, b, resamples=2000) == c  # seeded: reproducible
+
+
+# -- files: runs, judgments -----------------------------------------------------------------
+
+
+def test_run_round_trip_and_bad_lines(tmp_path):
+    run = [Ranking("q1", ("a", "b"), (2.0, 1.0)), Ranking("7", (), ())]
+    write_run(tmp_path / "r.jsonl", run)
+    assert read_run(tmp_path / "r.jsonl") == {"q1": run[0], "7": run[1]}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"query_id": "q1", "results": []}\n'
+        '{"query_id": "q2", "results": [{"product_id": "a", "score": "high"}]}\n'
+    )
+    with pytest.raises(InputFileError, match=r"bad\.jsonl line 2: result 1 has no numeric score"):
+        read_run(bad)
+
+
+def test_judgments_errors_name_file_row_and_column(tmp_path):
+    path = tmp_path / "j.csv"
+    path.write_text("qid,query,product_id,esci_label\nq1,drill,p1,E\nq1,drill,p2,X\n")
+    with pytest.raises(InputFileError, match=r"j.csv row 2, column 'esci_label': unknown grade"):
+        load_judgments(path)
+    path.write_text("qid,query,sku,relevance\nq1,drill,p1,3\n")
+    with pytest.raises(InputFileError, match=r"j\.csv: no product_id column"):
+        load_judgments(path)
+    j = load_judgments(path, {"product_id": "sku"})
+    assert j.queries["q1"].grades == {"p1": 3.0} and j.scheme.kind == "numeric"
+
+
+# -- the CLI end to end on a real collection -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_env(exported_model, tmp_path_factory):
+    """200 demo products in an Edge collection and ESCI judgments for six queries."""
+    tmp = tmp_path_factory.mktemp("eval")
+    catalog = tmp / "demo.parquet"
+    pq.write_table(pq.read_table(DEMO).slice(0, 200), catalog, row_group_size=64)
+    env = ["--model", str(exported_model), "--path", str(tmp / "data"), "-c", "demo"]
+    assert (
+        main(
+            [
+                "ingest",
+                str(catalog),
+                "--rejects",
+                str(tmp / "rej.jsonl"),
+                "--json",
+                "--model",
+                str(exported_model),
+                "--path",
+                str(tmp / "data"),
+                "-c",
+                "demo",
+            ]
+        )
+        == 0
+    )
+    rows = pq.read_table(catalog).to_pylist()
+
+    def grade(r, words, cat):
+        title, cats = r["title"].lower(), r["category"] or []
+        if cat in cats and any(w in title for w in words):
+            return "E"
+        return "S" if cat in cats else ("C" if any(w in title for w in words) else "I")
+
+    queries = [
+        ("q1", "women's casual shoes", ["shoes"], "womens footwear", 40),
+        ("q2", "analog watch for men", ["analog"], "wrist watches", 12),
+        ("q3", "boots", ["boots"], "womens footwear", 30),
+        ("q4", "sports watch", ["sport"], "wrist watches", 3),
+        ("q5", "women's sandals and wedges", ["sandal", "wedge"], "womens footwear", 1),
+        ("q6", "shirt", ["shirt"], "mens clothing", 2),
+    ]
+    judged = []
+    for qid, text, words, cat, count in queries:
+        for r in rows[::7][:22]:
+            judged.append(
+                {
+                    "qid": qid,
+                    "query": text,
+                    "product_id": r["id"],
+                    "esci_label": grade(r, words, cat),
+                    "count": count,
+                }
+            )
+    path = tmp / "judgments.parquet"
+    pq.write_table(pa.Table.from_pylist(judged), path)
+    return env, tmp, path
+
+
+def test_eval_two_modes_report_and_json(eval_env, capsys):
+    env, tmp, judgments = eval_env
+    report = tmp / "report.html"
+    assert (
+        main(
+            [
+                "eval",
+                "-j",
+                str(judgments),
+                "--mode",
+                "bm25",
+                "--mode",
+                "dense",
+                "--exact",
+                "--report",
+                str(report),
+                "--save-runs",
+                str(tmp / "runs"),
+                "--resamples",
+                "500",
+                *env,
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "full-corpus retrieval" in out and "nDCG@10" in out and "Δ dense" in out
+    assert "length: 1 word" in out and "frequency:" in out and "category:" in out
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>") and page.count("<svg") >= 5
+    # self-contained: no scripts, no external resources of any kind
+    assert not re.search(r"<script|<link|<img|@import|url\(|https?://", page, re.I)
+    # the saved runs are in the run format and score the same when read back
+    assert (
+        main(
+            [
+                "eval",
+                "-j",
+                str(judgments),
+                "--run",
+                f"bm25={tmp / 'runs' / 'bm25.jsonl'}",
+                "--run",
+                f"again={tmp / 'runs' / 'bm25.jsonl'}",
+                "--json",
+                "--resamples",
+                "500",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    rows = {(r["label"], r["system"]): r["metrics"] for r in doc["results"]["full"]}
+    for metric, entry in rows[("all queries", "again")].items():
+        if entry["n"]:
+            assert entry["delta"] == 0.0 and entry["p_value"] == 1.0, metric
+            assert entry["ci_low"] == entry["ci_high"] == 0.0
+    assert (
+        rows[("all queries", "again")]["nDCG@10"]["mean"]
+        == rows[("all queries", "bm25")]["nDCG@10"]["mean"]
+    )
+
+
+def test_eval_bad_inputs_exit_2_naming_the_place(eval_env, tmp_path, capsys):
+    _, _, judgments = eval_env
+    bad = tmp_path / "run.jsonl"
+    bad.write_text('{"query_id": "q1", "results": []}\nnot json\n')
+    assert main(["eval", "-j", str(judgments), "--run", str(bad)]) == 2
+    assert "run.jsonl line 2: invalid JSON" in capsys.readouterr().err
+    assert main(["eval", "-j", str(judgments), "--map", "grade=stars", "--run", str(bad)]) == 2
+    assert "no column 'stars'" in capsys.readouterr().err
+
+
+def test_evaluate_library_without_collection():
+    """Two run dicts, no search: the baseline is the first system."""
+    j = _judgments(
+        {"a": ("one", {"p": 3.0, "q": 0.0}, None), "b": ("two words", {"p": 3.0, "r": 1.0}, None)}
+    )
+    good = {"a": Ranking("a", ("p", "q"), (2.0, 1.0)), "b": Ranking("b", ("p", "r"), (1.0, 0.5))}
+    bad = {"a": Ranking("a", ("q", "p"), (2.0, 1.0))}
+    ev = evaluate(j, [System("good", good), System("bad", bad)], resamples=200)
+    assert ev.mean(ev.systems[0], "full", "nDCG@10") == (1.0, 2)
+    assert ev.systems[1].missing_queries == 1
+    c = ev.comparisons["full"]["bad"][ALL]["nDCG@10"]
+    assert c.delta < 0 and c.n == 2
