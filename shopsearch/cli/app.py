@@ -6,6 +6,7 @@ message and an exit code (2 for bad usage), never as a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
@@ -13,14 +14,20 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from shopsearch.cli import (
-    commands_eval,
-    commands_ingest,
-    commands_model,
-    commands_query,
-    commands_train,
-)
 from shopsearch.errors import ShopsearchError
+
+# command -> (module in shopsearch.cli, function). Only the invoked command's module is
+# imported: `shopsearch query` must not pay for pyarrow (ingest) or the evaluation stack.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("commands_ingest", "ingest"),
+    "query": ("commands_query", "query"),
+    "info": ("commands_query", "info"),
+    "eval": ("commands_eval", "evaluate"),
+    "train": ("commands_train", "train"),
+}
+GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
+    "model": ("Export and inspect encoders.", {"export": ("commands_model", "export")}),
+}
 
 app = typer.Typer(
     name="shopsearch",
@@ -30,14 +37,40 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.command("ingest")(commands_ingest.ingest)
-app.command("query")(commands_query.query)
-app.command("info")(commands_query.info)
-app.command("eval")(commands_eval.evaluate)
-app.command("train")(commands_train.train)
-model_app = typer.Typer(help="Export and inspect encoders.", no_args_is_help=True)
-model_app.command("export")(commands_model.export)
-app.add_typer(model_app, name="model")
+_registered: set[str] = set()
+
+
+def register(names: set[str] | None = None) -> typer.Typer:
+    """Add the named commands (default: all) to `app`, importing their modules."""
+    for name in [*COMMANDS, *GROUPS]:
+        if names is not None and name not in names:
+            continue
+        if name in _registered:
+            continue
+        if name in COMMANDS:
+            module, function = COMMANDS[name]
+            app.command(name)(_load(module, function))
+        else:
+            help_text, sub = GROUPS[name]
+            group = typer.Typer(help=help_text, no_args_is_help=True)
+            for sub_name, (module, function) in sub.items():
+                group.command(sub_name)(_load(module, function))
+            app.add_typer(group, name=name)
+        _registered.add(name)
+    return app
+
+
+def _load(module: str, function: str) -> typer.models.CommandFunctionType:
+    return getattr(importlib.import_module(f"shopsearch.cli.{module}"), function)
+
+
+def _invoked(argv: list[str]) -> set[str] | None:
+    """The command named on the command line, or None (help, typo): register them all."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    known = COMMANDS.keys() | GROUPS.keys()
+    if command in known and not {"--help", "-h"} & set(argv[: argv.index(command)]):
+        return {command}
+    return None
 
 
 @app.callback()
@@ -53,8 +86,10 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; typer handles usage errors, we render ours."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, prog_name="shopsearch")
+        register(_invoked(args))
+        app(args=args, prog_name="shopsearch")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ShopsearchError as exc:

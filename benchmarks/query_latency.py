@@ -1,0 +1,236 @@
+"""Query latency on the 54,667-product Home Depot catalog (benchmarks/bench_catalog.py).
+
+Warm: in-process, encode + filtered hybrid search (price<=150, in_stock=true, RRF) for each
+of the 1,226 dev queries, with the fp32 and the int8 encoder; p50/p90/p99, and the encode
+and search parts separately. Targets: p50 <= 3 ms, p99 <= 10 ms on 2 cores.
+Cold: `shopsearch query` as a whole process (median of --runs), beside a reference script
+doing the same hybrid query with sentence-transformers + qdrant-client local mode, in the
+same run. Target: <= 0.6 s wall.
+
+    python benchmarks/query_latency.py [--work DIR] [--runs 5]
+
+The first run builds the catalog, the Edge collection and the local-mode reference
+collection under --work (minutes); later runs reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench_catalog import FILTERS, dev_queries, median_wall, percentiles, table, write_catalog
+
+from shopsearch.encoders import OnnxEncoder, default_model_dir
+from shopsearch.ingest.pipeline import ingest_catalog
+from shopsearch.ingest.readers import CatalogReader
+from shopsearch.qdrant.backend import Connection
+from shopsearch.qdrant.filters import parse_filters
+from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+
+COLLECTION = "bench"
+REFERENCE = """
+import json, sys
+from qdrant_client import QdrantClient, models
+from qdrant_edge import Bm25, Bm25Config
+from sentence_transformers import SentenceTransformer
+
+model_dir, local_dir, text = sys.argv[1:4]
+model = SentenceTransformer(model_dir, device="cpu")
+client = QdrantClient(path=local_dir)
+meta = client.get_collection("bench").config.metadata["shopsearch"]["bm25"]
+sparse = Bm25(Bm25Config(**meta)).embed_query(text)
+flt = models.Filter(must=[
+    models.FieldCondition(key="price", range=models.Range(lte=150)),
+    models.FieldCondition(key="in_stock", match=models.MatchValue(value=True)),
+])
+points = client.query_points(
+    "bench",
+    prefetch=[
+        models.Prefetch(query=model.encode_query(text).tolist(), using="dense", limit=100,
+                        filter=flt),
+        models.Prefetch(query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                        using="bm25", limit=100, filter=flt),
+    ],
+    query=models.RrfQuery(rrf=models.Rrf(k=2)), query_filter=flt, limit=10,
+).points
+print(json.dumps([p.payload["title"] for p in points]))
+"""
+
+
+def ensure_model(model_dir: Path) -> Path:
+    if not (model_dir / "manifest.json").exists():
+        from shopsearch.encoders.export import export_model
+
+        export_model(None, model_dir)
+    return model_dir
+
+
+def ensure_collection(connection: Connection, catalog: Path, model_dir: Path) -> None:
+    backend = connection.open()
+    try:
+        if backend.read_meta() is None:
+            started = time.perf_counter()
+            report = ingest_catalog(
+                CatalogReader(catalog),
+                backend,
+                OnnxEncoder.load(model_dir, precision="int8"),
+                rejects_path=catalog.with_suffix(".rejects.jsonl"),
+            )
+            print(
+                f"built {connection.url or connection.edge_dir()}: {report.upserted} products "
+                f"in {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+            )
+    finally:
+        backend.close()
+
+
+def warm(connection: Connection, model_dir: Path, queries: list[str], threads: int | None) -> list:
+    conditions = parse_filters(FILTERS)
+    rows = []
+    backend = connection.open()
+    try:
+        for precision in ("fp32", "int8"):
+            encoder = OnnxEncoder.load(model_dir, precision=precision, threads=threads)
+            search = ProductSearch(backend, encoder)
+            options = SearchOptions(top_k=10)
+            for text in queries[:50]:
+                search.search(Query(text, conditions), options)
+            total, encode, engine = [], [], []
+            for text in queries:
+                t0 = time.perf_counter()
+                search.search(Query(text, conditions), options)
+                t1 = time.perf_counter()
+                encoder.encode_queries([text])
+                t2 = time.perf_counter()
+                total.append(t1 - t0)
+                encode.append(t2 - t1)
+                engine.append((t1 - t0) - (t2 - t1))
+            p, e, s = percentiles(total), percentiles(encode), percentiles(engine)
+            rows.append(
+                [
+                    precision,
+                    f"{p['p50']:.2f}",
+                    f"{p['p90']:.2f}",
+                    f"{p['p99']:.2f}",
+                    f"{e['p50']:.2f}",
+                    f"{s['p50']:.2f}",
+                    "met" if p["p50"] <= 3 and p["p99"] <= 10 else "MISSED",
+                ]
+            )
+    finally:
+        backend.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/shopsearch-bench"))
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    model_dir = ensure_model(args.model_dir or default_model_dir())
+    catalog = write_catalog(args.work / "homedepot-attrs.parquet")
+    edge = Connection(collection=COLLECTION, path=args.work / "edge")
+    local_dir = args.work / "local"
+    ensure_collection(edge, catalog, model_dir)
+    queries = dev_queries()
+
+    print(
+        f"{len(queries)} dev queries, filters {FILTERS}, hybrid RRF, top 10; "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print("Warm, in-process (ms):\n")
+    print(
+        table(
+            ["encoder", "p50", "p90", "p99", "encode p50", "search p50", "target"],
+            warm(edge, model_dir, queries, args.threads),
+        )
+    )
+
+    from qdrant_client import QdrantClient
+
+    from shopsearch.qdrant.server import ServerBackend
+
+    if not local_dir.exists():
+        backend = ServerBackend(QdrantClient(path=str(local_dir)), COLLECTION, str(local_dir))
+        ingest_catalog(
+            CatalogReader(catalog),
+            backend,
+            OnnxEncoder.load(model_dir, precision="int8"),
+            rejects_path=args.work / "local.rejects.jsonl",
+        )
+        backend.close()
+
+    env = {"SHOPSEARCH_MODEL_DIR": str(model_dir), "SHOPSEARCH_DATA_DIR": str(args.work / "edge")}
+    text = "cordless drill"
+    ours = median_wall(
+        [
+            sys.executable,
+            "-m",
+            "shopsearch",
+            "query",
+            text,
+            "-c",
+            COLLECTION,
+            "--json",
+            *[a for f in FILTERS for a in ("--filter", f)],
+        ],
+        args.runs,
+        env,
+    )
+    ours_int8 = median_wall(
+        [
+            sys.executable,
+            "-m",
+            "shopsearch",
+            "query",
+            text,
+            "-c",
+            COLLECTION,
+            "--json",
+            "--precision",
+            "int8",
+            *[a for f in FILTERS for a in ("--filter", f)],
+        ],
+        args.runs,
+        env,
+    )
+    reference = median_wall(
+        [sys.executable, "-c", REFERENCE, str(model_dir), str(local_dir), text], args.runs
+    )
+    print("\nCold, whole process (median wall, s):\n")
+    print(
+        table(
+            ["command", "wall s", "vs reference", "target <= 0.6 s"],
+            [
+                [
+                    "shopsearch query (fp32)",
+                    f"{ours:.3f}",
+                    f"{reference / ours:.1f}x faster",
+                    "met" if ours <= 0.6 else "MISSED",
+                ],
+                [
+                    "shopsearch query --precision int8",
+                    f"{ours_int8:.3f}",
+                    f"{reference / ours_int8:.1f}x faster",
+                    "met" if ours_int8 <= 0.6 else "MISSED",
+                ],
+                [
+                    "sentence-transformers + qdrant-client local mode",
+                    f"{reference:.3f}",
+                    "1.0x",
+                    "",
+                ],
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
