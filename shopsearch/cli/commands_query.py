@@ -10,6 +10,7 @@ from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from shopsearch.cli import options as opt
 from shopsearch.cli.render import results_table
@@ -124,9 +125,11 @@ def info(
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for key, value in doc.items():
-        console.print(f"[bold]{key}[/]: {value}")
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        console.print(Text.assemble((key, "bold"), ": ", str(value)))
 
 
 def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
@@ -150,10 +153,9 @@ def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
             raise UsageError(f"{where}: filters must be a list of strings")
         try:
             conditions = parse_filters([*raw_filters, *extra_filters])
+            yield Query(item["query"], conditions, query_id=str(item.get("query_id", number)))
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
-        query_id = item.get("query_id", number)
-        yield Query(item["query"], conditions, query_id=str(query_id))
 
 
 def _run_batch(
