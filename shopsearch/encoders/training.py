@@ -160,6 +160,37 @@ def run_training(
     return results
 
 
+def train_with_loss(
+    source: str | None,
+    make_loss: Callable[[Any], Any],
+    dataset: Any,
+    stage_dir: Path,
+    config: TrainConfig | None = None,
+    stage: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> StageResult:
+    """Train `source` on `dataset` with any loss under exactly the Trainer arguments of stage
+    `stage` (batch size, steps, learning rate, warmup, seed, max length, checkpoints, resume).
+
+    For ablations: a baseline loss (e.g. sentence-transformers' MultipleNegativesRankingLoss)
+    gets the same budget and batches as ours. `source` is a model directory or name (None: the
+    default base model); `make_loss` receives the loaded model. Writes `stage_dir/model` and
+    `result.json` as the built-in stages do; with `resume`, a finished run is returned as is.
+    """
+    cfg = config or TrainConfig()
+    report = progress or (lambda message: logger.info("%s", message))
+    stage_dir = Path(stage_dir).expanduser().absolute()
+    done = _finished(cfg, stage_dir, stage)
+    if done is not None:
+        report(f"{stage_dir} already finished: {done.model_dir}")
+        return done
+    model = _load_model(resolve_base_model(source), cfg)
+    batch_size = cfg.batch_size if stage == 1 else cfg.stage2_batch_size
+    return _fit(
+        cfg, stage, model, make_loss(model), dataset, None, batch_size, None, {}, stage_dir, report
+    )
+
+
 # -- stages ------------------------------------------------------------------------------
 def _stage1(
     cfg: TrainConfig,
@@ -412,4 +443,12 @@ class _hub_offline:
             os.environ["HF_HUB_OFFLINE"] = self.previous
 
 
-__all__ = ["STAGES", "GradeMap", "StageResult", "TrainConfig", "run_training", "train_model"]
+__all__ = [
+    "STAGES",
+    "GradeMap",
+    "StageResult",
+    "TrainConfig",
+    "run_training",
+    "train_model",
+    "train_with_loss",
+]
