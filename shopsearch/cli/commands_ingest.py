@@ -87,7 +87,8 @@ def ingest(
     out = Console(highlight=False)
     out.print(
         f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
-        f"  ({report.seconds:.1f} s, {report.read / max(report.seconds, 1e-9):.0f} rows/s)"
+        f"  ({report.seconds:.1f} s incl. {report.index_seconds:.1f} s indexing, "
+        f"{report.read / max(report.seconds, 1e-9):.0f} rows/s)"
     )
     out.print(f"collection {report.collection}: {report.points_in_collection} products")
     if report.rejects_file:
