@@ -123,7 +123,7 @@ def evaluate(
     qdrant_url: opt.QdrantUrl = None,
     api_key: opt.ApiKey = None,
     model: opt.ModelDir = None,
-    precision: opt.Precision = "fp32",
+    precision: opt.Precision = opt.DEFAULT_PRECISION,
     threads: opt.Threads = None,
     as_json: opt.JsonOut = False,
 ) -> None:

@@ -57,7 +57,7 @@ def query(
     qdrant_url: opt.QdrantUrl = None,
     api_key: opt.ApiKey = None,
     model: opt.ModelDir = None,
-    precision: opt.Precision = "fp32",
+    precision: opt.Precision = opt.DEFAULT_PRECISION,
     threads: opt.Threads = None,
     as_json: opt.JsonOut = False,
 ) -> None:

@@ -92,7 +92,8 @@ class Manifest:
             available = ", ".join(self.files) or "none"
             raise ModelNotFoundError(
                 f"the model in {self.directory} has no {precision} file (available: {available}); "
-                "re-run `shopsearch model export` with quantisation enabled"
+                "use --precision with one of those, or re-run `shopsearch model export` with "
+                "quantisation enabled"
             )
         return self.path(relative)
 
