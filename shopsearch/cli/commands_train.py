@@ -196,10 +196,7 @@ def _margins(text: str) -> float | list[float]:
 
 
 def _judgment_map(items: list[str]) -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for item in items:
-        field, sep, column = item.partition("=")
-        if not sep or not field.strip() or not column.strip():
-            raise UsageError(f"bad --judgment-map {item!r}: expected FIELD=COLUMN")
-        mapping[field.strip()] = column.strip()
-    return mapping
+    from shopsearch.encoders.training_data import JUDGMENT_FIELDS
+    from shopsearch.ingest.readers import parse_column_map
+
+    return parse_column_map(items, JUDGMENT_FIELDS, "--judgment-map")

@@ -23,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from shopsearch.errors import InputFileError, UsageError
+from shopsearch.ingest.readers import parse_column_map as parse_field_map
 
 FIELDS = ("query_id", "query", "product_id", "grade", "count")
 # Column names tried, in order, when a field is not mapped explicitly.
@@ -136,17 +137,7 @@ class Judgments:
 
 def parse_column_map(items: list[str]) -> dict[str, str]:
     """`["grade=esci_label", ...]` -> {"grade": "esci_label"}."""
-    mapping: dict[str, str] = {}
-    for item in items:
-        name, sep, column = (x.strip() for x in item.partition("="))
-        if not sep or not name or not column:
-            raise UsageError(f"bad --map {item!r}: expected FIELD=COLUMN, e.g. grade=esci_label")
-        if name not in FIELDS:
-            raise UsageError(
-                f"bad --map {item!r}: unknown field '{name}' (fields: {', '.join(FIELDS)})"
-            )
-        mapping[name] = column
-    return mapping
+    return parse_field_map(items, FIELDS)
 
 
 def parse_gains(items: list[str]) -> dict[str, float]:

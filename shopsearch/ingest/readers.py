@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,19 @@ class RawRow:
     error: str | None = None
 
 
-def parse_column_map(items: list[str]) -> dict[str, str]:
-    """`["title=product_name", ...]` -> {"title": "product_name"}."""
+def parse_column_map(
+    items: Sequence[str], fields: Sequence[str] = CATALOG_FIELDS, flag: str = "--map"
+) -> dict[str, str]:
+    """`["title=product_name", ...]` -> {"title": "product_name"}; `fields` are the names
+    the mapping may use (catalog fields by default; judgments and training pass theirs)."""
     mapping: dict[str, str] = {}
     for item in items:
-        field, sep, column = item.partition("=")
-        field, column = field.strip(), column.strip()
+        field, sep, column = (part.strip() for part in item.partition("="))
         if not sep or not field or not column:
-            raise UsageError(f"bad --map {item!r}: expected FIELD=COLUMN, e.g. title=product_name")
-        if field not in CATALOG_FIELDS:
+            raise UsageError(f"bad {flag} {item!r}: expected FIELD=COLUMN, e.g. {fields[1]}=name")
+        if field not in fields:
             raise UsageError(
-                f"bad --map {item!r}: unknown field '{field}' (fields: {', '.join(CATALOG_FIELDS)})"
+                f"bad {flag} {item!r}: unknown field '{field}' (fields: {', '.join(fields)})"
             )
         mapping[field] = column
     return mapping
