@@ -90,7 +90,8 @@ METRICS = (  # (eval mode, metric, column)
 )
 PRODUCT_ID = "product_uid"
 # Fits 90 minutes even at 8 s per step: see the runtime estimate in the module docstring.
-DEFAULT_MAX_STEPS = 80
+DEFAULT_STAGE1_STEPS = 0  # one epoch of the 24,002 pairs: 376 steps of 64
+DEFAULT_STAGE2_STEPS = 200  # of 425 per epoch (6,787 groups of 16 queries)
 TIME_LIMIT_S = 90 * 60
 QUICK_STEPS, QUICK_TRAIN_QUERIES, QUICK_DEV_QUERIES, QUICK_PRODUCTS = 2, 200, 100, 2000
 DESIGN_BASELINES = [  # DESIGN.md, Home Depot dev, full corpus: (nDCG@10, Recall@100)
@@ -154,8 +155,11 @@ def quick_inputs(out: Path) -> Inputs:
 class Ablation:
     """Trains and evaluates the systems under one work directory, skipping finished work."""
 
-    def __init__(self, cfg: TrainConfig, inputs: Inputs, run_dir: Path, int8: bool) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: TrainConfig, stage2_steps: int | None, inputs: Inputs, run_dir: Path, int8: bool
+    ) -> None:
+        self.cfg = cfg  # stage 1 (and MNRL)
+        self.cfg2 = replace(cfg, max_steps=stage2_steps)  # ROAR and CoSENT
         self.inputs = inputs
         self.train_dir = run_dir / "train"
         self.precision = "int8" if int8 else "fp32"
@@ -170,7 +174,7 @@ class Ablation:
         if system == "stage1":
             return [self.stage1]
         if system == "stage1-roar":
-            cfg = replace(self.cfg, stage="2", base_model=str(self.stage1.model_dir))
+            cfg = replace(self.cfg2, stage="2", base_model=str(self.stage1.model_dir))
             return [self.stage1, self._note(self._train(cfg, "stage1-roar"))]
         judgments, texts = self.training_data
         if system == "mnrl":
@@ -194,7 +198,7 @@ class Ablation:
         groups = build_stage2(judgments, texts, self.cfg.max_candidates, seed=self.cfg.seed)
         pairs, mean_group = cosent_pairs(groups)
         cfg = replace(
-            self.cfg, stage2_batch_size=max(2, round(self.cfg.stage2_batch_size * mean_group))
+            self.cfg2, stage2_batch_size=max(2, round(self.cfg2.stage2_batch_size * mean_group))
         )
         result = train_with_loss(
             str(self.stage1.model_dir),
@@ -433,26 +437,33 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/shopsearch-bench/train-homedepot"))
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument(
-        "--max-steps",
+        "--stage1-steps",
         type=int,
-        default=DEFAULT_MAX_STEPS,
-        help=f"steps per stage (0: whole --epochs) [{DEFAULT_MAX_STEPS}]",
+        default=DEFAULT_STAGE1_STEPS,
+        help=f"steps of stage 1 and MNRL (0: whole --epochs) [{DEFAULT_STAGE1_STEPS}]",
     )
-    parser.add_argument("--epochs", type=float, default=1.0, help="used when --max-steps is 0")
+    parser.add_argument(
+        "--stage2-steps",
+        type=int,
+        default=DEFAULT_STAGE2_STEPS,
+        help=f"steps of ROAR and CoSENT (0: whole --epochs) [{DEFAULT_STAGE2_STEPS}]",
+    )
+    parser.add_argument("--epochs", type=float, default=1.0, help="for a stage given 0 steps")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=64, help="stage-1 pairs per batch")
     parser.add_argument("--max-length", type=int, default=32, help="tokens, train and inference")
     parser.add_argument(
         "--anchor-weight",
         type=float,
-        default=TrainConfig.anchor_weight,
-        help="ROAR's stage-1 anchor term (lambda)",
+        default=0.5,
+        help="ROAR's stage-1 anchor term (lambda) [0.5]",
     )
     parser.add_argument("--int8", action="store_true", help="ingest and evaluate with int8")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 steps")
     args = parser.parse_args()
-    if args.max_steps < 0:
-        parser.error("--max-steps must be >= 0")
+    if min(args.stage1_steps, args.stage2_steps) < 0:
+        parser.error("--stage1-steps and --stage2-steps must be >= 0")
 
     device = pick_device(args.device)
     work = args.work.expanduser().absolute()
@@ -466,20 +477,26 @@ def main() -> None:
             HOMEDEPOT / "products.parquet",
         )
     )
-    max_steps = QUICK_STEPS if args.quick else (args.max_steps or None)
+    stage1_steps = QUICK_STEPS if args.quick else (args.stage1_steps or None)
+    stage2_steps = QUICK_STEPS if args.quick else (args.stage2_steps or None)
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        max_steps=max_steps,
+        learning_rate=args.learning_rate,
+        max_steps=stage1_steps,
         anchor_weight=args.anchor_weight,
         resume=True,  # skip finished stages of an earlier run in --work
         product_columns={"id": PRODUCT_ID},
     )
     # Results are keyed by the knobs that change the models, so a rerun never mixes them.
-    steps = f"s{max_steps}" if max_steps is not None else f"e{args.epochs:g}"
-    tag = f"{steps}-b{cfg.batch_size}-l{cfg.max_length}-a{cfg.anchor_weight:g}"
-    ablation = Ablation(cfg, inputs, work / (tag + ("-quick" if args.quick else "")), args.int8)
+    steps = "-".join(
+        f"s{n}" if n is not None else f"e{args.epochs:g}" for n in (stage1_steps, stage2_steps)
+    )
+    knobs = f"b{cfg.batch_size}-l{cfg.max_length}-lr{cfg.learning_rate:g}-a{cfg.anchor_weight:g}"
+    tag = f"{steps}-{knobs}"
+    run_dir = work / (tag + ("-quick" if args.quick else ""))
+    ablation = Ablation(cfg, stage2_steps, inputs, run_dir, args.int8)
     log(f"training on {device}; work in {ablation.train_dir.parent}")
 
     metrics: dict[tuple[str, str], dict[str, float]] = {}
@@ -506,7 +523,12 @@ def main() -> None:
     wall_s = time.perf_counter() - START
     first = next(iter(results.values()))
     doc = {
-        "config": {**asdict(cfg), "quick": args.quick, "precision": ablation.precision},
+        "config": {
+            **asdict(cfg),
+            "stage2_max_steps": stage2_steps,
+            "quick": args.quick,
+            "precision": ablation.precision,
+        },
         "device": device,
         "inputs": {k: str(v) for k, v in asdict(inputs).items()},
         "queries": first["queries"],
@@ -553,11 +575,18 @@ def render(doc: dict[str, Any]) -> str:
             f"{bm25['eval_s']:.0f}",
         ]
     )
-    steps = cfg["max_steps"] or f"{cfg['epochs']:g} epoch(s) of"
+
+    def steps_of(n: int | None) -> str:
+        return f"{n} steps" if n else f"{cfg['epochs']:g} epoch(s)"
+
+    steps = (
+        f"stage 1 / MNRL: {steps_of(cfg['max_steps'])}, "
+        f"stage 2: {steps_of(cfg['stage2_max_steps'])}"
+    )
     lines = [
         f"# Training ablation, Home Depot dev{' (--quick smoke run)' if cfg['quick'] else ''}",
         "",
-        f"{doc['queries']} dev queries, {doc['products']} products. {steps} steps per stage; "
+        f"{doc['queries']} dev queries, {doc['products']} products. {steps}; "
         f"batch {cfg['batch_size']} pairs (stage 2: {cfg['stage2_batch_size']} queries), max "
         f"length {cfg['max_length']}, lr {cfg['learning_rate']:g}, seed {cfg['seed']}; "
         f"{cfg['precision']} encoders; training on {doc['device']}. Dense: exact search; fused: "
