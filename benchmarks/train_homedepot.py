@@ -22,25 +22,23 @@ and `shopsearch eval` run as a user would (`--mode dense --exact`, `--mode hybri
 dbsf`); paired significance (bootstrap CI, randomisation p) compares stage1-roar with stage1
 and stage1-cosent from the saved runs.
 
-    python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--max-steps N]
-        [--batch-size 64] [--max-length 32] [--epochs 1] [--int8] [--device auto|cpu|cuda]
-        [--quick]
+    python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
+        [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
+        [--learning-rate 5e-5] [--anchor-weight 0.5] [--int8] [--device auto|cpu|cuda] [--quick]
 
 Prints (and writes to DIR/ablation.md and DIR/ablation.json) the table of systems x modes with
 train steps and wall times, the significance table, the acceptance checks of issue 4 (met /
 MISSED with the measured value) and the total wall time. --work keeps models, collections and
 eval results: a rerun skips what is finished (results are keyed by the training knobs). The
-default --max-steps fits 90 minutes on the 2-core CPU; --quick is a smoke run of minutes
+default step counts fit 90 minutes on the 2-core CPU; --quick is a smoke run of minutes
 (2 steps per stage, 200 train queries, 100 dev queries over a 2,000-product catalog) whose
 numbers mean nothing. A GPU is used for training when present (--device auto), never needed.
 Trained encoders keep --max-length at inference (it is saved with them); zero-shot keeps 256.
 
-Runtime at the defaults on the 2-core CPU (estimated, not yet measured end to end): training
-is 4 stages x 80 steps; a stage-1 or ROAR step (~128 / ~116 texts) takes 4-8 s, a CoSENT step
-(~100 pairs, so ~200 texts) ~1.6x that, i.e. ~360 step-equivalents = 24-48 min. Each of the 5
-systems then costs an export (~0.5-1 min), an fp32 ingest of 54,667 titles (~210 titles/s:
-~4.3 min; --int8 ~2 min) and an eval (~1 min): ~30 min, plus ~2 min of BM25, significance and
-data loading. Total ~55-80 min.
+Measured at the defaults with --int8 on the 2-core CPU (2026-11-22): 78 min in all. Stage 1
+and MNRL are one epoch each (375 steps of 64 pairs, ~2 s a step: 12.5-14 min), ROAR 200 steps
+of 16 groups (~3 s a step: 10 min), CoSENT 200 steps of ~110 pairs (~6.5 s a step: 22 min);
+each system's export + int8 ingest of 54,667 titles (HNSW included) + eval takes 3.2-4.3 min.
 """
 
 from __future__ import annotations
@@ -383,13 +381,14 @@ def metrics_of(doc: dict[str, Any], system: str) -> dict[str, float]:
 
 
 def acceptance(
-    metrics: dict[tuple[str, str], dict[str, float]], wall_s: float | None
+    metrics: dict[tuple[str, str], dict[str, float]], wall_s: float | None, quick: bool
 ) -> list[dict[str, str]]:
-    """Issue 4's targets that the systems run can answer: target, measured, verdict."""
+    """Issue 4's targets that the systems run can answer: target, measured, verdict (none for
+    a --quick run: its tiny catalog makes every number incomparable with the targets)."""
     checks: list[dict[str, str]] = []
 
     def check(target: str, measured: str, ok: bool | None) -> None:
-        verdict = "" if ok is None else ("met" if ok else "MISSED")
+        verdict = "" if ok is None or quick else ("met" if ok else "MISSED")
         checks.append({"target": target, "measured": measured, "verdict": verdict})
 
     for mode, column, target in (
@@ -537,7 +536,7 @@ def main() -> None:
         "bm25": bm25,
         "systems": results,
         "significance": significance,
-        "acceptance": acceptance(metrics, None if ablation.reused else wall_s),
+        "acceptance": acceptance(metrics, None if ablation.reused else wall_s, args.quick),
         "design_baselines": DESIGN_BASELINES,
         "wall_s": wall_s,
         "reused": ablation.reused,
