@@ -4,6 +4,7 @@ the real exported model."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,10 +14,16 @@ from shopsearch.encoders.onnx_encoder import OnnxEncoder
 from shopsearch.errors import EncoderMismatchError, UsageError
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
-from shopsearch.qdrant.backend import FusionMethod, SearchMode
+from shopsearch.qdrant.backend import (
+    FusionMethod,
+    ProductPoint,
+    SearchMode,
+    SearchRequest,
+    SparseVec,
+)
 from shopsearch.qdrant.edge import EdgeBackend
 from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
+from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 from shopsearch.qdrant.server import ServerBackend
 
@@ -224,3 +231,42 @@ def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "open in another process" in proc.stderr
+
+
+def test_quantised_index_returns_full_precision_scores(tmp_path):
+    """The default index walks int8 copies of the vectors; the rescoring every query asks for
+    must hand back exact cosine scores, and the nearest neighbours, as exact search does."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(40, 384))
+    vectors = centres[rng.integers(0, 40, 8000)] + rng.normal(scale=0.6, size=(8000, 384))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    backend = EdgeBackend(tmp_path / "products")
+    assert backend.index.int8_quantization
+    encoder = EncoderInfo("random", 384, "f" * 64)
+    backend.create(CollectionMeta(encoder=encoder, bm25={}, product_text_template="{title}"))
+    empty = SparseVec([], [])
+    for start in range(0, len(vectors), 1000):
+        backend.upsert(
+            [
+                ProductPoint(point_id(str(i)), vectors[i], empty, {"product_id": str(i)})
+                for i in range(start, start + 1000)
+            ]
+        )
+    backend.finish_writes()  # 8,000 x 384 floats is above the full-scan threshold: HNSW + int8
+    queries = vectors[:20] + rng.normal(scale=0.05, size=(20, 384)).astype(np.float32)
+    requests = [
+        SearchRequest(dense=q, sparse=None, mode=SearchMode.DENSE, exact=exact, with_payload=True)
+        for exact in (False, True)
+        for q in queries
+    ]
+    results = backend.search_batch(requests)
+    approx, exact = results[:20], results[20:]
+    backend.close()
+    for query, hits, truth in zip(queries, approx, exact, strict=True):
+        ids = [int(h.payload["product_id"]) for h in hits]
+        cosines = vectors[ids] @ (query / np.linalg.norm(query))
+        np.testing.assert_allclose([h.score for h in hits], cosines, atol=1e-5)
+        assert ids[0] == int(truth[0].payload["product_id"])
+    pairs = zip(approx, exact, strict=True)
+    overlap = np.mean([len({h.point_id for h in a} & {h.point_id for h in e}) for a, e in pairs])
+    assert overlap >= 9.5, overlap

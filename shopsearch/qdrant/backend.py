@@ -37,14 +37,22 @@ class FusionMethod(str, Enum):
 class IndexSettings:
     """HNSW graph and vector quantisation: engine tuning, not part of the public contract.
 
-    At 1M products these defaults reach recall@10 0.984 of exact search at hnsw_ef=160
-    (benchmarks/scale_1m.py, RESULTS.md section 5).
+    int8 scalar quantisation is on by default: the graph is walked on int8 copies of the
+    vectors and the best `QUANTIZED_OVERSAMPLING` x limit candidates are rescored with the
+    float originals, so results keep full-precision scores. On the 55k Home Depot catalog it
+    halved filtered dense search (1.0 -> 0.5 ms p50) and the HNSW build (39 -> 22 s) at the
+    same recall@10 of exact search (0.987); RESULTS.md sections 3-5 have the figures.
     """
 
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     full_scan_threshold_kb: int = 10_000
-    int8_quantization: bool = False
+    int8_quantization: bool = True
+
+
+# Rescoring depth for quantised collections (ignored by unquantised ones): without it, recall@10
+# on the 55k catalog falls from 0.987 to 0.962.
+QUANTIZED_OVERSAMPLING = 2.0
 
 
 @dataclass(frozen=True)

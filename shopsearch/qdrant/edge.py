@@ -20,6 +20,7 @@ import qdrant_edge as qe
 
 from shopsearch.errors import CollectionError
 from shopsearch.qdrant.backend import (
+    QUANTIZED_OVERSAMPLING,
     RRF_K,
     FusionMethod,
     Hit,
@@ -189,8 +190,10 @@ def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> 
 
 def _query_request(req: SearchRequest) -> qe.QueryRequest:
     flt = build_filter(req.conditions, _MODELS)
-    params = (
-        qe.SearchParams(exact=req.exact, hnsw_ef=req.hnsw_ef) if req.exact or req.hnsw_ef else None
+    params = qe.SearchParams(
+        exact=req.exact,
+        hnsw_ef=req.hnsw_ef,
+        quantization=qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING),
     )
     common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
     if req.mode is SearchMode.DENSE:

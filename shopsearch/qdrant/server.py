@@ -16,6 +16,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from shopsearch.errors import CollectionError
 from shopsearch.qdrant.backend import (
+    QUANTIZED_OVERSAMPLING,
     RRF_K,
     FusionMethod,
     Hit,
@@ -157,10 +158,12 @@ class ServerBackend:
 
 def _query_request(req: SearchRequest) -> models.QueryRequest:
     flt = build_filter(req.conditions, models)
-    params = (
-        models.SearchParams(exact=req.exact, hnsw_ef=req.hnsw_ef)
-        if req.exact or req.hnsw_ef
-        else None
+    params = models.SearchParams(
+        exact=req.exact,
+        hnsw_ef=req.hnsw_ef,
+        quantization=models.QuantizationSearchParams(
+            rescore=True, oversampling=QUANTIZED_OVERSAMPLING
+        ),
     )
     common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
     if req.mode is SearchMode.DENSE:
