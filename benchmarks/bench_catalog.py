@@ -140,13 +140,15 @@ def run_shopsearch(*args: str, env: dict[str, str] | None = None) -> tuple[float
 
 def median_wall(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> float:
     """Median wall time of a whole command (cold start included)."""
+    # Installed packages have compiled bytecode; a sandbox that disables it would time the
+    # compiler instead. Unset, an untimed first run writes the .pyc files the timed ones read.
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     walls = []
-    for _ in range(runs):
+    for run in range(runs + 1):
         start = time.perf_counter()
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}
-        )
-        walls.append(time.perf_counter() - start)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**environ, **(env or {})})
+        if run:
+            walls.append(time.perf_counter() - start)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     return statistics.median(walls)

@@ -62,6 +62,12 @@ _INDEX_TYPES = {
     FieldType.BOOL: qe.PayloadSchemaType.Bool,
 }
 
+# One value per product: an in-RAM index of these is rebuilt on every shard load (0.06-0.08 s of
+# a cold `shopsearch query` on the 55k catalog) for lookups no shopper filter makes; served
+# from the page cache instead, filtered search latency did not change measurably.
+_CACHED_INDEX_FIELDS = ("product_id", "parent_id")
+_CACHED_INDEX = qe.KeywordIndexParams(memory=qe.Memory.Cached)
+
 
 class EdgeBackend:
     def __init__(self, directory: Path, index: IndexSettings | None = None) -> None:
@@ -111,7 +117,8 @@ class EdgeBackend:
             self.directory, qe.EdgeShard.create, str(self.directory / SHARD_DIR), config
         )
         for name, kind in INDEXED_FIELDS.items():
-            self._shard.update(qe.UpdateOperation.create_field_index(name, _INDEX_TYPES[kind]))
+            schema = _CACHED_INDEX if name in _CACHED_INDEX_FIELDS else _INDEX_TYPES[kind]
+            self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
         # Metadata last: a directory with metadata always holds a complete empty collection.
         tmp = self.directory / (META_FILE + ".tmp")
         tmp.write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
