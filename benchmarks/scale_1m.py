@@ -11,7 +11,7 @@ BM25 vectors are computed from each variant's real text. Queries: the 1,226 dev 
 encoded for real.
 
     python benchmarks/scale_1m.py [--work DIR] [--variants 19] [--ef 32 64 128 256]
-                                  [--m 16] [--ef-construct 100] [--int8-quantization]
+                                  [--m 16] [--ef-construct 100] [--no-int8-quantization]
 """
 
 from __future__ import annotations
@@ -107,7 +107,12 @@ def main() -> None:
     parser.add_argument("--ef", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construct", type=int, default=100)
-    parser.add_argument("--int8-quantization", action="store_true")
+    parser.add_argument(
+        "--int8-quantization",
+        action=argparse.BooleanOptionalAction,
+        default=IndexSettings().int8_quantization,
+        help="int8 scalar quantisation with rescoring (the default index)",
+    )
     parser.add_argument("--reuse", action="store_true", help="query an existing build")
     args = parser.parse_args()
 
