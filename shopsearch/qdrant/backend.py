@@ -41,7 +41,8 @@ class IndexSettings:
     vectors and the best `QUANTIZED_OVERSAMPLING` x limit candidates are rescored with the
     float originals, so results keep full-precision scores. On the 55k Home Depot catalog it
     halved filtered dense search (1.0 -> 0.5 ms p50) and the HNSW build (39 -> 22 s) at the
-    same recall@10 of exact search (0.987); RESULTS.md sections 3-5 have the figures.
+    same recall@10 of exact search (0.987). At 1M products, hnsw_ef=160 reaches recall@10 0.983
+    with a filtered hybrid query at 7.6 ms p50; RESULTS.md sections 3-5 have the figures.
     """
 
     hnsw_m: int = 16
