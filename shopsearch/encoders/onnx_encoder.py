@@ -5,12 +5,19 @@ fraction of a second. This encoder reproduces a sentence-transformers model from
 with only `tokenizers`, `onnxruntime` and `numpy`, following the manifest written at export time
 (pooling, normalisation, prompts, truncation). Texts are batched by token length so that a batch
 of short queries is never padded to the length of one long product description.
+
+Many batches run side by side, one per CPU on a single-threaded session, rather than one after
+another on a multi-threaded session: a MiniLM batch of short titles is too small a job to split
+across cores without the threads waiting on each other (measured in benchmarks/RESULTS.md
+section 1). One text, the query path, still gets all the threads.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +57,9 @@ class OnnxEncoder:
         self._precision = precision
         self._batch_size = batch_size
         self._pad_id = pad_id
+        self._threads = session.get_session_options().intra_op_num_threads
+        self._bulk: tuple[ort.InferenceSession, ThreadPoolExecutor] | None = None
+        self._bulk_lock = threading.Lock()
         declared = {node.name: node.type for node in session.get_inputs()}
         self._id_dtype = _ONNX_INT_TYPES.get(declared.get("input_ids", ""), np.int64)
         self._feeds_attention_mask = "attention_mask" in declared
@@ -63,7 +73,7 @@ class OnnxEncoder:
         model_dir: Path | None = None,
         precision: Literal["fp32", "int8"] = "fp32",
         threads: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = 16,
         verify: bool = False,
     ) -> OnnxEncoder:
         """Open an exported model (default: `default_model_dir()`).
@@ -132,18 +142,35 @@ class OnnxEncoder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         inputs = [prefix + text for text in texts] if prefix else list(texts)
         if count == 1:
-            return self._embed([self._tokenizer.encode(inputs[0])])
+            return self._embed(self._session, [self._tokenizer.encode(inputs[0])])
 
         encodings = self._tokenizer.encode_batch(inputs)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=count)
         order = np.argsort(lengths, kind="stable")
+        chunks = [order[i : i + self._batch_size] for i in range(0, count, self._batch_size)]
         result = np.empty((count, self.dimension), dtype=np.float32)
-        for start in range(0, count, self._batch_size):
-            chunk = order[start : start + self._batch_size]
-            result[chunk] = self._embed([encodings[i] for i in chunk])
+        if len(chunks) == 1 or self._threads == 1:
+            for chunk in chunks:
+                result[chunk] = self._embed(self._session, [encodings[i] for i in chunk])
+            return result
+
+        session, pool = self._bulk_runner()
+        embedded = pool.map(
+            lambda chunk: self._embed(session, [encodings[i] for i in chunk]), chunks
+        )
+        for chunk, rows in zip(chunks, embedded, strict=True):
+            result[chunk] = rows
         return result
 
-    def _embed(self, encodings: Sequence[Encoding]) -> np.ndarray:
+    def _bulk_runner(self) -> tuple[ort.InferenceSession, ThreadPoolExecutor]:
+        """A single-threaded session and one worker per thread, opened on first bulk use."""
+        with self._bulk_lock:
+            if self._bulk is None:
+                session = _open_session(self._manifest.model_file(self._precision), 1)
+                self._bulk = (session, ThreadPoolExecutor(self._threads, "onnx-encoder"))
+            return self._bulk
+
+    def _embed(self, session: ort.InferenceSession, encodings: Sequence[Encoding]) -> np.ndarray:
         """Pad one batch to its own longest row, run the graph, pool and normalise."""
         width = max(len(e.ids) for e in encodings)
         shape = (len(encodings), width)
@@ -164,7 +191,7 @@ class OnnxEncoder:
             feed["attention_mask"] = attention_mask
         if token_type_ids is not None:
             feed["token_type_ids"] = token_type_ids
-        hidden = self._session.run([self._output], feed)[0]
+        hidden = session.run([self._output], feed)[0]
         pooled = _pool(hidden, attention_mask, self._manifest.pooling)
         if self._manifest.normalize:
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
