@@ -24,7 +24,7 @@ and stage1-cosent from the saved runs.
 
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
-        [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05] [--int8]
+        [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05|none] [--int8]
         [--device auto|cpu|cuda] [--quick]
 
 Prints (and writes to ablation.md and ablation.json in DIR/<knobs>/, the run's directory;
@@ -461,9 +461,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--margin",
-        type=float,
+        type=lambda text: None if text == "none" else float(text),
         default=TrainConfig.margin,
-        help=f"stage 1's false-negative margin m [{TrainConfig.margin}]",
+        help=f"stage 1's false-negative margin m; none: identity mask only [{TrainConfig.margin}]",
     )
     parser.add_argument("--int8", action="store_true", help="ingest and evaluate with int8")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -503,7 +503,7 @@ def main() -> None:
     )
     knobs = f"b{cfg.batch_size}-l{cfg.max_length}-lr{cfg.learning_rate:g}-a{cfg.anchor_weight:g}"
     if cfg.margin != TrainConfig.margin:
-        knobs += f"-m{cfg.margin:g}"
+        knobs += f"-m{cfg.margin:g}" if cfg.margin is not None else "-mnone"
     tag = f"{steps}-{knobs}"
     run_dir = work / (tag + ("-quick" if args.quick else ""))
     ablation = Ablation(cfg, stage2_steps, inputs, run_dir, args.int8)
