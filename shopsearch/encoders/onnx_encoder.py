@@ -78,7 +78,8 @@ class OnnxEncoder:
     ) -> OnnxEncoder:
         """Open an exported model (default: `default_model_dir()`).
 
-        `threads` is onnxruntime's intra-op thread count (default: all CPUs). `verify` re-hashes
+        `threads` (default: all CPUs) is onnxruntime's intra-op thread count for one text and
+        the number of batches encoded side by side for many. `verify` re-hashes
         the files this precision reads against the manifest before loading them.
         """
         if precision not in _PRECISIONS:
