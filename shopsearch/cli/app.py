@@ -11,8 +11,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from shopsearch.errors import ShopsearchError
 
@@ -93,14 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ShopsearchError as exc:
-        Console(stderr=True, highlight=False).print(
-            Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True
-        )
+        _print_error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted")
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _print_error(message: str) -> None:
+    # rich is imported only here and where a command renders for people: a `--json` query
+    # skips its import (~0.05 s of a cold start).
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True, highlight=False).print(
+        Text.assemble(("error: ", "bold red"), message), soft_wrap=True
+    )
 
 
 def run() -> None:

@@ -9,11 +9,8 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from shopsearch.cli import options as opt
-from shopsearch.cli.render import results_table
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
@@ -100,6 +97,10 @@ def query(
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return
+    from rich.console import Console  # not imported for --json: see app._print_error
+
+    from shopsearch.cli.render import results_table
+
     Console().print(results_table(text or "", hits, mode))
 
 
@@ -125,6 +126,9 @@ def info(
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console(highlight=False, soft_wrap=True)
     for key, value in doc.items():
         if isinstance(value, dict):
@@ -161,6 +165,7 @@ def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
 def _run_batch(
     search: ProductSearch, queries: list[Query], options: SearchOptions, out: Path | None
 ) -> None:
+    from rich.console import Console
     from rich.progress import Progress
 
     sink: IO[str] = out.open("w", encoding="utf-8") if out else sys.stdout

@@ -91,7 +91,9 @@ class ServerBackend:
             self.collection,
             vectors_config={
                 DENSE_VECTOR: models.VectorParams(
-                    size=meta.encoder.dimension, distance=models.Distance.COSINE
+                    size=meta.encoder.dimension,
+                    distance=models.Distance.COSINE,
+                    on_disk=self.index.int8_quantization or None,
                 )
             },
             sparse_vectors_config={
@@ -104,7 +106,7 @@ class ServerBackend:
                 full_scan_threshold=self.index.full_scan_threshold_kb,
             ),
             quantization_config=models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8)
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
             )
             if self.index.int8_quantization
             else None,
@@ -165,11 +167,15 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
             rescore=True, oversampling=QUANTIZED_OVERSAMPLING
         ),
     )
-    common: dict[str, Any] = {"limit": req.limit, "filter": flt, "with_payload": req.with_payload}
+    common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
     if req.mode is SearchMode.DENSE:
-        return models.QueryRequest(query=_dense(req), using=DENSE_VECTOR, params=params, **common)
+        return models.QueryRequest(
+            query=_dense(req), using=DENSE_VECTOR, params=params, filter=flt, **common
+        )
     if req.mode is SearchMode.BM25:
-        return models.QueryRequest(query=_sparse(req.sparse), using=SPARSE_VECTOR, **common)
+        return models.QueryRequest(
+            query=_sparse(req.sparse), using=SPARSE_VECTOR, filter=flt, **common
+        )
     if req.fusion is FusionMethod.RRF:
         fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
     else:
@@ -182,6 +188,7 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
             query=_sparse(req.sparse), using=SPARSE_VECTOR, limit=req.candidates, filter=flt
         ),
     ]
+    # Filtered in the prefetches only, as in edge.py: every fused candidate already passed it.
     return models.QueryRequest(query=fusion, prefetch=prefetch, **common)
 
 
