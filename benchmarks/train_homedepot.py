@@ -24,7 +24,8 @@ and stage1-cosent from the saved runs.
 
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
-        [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05|none] [--int8]
+        [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05|none] [--guide base]
+        [--hard-negatives none|bm25|model] [--int8]
         [--device auto|cpu|cuda] [--quick]
 
 Prints (and writes to ablation.md and ablation.json in DIR/<knobs>/, the run's directory;
@@ -58,6 +59,7 @@ from typing import Any
 from bench_catalog import HOMEDEPOT, run_shopsearch, table
 
 from shopsearch.encoders.export import export_model
+from shopsearch.encoders.resolve import resolve_base_model
 from shopsearch.encoders.training import (
     StageResult,
     TrainConfig,
@@ -70,6 +72,7 @@ from shopsearch.encoders.training_data import (
     build_stage2,
     load_judgments,
     load_product_texts,
+    mine_hard_negatives,
     parse_grade_map,
 )
 from shopsearch.evaluation.evaluate import ALL, System, evaluate
@@ -182,7 +185,20 @@ class Ablation:
                 MultipleNegativesRankingLoss,
             )
 
-            pairs = build_stage1(judgments, texts, seed=self.cfg.seed).dataset
+            # With --hard-negatives bm25, the same mined negatives (same seed) as stage 1.
+            negatives = (
+                mine_hard_negatives(
+                    judgments,
+                    texts,
+                    self.cfg.hard_negatives,
+                    top_k=self.cfg.negatives_top_k,
+                    skip_top=self.cfg.negatives_skip_top,
+                )
+                if self.cfg.hard_negatives != "none"
+                else None
+            )
+            count = self.cfg.num_hard_negatives if negatives else 0
+            pairs = build_stage1(judgments, texts, count, negatives, seed=self.cfg.seed).dataset
             result = train_with_loss(
                 self.cfg.base_model,
                 lambda model: MultipleNegativesRankingLoss(model, scale=1 / self.cfg.temperature),
@@ -465,6 +481,18 @@ def main() -> None:
         default=TrainConfig.margin,
         help=f"stage 1's false-negative margin m; none: identity mask only [{TrainConfig.margin}]",
     )
+    parser.add_argument(
+        "--guide",
+        default=None,
+        help="frozen guide model that judges stage 1's margin mask (a path or hub name; "
+        "base: the base model) [none: the model in training]",
+    )
+    parser.add_argument(
+        "--hard-negatives",
+        choices=("none", "bm25", "model"),
+        default="none",
+        help="mined negatives per stage-1 pair, for stage 1 and MNRL alike [none]",
+    )
     parser.add_argument("--int8", action="store_true", help="ingest and evaluate with int8")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 steps")
@@ -494,6 +522,8 @@ def main() -> None:
         max_steps=stage1_steps,
         anchor_weight=args.anchor_weight,
         margin=args.margin,
+        guide_model=resolve_base_model(None) if args.guide == "base" else args.guide,
+        hard_negatives=args.hard_negatives,
         resume=True,  # skip finished stages of an earlier run in --work
         product_columns={"id": PRODUCT_ID},
     )
@@ -504,6 +534,10 @@ def main() -> None:
     knobs = f"b{cfg.batch_size}-l{cfg.max_length}-lr{cfg.learning_rate:g}-a{cfg.anchor_weight:g}"
     if cfg.margin != TrainConfig.margin:
         knobs += f"-m{cfg.margin:g}" if cfg.margin is not None else "-mnone"
+    if args.guide:
+        knobs += f"-g{Path(args.guide).name}"
+    if cfg.hard_negatives != "none":
+        knobs += f"-hn{cfg.hard_negatives}{cfg.num_hard_negatives}"
     tag = f"{steps}-{knobs}"
     run_dir = work / (tag + ("-quick" if args.quick else ""))
     ablation = Ablation(cfg, stage2_steps, inputs, run_dir, args.int8)

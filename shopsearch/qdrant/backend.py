@@ -44,10 +44,9 @@ class IndexSettings:
     same recall@10 of exact search (0.987). At 1M products, hnsw_ef=160 reaches recall@10 0.983
     with a filtered hybrid query at 7.6 ms p50; RESULTS.md sections 3-5 have the figures.
 
-    With quantisation the float originals stay on disk, memory-mapped: only the rescored
-    candidates are read, so opening a shard no longer reads every vector (Edge load on the
-    55k catalog 0.50 -> 0.33 s median) for ~0.1 ms more per query. The int8 copies the graph
-    walks stay in RAM.
+    The float originals stay in RAM too. Kept on disk (Edge `Memory.Cold`), they made opening
+    the 55k shard faster (0.50 -> 0.33 s) but the first queries of a process read them from
+    disk (0.2-0.7 s for the first), which is what a cold `shopsearch query` pays.
     """
 
     hnsw_m: int = 16

@@ -100,9 +100,7 @@ class EdgeBackend:
         config = qe.EdgeConfig(
             vectors={
                 DENSE_VECTOR: qe.EdgeVectorParams(
-                    size=meta.encoder.dimension,
-                    distance=qe.Distance.Cosine,
-                    memory=qe.Memory.Cold if index.int8_quantization else None,
+                    size=meta.encoder.dimension, distance=qe.Distance.Cosine
                 )
             },
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},

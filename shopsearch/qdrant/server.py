@@ -91,9 +91,7 @@ class ServerBackend:
             self.collection,
             vectors_config={
                 DENSE_VECTOR: models.VectorParams(
-                    size=meta.encoder.dimension,
-                    distance=models.Distance.COSINE,
-                    on_disk=self.index.int8_quantization or None,
+                    size=meta.encoder.dimension, distance=models.Distance.COSINE
                 )
             },
             sparse_vectors_config={
@@ -106,7 +104,7 @@ class ServerBackend:
                 full_scan_threshold=self.index.full_scan_threshold_kb,
             ),
             quantization_config=models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8)
             )
             if self.index.int8_quantization
             else None,
