@@ -53,9 +53,10 @@ class IndexSettings:
     hnsw_ef_construct: int = 100
     full_scan_threshold_kb: int = 10_000
     int8_quantization: bool = True
-    # Edge only: threads one query may use across the shard's segments. Edge's pool pays a
-    # hand-off per query that costs more than it saves when nearly all points sit in one
-    # optimised segment (55k and 1M catalogs alike): filtered hybrid query 3.7 -> 1.7 ms.
+    # Edge only: threads one query may use across the shard's segments. Nearly all points sit
+    # in one optimised segment (55k and 1M catalogs alike), so Edge's pool only adds a hand-off
+    # to a sleeping thread: filtered hybrid query 3.7 -> 1.7 ms when queries arrive with the
+    # CPU idle in between; no change right after an encode (RESULTS.md section 4).
     search_threads: int = 1
 
 
