@@ -13,7 +13,7 @@ and fused with BM25 (DBSF), plus BM25 alone as the reference row:
 
 Fair by construction: every run goes through shopsearch.encoders.training with one TrainConfig
 (steps per stage, batch size, learning rate, warm-up, seed, max length); the two baselines use
-`train_with_loss`, i.e. the same Trainer arguments, on the datasets `build_stage1` /
+`train_with_loss`, i.e. the same Trainer arguments, on the datasets `stage1_data` /
 `build_stage2` build for our stages. Stage 1 is trained once and is the start of both stage-2
 variants. CoSENT sees stage 2's groups flattened to (query, product, level) pairs, batches of
 stage2-batch-size x the mean group size, so a step holds as many judgments as a ROAR step.
@@ -64,15 +64,14 @@ from shopsearch.encoders.training import (
     StageResult,
     TrainConfig,
     run_training,
+    stage1_data,
     train_with_loss,
 )
 from shopsearch.encoders.training_data import (
     Judgments,
-    build_stage1,
     build_stage2,
     load_judgments,
     load_product_texts,
-    mine_hard_negatives,
     parse_grade_map,
 )
 from shopsearch.evaluation.evaluate import ALL, System, evaluate
@@ -185,20 +184,8 @@ class Ablation:
                 MultipleNegativesRankingLoss,
             )
 
-            # With --hard-negatives bm25, the same mined negatives (same seed) as stage 1.
-            negatives = (
-                mine_hard_negatives(
-                    judgments,
-                    texts,
-                    self.cfg.hard_negatives,
-                    top_k=self.cfg.negatives_top_k,
-                    skip_top=self.cfg.negatives_skip_top,
-                )
-                if self.cfg.hard_negatives != "none"
-                else None
-            )
-            count = self.cfg.num_hard_negatives if negatives else 0
-            pairs = build_stage1(judgments, texts, count, negatives, seed=self.cfg.seed).dataset
+            # Stage 1's pairs, mined negatives (--hard-negatives bm25) included.
+            pairs = stage1_data(self.cfg, judgments, texts, report=log).dataset
             result = train_with_loss(
                 self.cfg.base_model,
                 lambda model: MultipleNegativesRankingLoss(model, scale=1 / self.cfg.temperature),

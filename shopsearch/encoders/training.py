@@ -28,6 +28,7 @@ from shopsearch.encoders.resolve import resolve_base_model
 from shopsearch.encoders.training_data import (
     GradeMap,
     Judgments,
+    Stage1Data,
     build_dev_evaluator,
     build_stage1,
     build_stage2,
@@ -217,22 +218,7 @@ def _stage1(
         known = [tuple(p) for p in json.loads(known_file.read_text())]
         report(f"stage 1: reusing {len(dataset)} pairs from {data_dir}")
     else:
-        negatives = None
-        num_negatives = 0
-        if cfg.hard_negatives != "none":
-            report(f"stage 1: mining hard negatives with {cfg.hard_negatives}")
-            start = time.perf_counter()
-            negatives = mine_hard_negatives(
-                judgments,
-                texts,
-                cfg.hard_negatives,
-                top_k=cfg.negatives_top_k,
-                skip_top=cfg.negatives_skip_top,
-                model=model,
-            )
-            num_negatives = cfg.num_hard_negatives
-            report(f"stage 1: mined in {time.perf_counter() - start:.1f} s")
-        data = build_stage1(judgments, texts, num_negatives, negatives, seed=cfg.seed)
+        data = stage1_data(cfg, judgments, texts, model, report)
         dataset, known = data.dataset, data.known_positives
         stage_dir.mkdir(parents=True, exist_ok=True)
         dataset.save_to_disk(str(data_dir))
@@ -248,6 +234,32 @@ def _stage1(
         known_positives=known,
     )
     return _fit(cfg, 1, model, loss, dataset, None, cfg.batch_size, dev, texts, stage_dir, report)
+
+
+def stage1_data(
+    cfg: TrainConfig,
+    judgments: Judgments,
+    texts: dict[str, str],
+    model: Any | None = None,
+    report: Callable[[str], None] = logger.info,
+) -> Stage1Data:
+    """Stage-1 pairs with `cfg`'s mined hard negatives (mining with `model` needs it given)."""
+    negatives = None
+    num_negatives = 0
+    if cfg.hard_negatives != "none":
+        report(f"stage 1: mining hard negatives with {cfg.hard_negatives}")
+        start = time.perf_counter()
+        negatives = mine_hard_negatives(
+            judgments,
+            texts,
+            cfg.hard_negatives,
+            top_k=cfg.negatives_top_k,
+            skip_top=cfg.negatives_skip_top,
+            model=model,
+        )
+        num_negatives = cfg.num_hard_negatives
+        report(f"stage 1: mined in {time.perf_counter() - start:.1f} s")
+    return build_stage1(judgments, texts, num_negatives, negatives, seed=cfg.seed)
 
 
 def _stage2(
