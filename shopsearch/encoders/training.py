@@ -209,21 +209,16 @@ def _stage1(
         report(f"stage 1 already finished: {done.model_dir}")
         return done
     model = _load_model(source, cfg)
-    data_dir = stage_dir / "data"
     known_file = stage_dir / "data_known_positives.json"
-    if cfg.resume and data_dir.is_dir() and known_file.is_file():
-        from datasets import load_from_disk
 
-        dataset = load_from_disk(str(data_dir))
-        known = [tuple(p) for p in json.loads(known_file.read_text())]
-        report(f"stage 1: reusing {len(dataset)} pairs from {data_dir}")
-    else:
+    def build() -> Any:
         data = stage1_data(cfg, judgments, texts, model, report)
-        dataset, known = data.dataset, data.known_positives
         stage_dir.mkdir(parents=True, exist_ok=True)
-        dataset.save_to_disk(str(data_dir))
-        known_file.write_text(json.dumps(known))
-        report(f"stage 1: {len(dataset)} pairs, {len(known)} known positives")
+        known_file.write_text(json.dumps(data.known_positives))  # before the rows: see below
+        return data.dataset
+
+    dataset = _built_once(cfg, stage_dir, build, "stage 1 pairs", report)
+    known = [tuple(p) for p in json.loads(known_file.read_text())]
     guide = _load_model(resolve_base_model(cfg.guide_model), cfg) if cfg.guide_model else None
     loss = FalseNegativeMaskedContrastiveLoss(
         model,
@@ -278,17 +273,13 @@ def _stage2(
         report(f"stage 2 already finished: {done.model_dir}")
         return done
     model = _load_model(source, cfg)
-    data_dir = stage_dir / "data"
-    if cfg.resume and data_dir.is_dir():
-        from datasets import load_from_disk
-
-        dataset = load_from_disk(str(data_dir))
-        report(f"stage 2: reusing {len(dataset)} query groups from {data_dir}")
-    else:
-        dataset = build_stage2(judgments, texts, cfg.max_candidates, seed=cfg.seed)
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        dataset.save_to_disk(str(data_dir))
-        report(f"stage 2: {len(dataset)} query groups (<= {cfg.max_candidates} candidates each)")
+    dataset = _built_once(
+        cfg,
+        stage_dir,
+        lambda: build_stage2(judgments, texts, cfg.max_candidates, seed=cfg.seed),
+        f"stage 2 query groups (<= {cfg.max_candidates} candidates each)",
+        report,
+    )
     loss = ROARLoss(
         model,
         temperature=cfg.roar_temperature,
@@ -302,6 +293,30 @@ def _stage2(
     return _fit(
         cfg, 2, model, loss, dataset, collator, cfg.stage2_batch_size, dev, texts, stage_dir, report
     )
+
+
+def _built_once(
+    cfg: TrainConfig,
+    stage_dir: Path,
+    build: Callable[[], Any],
+    what: str,
+    report: Callable[[str], None],
+) -> Any:
+    """A stage's training rows, saved to `stage_dir/data` when built and read back on resume,
+    so a resumed run sees the same rows in the same batches. Anything `build` writes beside
+    the rows must be written before it returns: the rows' directory marks a complete build."""
+    data_dir = stage_dir / "data"
+    if cfg.resume and data_dir.is_dir():
+        from datasets import load_from_disk
+
+        dataset = load_from_disk(str(data_dir))
+        report(f"{what}: reusing {len(dataset)} from {data_dir}")
+        return dataset
+    dataset = build()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(data_dir))
+    report(f"{what}: {len(dataset)}")
+    return dataset
 
 
 def _fit(
