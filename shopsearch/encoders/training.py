@@ -214,7 +214,9 @@ def _stage1(
     def build() -> Any:
         data = stage1_data(cfg, judgments, texts, model, report)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        known_file.write_text(json.dumps(data.known_positives))  # before the rows: see below
+        # Written before the rows, whose directory marks a complete build (`_built_once`).
+        known_file.write_text(json.dumps(data.known_positives))
+        report(f"stage 1: {len(data.known_positives)} known positives")
         return data.dataset
 
     dataset = _built_once(cfg, stage_dir, build, "stage 1 pairs", report)
