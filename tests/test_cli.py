@@ -138,6 +138,20 @@ def test_missing_collection_and_model_are_clear_errors(demo_env, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_broken_model_file_is_a_clear_error(demo_env, exported_model, tmp_path):
+    """The query encoder's child fails; the CLI still reports the in-process error, once."""
+    import shutil
+
+    env, _ = demo_env
+    broken = tmp_path / "model"
+    shutil.copytree(exported_model, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / manifest["files"]["int8"]).write_bytes(b"not an onnx graph")
+    proc = run_cli("query", "x", "--model", str(broken), env_extra=env, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("onnxruntime cannot load") == 1
+    assert "Traceback" not in proc.stderr and not proc.stdout
+
+
 def test_info_reports_the_encoder(demo_env):
     env, _ = demo_env
     doc = json.loads(run_cli("info", "--json", env_extra=env).stdout)

@@ -76,7 +76,11 @@ def query(
         if batch
         else [Query(text or "", parse_filters(filters or []))]
     )
-    encoder = None if mode is SearchMode.BM25 else opt.load_encoder(model, precision, threads)
+    encoder = (
+        None
+        if mode is SearchMode.BM25
+        else opt.load_encoder(model, precision, threads, queries=None if batch else [text or ""])
+    )
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
         search = ProductSearch(backend, encoder)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -60,10 +61,19 @@ def connection(
     return Connection.from_options(collection=collection, path=path, url=url, api_key=api_key)
 
 
-def load_encoder(model: Path | None, precision: str, threads: int | None) -> TextEncoder:
-    from shopsearch.encoders.onnx_encoder import OnnxEncoder
+def load_encoder(
+    model: Path | None, precision: str, threads: int | None, queries: Sequence[str] | None = None
+) -> TextEncoder:
+    """The encoder; given the `queries` a one-shot process will search, they are encoded in a
+    forked child while the collection loads (`ForkedQueryEncoder`)."""
     from shopsearch.errors import UsageError
 
     if precision not in ("fp32", "int8"):
         raise UsageError(f"bad --precision {precision!r}: use fp32 or int8")
+    if queries is not None:
+        from shopsearch.encoders.forked_query import ForkedQueryEncoder
+
+        return ForkedQueryEncoder.start(model, queries, precision, threads)  # type: ignore[arg-type]
+    from shopsearch.encoders.onnx_encoder import OnnxEncoder
+
     return OnnxEncoder.load(model, precision=precision, threads=threads)  # type: ignore[arg-type]

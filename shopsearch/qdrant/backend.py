@@ -126,6 +126,11 @@ class Backend(Protocol):
         """Make everything upserted durable and indexed (Edge: flush + optimise)."""
         ...
 
+    def load_index(self) -> None:
+        """Load what searching needs now rather than at the first search (Edge: the shard), so
+        a caller can overlap it with other start-up work."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -140,6 +140,9 @@ class EdgeBackend:
         shard.flush()
         shard.optimize()
 
+    def load_index(self) -> None:
+        self._open()
+
     # -- data --------------------------------------------------------------------
     def upsert(self, points: Sequence[ProductPoint]) -> None:
         if not points:

@@ -65,6 +65,8 @@ class ProductSearch:
         if encoder is not None:
             meta.check_encoder(encoder_info(encoder))
         self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
+        # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
+        backend.load_index()
 
     def search(self, query: Query, options: SearchOptions | None = None) -> list[Hit]:
         return self.search_batch([query], options)[0]

@@ -122,6 +122,9 @@ class ServerBackend:
     def finish_writes(self) -> None:
         """The server indexes in the background; upserts already waited for durability."""
 
+    def load_index(self) -> None:
+        """The server holds its index loaded."""
+
     def upsert(self, points: Sequence[ProductPoint]) -> None:
         if not points:
             return

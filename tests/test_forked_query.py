@@ -1,0 +1,139 @@
+"""The forked query encoder must give the in-process encoder's vectors, or its errors.
+
+The fork happens only in a process with one Python thread and no onnxruntime loaded, which the
+pytest process is not once other tests have run, so each case runs in a fresh interpreter (as the
+CLI does) and reports back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shopsearch.encoders.onnx_encoder import OnnxEncoder
+
+QUERIES = ["cordless drill", "36 in. white bathroom vanity with top", "dewalt 20v"]
+
+
+def run_fresh(code: str, **env: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_child_vectors_equal_the_in_process_encoder(exported_model: Path) -> None:
+    report = run_fresh(
+        f"""
+        import json, sys
+        from shopsearch.encoders.forked_query import ForkedQueryEncoder
+
+        encoder = ForkedQueryEncoder.start({str(exported_model)!r}, {QUERIES!r}, "int8")
+        vectors = encoder.encode_queries({QUERIES!r})
+        print(json.dumps({{
+            "forked": encoder.forked,
+            "parent_imported_onnxruntime": "onnxruntime" in sys.modules,
+            "vectors": vectors.tolist(),
+            "identity": [encoder.name, encoder.dimension, encoder.fingerprint],
+        }}))
+        """
+    )
+    reference = OnnxEncoder.load(exported_model, precision="int8")
+    assert report["forked"] is True
+    assert report["parent_imported_onnxruntime"] is False
+    np.testing.assert_allclose(
+        np.array(report["vectors"]), reference.encode_queries(QUERIES), atol=1e-6
+    )
+    assert report["identity"] == [reference.name, reference.dimension, reference.fingerprint]
+
+
+def test_other_texts_and_documents_are_encoded_in_process(exported_model: Path) -> None:
+    report = run_fresh(
+        f"""
+        import json, sys
+        from shopsearch.encoders.forked_query import ForkedQueryEncoder
+
+        with ForkedQueryEncoder.start({str(exported_model)!r}, ["drill"], "fp32") as encoder:
+            queries = encoder.encode_queries({QUERIES!r})
+            documents = encoder.encode_documents({QUERIES!r})
+        print(json.dumps({{"forked": encoder.forked, "queries": queries.tolist(),
+                          "documents": documents.tolist()}}))
+        """
+    )
+    reference = OnnxEncoder.load(exported_model, precision="fp32")
+    assert report["forked"] is True
+    np.testing.assert_allclose(
+        np.array(report["queries"]), reference.encode_queries(QUERIES), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.array(report["documents"]), reference.encode_documents(QUERIES), atol=1e-6
+    )
+
+
+def test_a_failing_child_gives_the_in_process_error(exported_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    shutil.copytree(exported_model, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / manifest["files"]["int8"]).write_bytes(b"not an onnx graph")
+    report = run_fresh(
+        f"""
+        import json
+        from shopsearch.encoders.forked_query import ForkedQueryEncoder
+        from shopsearch.errors import ModelIntegrityError
+
+        encoder = ForkedQueryEncoder.start({str(broken)!r}, ["drill"], "int8")
+        try:
+            encoder.encode_queries(["drill"])
+        except ModelIntegrityError as exc:
+            print(json.dumps({{"forked": encoder.forked, "error": str(exc)}}))
+        """
+    )
+    assert report["forked"] is True
+    assert "onnxruntime cannot load" in report["error"] and "model" in report["error"]
+
+
+def test_close_stops_and_reaps_an_uncollected_child(exported_model: Path) -> None:
+    report = run_fresh(
+        f"""
+        import json, os
+        from shopsearch.encoders.forked_query import ForkedQueryEncoder
+
+        encoder = ForkedQueryEncoder.start({str(exported_model)!r}, ["drill"], "int8")
+        pid = encoder._child[0]
+        encoder.close()
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            reaped = False
+        except ChildProcessError:
+            reaped = True
+        print(json.dumps({{"forked": encoder.forked, "reaped": reaped}}))
+        """
+    )
+    assert report == {"forked": True, "reaped": True}
+
+
+def test_missing_model_or_precision_fails_before_forking(exported_model: Path, tmp_path) -> None:
+    from shopsearch.encoders.forked_query import ForkedQueryEncoder
+    from shopsearch.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="shopsearch model export"):
+        ForkedQueryEncoder.start(tmp_path, ["drill"])
+    fp32_only = tmp_path / "fp32-only"
+    shutil.copytree(exported_model, fp32_only)
+    manifest = json.loads((fp32_only / "manifest.json").read_text())
+    del manifest["files"]["int8"]
+    (fp32_only / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelNotFoundError, match="no int8 file"):
+        ForkedQueryEncoder.start(fp32_only, ["drill"], "int8")
