@@ -104,21 +104,22 @@ def test_a_failing_child_gives_the_in_process_error(exported_model: Path, tmp_pa
     assert "onnxruntime cannot load" in report["error"] and "model" in report["error"]
 
 
-def test_close_stops_and_reaps_an_uncollected_child(exported_model: Path) -> None:
+@pytest.mark.parametrize("ending", ["encoder.close()", "del encoder"])
+def test_an_uncollected_child_is_stopped_and_reaped(exported_model: Path, ending: str) -> None:
     report = run_fresh(
         f"""
         import json, os
         from shopsearch.encoders.forked_query import ForkedQueryEncoder
 
         encoder = ForkedQueryEncoder.start({str(exported_model)!r}, ["drill"], "int8")
-        pid = encoder._child[0]
-        encoder.close()
+        forked, pid = encoder.forked, encoder._child[0]
+        {ending}
         try:
             os.waitpid(pid, os.WNOHANG)
             reaped = False
         except ChildProcessError:
             reaped = True
-        print(json.dumps({{"forked": encoder.forked, "reaped": reaped}}))
+        print(json.dumps({{"forked": forked, "reaped": reaped}}))
         """
     )
     assert report == {"forked": True, "reaped": True}

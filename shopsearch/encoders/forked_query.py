@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,7 +62,8 @@ class ForkedQueryEncoder:
         self._precision = precision
         self._threads = threads
         self._texts = list(texts)
-        self._child: tuple[int, int] | None = None  # (pid, read end of the pipe)
+        # (pid, read end of the pipe, the finalizer that stops the child if never collected)
+        self._child: tuple[int, int, weakref.finalize] | None = None
         self._forked = False
         self._local: OnnxEncoder | None = None
 
@@ -108,17 +111,12 @@ class ForkedQueryEncoder:
         return self._in_process().encode_documents(texts)
 
     def close(self) -> None:
-        """Stop and reap a child still running; nothing to do once its result was collected."""
-        if self._child is None:
-            return
-        pid, read_end = self._child
-        self._child = None
-        os.close(read_end)
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
+        """Stop and reap a child whose result was not collected (also done at garbage collection
+        and interpreter exit, so an error before the search never leaves it running)."""
+        if self._child is not None:
+            stop = self._child[2]
+            self._child = None
+            stop()
 
     def __enter__(self) -> ForkedQueryEncoder:
         return self
@@ -149,14 +147,15 @@ class ForkedQueryEncoder:
             finally:
                 os._exit(status)
         os.close(write_end)
-        self._child = (pid, read_end)
+        self._child = (pid, read_end, weakref.finalize(self, _stop, pid, read_end))
         self._forked = True
 
     def _collect(self) -> np.ndarray | None:
         """The child's vectors, or None when it failed (the in-process path then says why)."""
         assert self._child is not None
-        pid, read_end = self._child
+        pid, read_end, stop = self._child
         self._child = None
+        stop.detach()
         with os.fdopen(read_end, "rb") as pipe:
             payload = pipe.read()
         _, status = os.waitpid(pid, 0)
@@ -179,6 +178,15 @@ class ForkedQueryEncoder:
             f"ForkedQueryEncoder({self.name!r}, precision={self._precision!r}, "
             f"forked={self.forked})"
         )
+
+
+def _stop(pid: int, read_end: int) -> None:
+    os.close(read_end)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def can_fork() -> bool:
