@@ -7,6 +7,7 @@ message and an exit code (2 for bad usage), never as a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Annotated
 
@@ -110,5 +111,22 @@ def _print_error(message: str) -> None:
     )
 
 
+# Commands that only read. When one returns, it has closed what it opened and written its
+# output, so the process may end without the interpreter's teardown (freeing every module and
+# the loaded shard): ~0.05 s of a cold `shopsearch query` (benchmarks/RESULTS.md, section 4).
+# Commands that write keep the normal exit, with every atexit handler run.
+READ_ONLY_COMMANDS = frozenset({"query", "info"})
+
+
 def run() -> None:
-    sys.exit(main())
+    args = sys.argv[1:]
+    code = main(args)
+    invoked = _invoked(args)
+    if invoked and invoked <= READ_ONLY_COMMANDS:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: let the normal exit report it
+            sys.exit(code)
+        os._exit(code)
+    sys.exit(code)
