@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shopsearch.encoders.manifest import Manifest, Precision
+from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
 from shopsearch.encoders.resolve import default_model_dir
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 _CHILD_THREADS = 1
 
 
-class ForkedQueryEncoder:
+class ForkedQueryEncoder(ManifestIdentity):
     """A `TextEncoder` whose first `encode_queries(texts)` was started when it was built.
 
     Build it with `ForkedQueryEncoder.start(...)`, do other work, then call `encode_queries`
@@ -82,18 +82,6 @@ class ForkedQueryEncoder:
         if can_fork():
             encoder._fork()
         return encoder
-
-    @property
-    def name(self) -> str:
-        return self._manifest.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self._manifest.dimension
-
-    @property
-    def fingerprint(self) -> str:
-        return self._manifest.fingerprint
 
     @property
     def forked(self) -> bool:

@@ -177,3 +177,22 @@ class Manifest:
 
     def _manifest_path(self) -> Path | str:
         return self.directory / MANIFEST_FILE if self.directory else MANIFEST_FILE
+
+
+class ManifestIdentity:
+    """`name`, `dimension` and `fingerprint` of an encoder, read from its export's manifest, so
+    that every encoder of one export (in-process or forked) names the same embedding space."""
+
+    _manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self._manifest.model_name
+
+    @property
+    def dimension(self) -> int:
+        return self._manifest.dimension
+
+    @property
+    def fingerprint(self) -> str:
+        return self._manifest.fingerprint

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from shopsearch.encoders.manifest import Manifest, Precision
+from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
 from shopsearch.encoders.resolve import default_model_dir
 from shopsearch.errors import ModelIntegrityError, UsageError
 
@@ -34,7 +34,7 @@ _ONNX_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _HIDDEN_STATE_OUTPUT = "last_hidden_state"
 
 
-class OnnxEncoder:
+class OnnxEncoder(ManifestIdentity):
     """An exported sentence-transformers model, run by onnxruntime.
 
     Build it with `OnnxEncoder.load`. Embeddings are float32 rows in input order, L2-normalised
@@ -105,18 +105,6 @@ class OnnxEncoder:
         tokenizer, pad_id = _load_tokenizer(tokenizer_path, manifest.max_seq_length)
         session = _open_session(model_path, threads or os.cpu_count() or 1)
         return cls(manifest, session, tokenizer, precision, batch_size, pad_id)
-
-    @property
-    def name(self) -> str:
-        return self._manifest.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self._manifest.dimension
-
-    @property
-    def fingerprint(self) -> str:
-        return self._manifest.fingerprint
 
     @property
     def precision(self) -> Precision:
