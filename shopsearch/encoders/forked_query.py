@@ -4,8 +4,8 @@ Cold `shopsearch query` is two independent, mostly single-threaded waits: loadin
 (importing onnxruntime, building the session) and loading the Edge shard (payload index
 rebuild, WAL replay). Run one after the other they sum; run side by side on two cores they
 overlap (measured in benchmarks/RESULTS.md, section 4). A thread cannot overlap them, because
-the imports and most of the encoder set-up hold the GIL, so the encoder runs in a child made
-with `fork` (no re-import of the interpreter, unlike `spawn`) and sends back only the vectors.
+`EdgeShard.load` holds the GIL throughout, so the encoder runs in a child made with `fork` (no
+re-import of the interpreter, unlike `spawn`) and sends back only the vectors.
 
 The child is only an accelerator. The parent never imports onnxruntime unless it must: name,
 dimension and fingerprint come from the manifest, and anything the child could not deliver
