@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,41 @@ def test_an_uncollected_child_is_stopped_and_reaped(exported_model: Path, ending
         """
     )
     assert report == {"forked": True, "reaped": True}
+
+
+def test_the_child_ends_with_a_parent_that_exits_abruptly(exported_model: Path) -> None:
+    """`shopsearch query` leaves through os._exit, which runs no finalizer. The child here has
+    ~40,000 queries to encode (tens of seconds on one thread), so only the kernel's parent-death
+    signal can end it within the few seconds allowed."""
+    code = f"""
+import json, os
+from shopsearch.encoders.forked_query import ForkedQueryEncoder
+
+queries = [f"cordless drill {{i}}" for i in range(40_000)]
+encoder = ForkedQueryEncoder.start({str(exported_model)!r}, queries, "int8")
+print(json.dumps({{"forked": encoder.forked, "pid": encoder._child[0]}}), flush=True)
+os._exit(0)
+"""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert parent.stdout is not None
+    report = json.loads(parent.stdout.readline())  # not read to EOF: the child holds stdout too
+    assert parent.wait(timeout=30) == 0
+    assert report["forked"] is True
+    stat = Path(f"/proc/{report['pid']}/stat")
+    deadline = time.monotonic() + 5
+    while _alive(stat) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(stat)
+    parent.stdout.close()
+
+
+def _alive(stat: Path) -> bool:
+    try:
+        return stat.read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_missing_model_or_precision_fails_before_forking(exported_model: Path, tmp_path) -> None:

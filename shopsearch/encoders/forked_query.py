@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 # The parent spends the child's time loading a shard on one core, so the child takes the other;
 # for one short query more intra-op threads only cost their start-up.
 _CHILD_THREADS = 1
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ForkedQueryEncoder(ManifestIdentity):
@@ -114,6 +115,7 @@ class ForkedQueryEncoder(ManifestIdentity):
 
     def _fork(self) -> None:
         read_end, write_end = os.pipe()
+        parent = os.getpid()
         with warnings.catch_warnings():
             # Python 3.12+ warns of any native thread; can_fork() vetted the ones that matter.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -122,6 +124,7 @@ class ForkedQueryEncoder(ManifestIdentity):
             os.close(read_end)
             status = 1
             try:
+                _end_with(parent)
                 from shopsearch.encoders.onnx_encoder import OnnxEncoder
 
                 encoder = OnnxEncoder.load(
@@ -166,6 +169,17 @@ class ForkedQueryEncoder(ManifestIdentity):
             f"ForkedQueryEncoder({self.name!r}, precision={self._precision!r}, "
             f"forked={self.forked})"
         )
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this child when its parent ends, however it ends: a CLI that fails
+    before searching leaves through `os._exit`, which runs no finalizer (Linux's
+    PR_SET_PDEATHSIG; the fork happens only on Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before prctl took effect
+        os._exit(1)
 
 
 def _stop(pid: int, read_end: int) -> None:
