@@ -38,8 +38,8 @@ from shopsearch.encoders.resolve import default_model_dir
 if TYPE_CHECKING:
     from shopsearch.encoders.onnx_encoder import OnnxEncoder
 
-# The parent spends the child's time loading a shard on one core, so the child takes the other;
-# for one short query more intra-op threads only cost their start-up.
+# The parent loads the shard on one core meanwhile, so the child takes the other; in the sixth
+# session's prototype two threads in the child were no faster (benchmarks/RESULTS.md, section 4).
 _CHILD_THREADS = 1
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
