@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
-from shopsearch.encoders.resolve import default_model_dir
 
 if TYPE_CHECKING:
     from shopsearch.encoders.onnx_encoder import OnnxEncoder
@@ -77,7 +76,7 @@ class ForkedQueryEncoder(ManifestIdentity):
         threads: int | None = None,
     ) -> ForkedQueryEncoder:
         """Check the export is there (fast, in-process), then start encoding `queries`."""
-        manifest = Manifest.load(Path(model_dir) if model_dir is not None else default_model_dir())
+        manifest = Manifest.load(model_dir)
         manifest.model_file(precision)  # a missing precision fails here, before any fork
         encoder = cls(manifest, precision, threads, queries)
         if can_fork():
@@ -101,7 +100,7 @@ class ForkedQueryEncoder(ManifestIdentity):
 
     def close(self) -> None:
         """Stop and reap a child whose result was not collected (also done at garbage collection
-        and interpreter exit, so an error before the search never leaves it running)."""
+        and at a normal interpreter exit; after `os._exit` the kernel ends it, see `_end_with`)."""
         if self._child is not None:
             stop = self._child[2]
             self._child = None
@@ -150,10 +149,7 @@ class ForkedQueryEncoder(ManifestIdentity):
         with os.fdopen(read_end, "rb") as pipe:
             payload = pipe.read()
         _, status = os.waitpid(pid, 0)
-        if status != 0 or not payload:
-            return None
-        vectors = pickle.loads(payload)
-        return vectors if isinstance(vectors, np.ndarray) else None
+        return pickle.loads(payload) if status == 0 else None
 
     def _in_process(self) -> OnnxEncoder:
         if self._local is None:

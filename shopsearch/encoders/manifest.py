@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from shopsearch.encoders.resolve import default_model_dir
 from shopsearch.errors import ModelIntegrityError, ModelNotFoundError
 
 MANIFEST_FILE = "manifest.json"
@@ -130,9 +131,10 @@ class Manifest:
         return replace(self, directory=directory)
 
     @classmethod
-    def load(cls, directory: Path) -> Manifest:
-        """Read `manifest.json`; ModelNotFoundError when there is no export in `directory`."""
-        directory = Path(directory)
+    def load(cls, directory: Path | None = None) -> Manifest:
+        """Read `manifest.json` from `directory` (default: `default_model_dir()`);
+        ModelNotFoundError when there is no export there."""
+        directory = Path(directory) if directory is not None else default_model_dir()
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise ModelNotFoundError(

@@ -26,7 +26,6 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
-from shopsearch.encoders.resolve import default_model_dir
 from shopsearch.errors import ModelIntegrityError, UsageError
 
 _PRECISIONS = ("fp32", "int8")
@@ -91,7 +90,7 @@ class OnnxEncoder(ManifestIdentity):
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be at least 1, not {threads}")
 
-        manifest = Manifest.load(Path(model_dir) if model_dir is not None else default_model_dir())
+        manifest = Manifest.load(model_dir)
         model_path = manifest.model_file(precision)
         tokenizer_path = manifest.path(manifest.tokenizer)
         if verify:
