@@ -68,6 +68,7 @@ from shopsearch.encoders.training import (
     run_training,
     stage1_data,
     train_with_loss,
+    use_bf16,
 )
 from shopsearch.encoders.training_data import (
     Judgments,
@@ -482,6 +483,12 @@ def main() -> None:
         default="none",
         help="a BM25-mined negative per stage-1 pair, for stage 1 and MNRL alike [none]",
     )
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bf16 autocast in training; auto: where the hardware has bf16 units [auto]",
+    )
     parser.add_argument("--int8", action="store_true", help="ingest and evaluate with int8")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 steps")
@@ -513,6 +520,7 @@ def main() -> None:
         margin=args.margin,
         guide_model=resolve_base_model(None) if args.guide == "base" else args.guide,
         hard_negatives=args.hard_negatives,
+        bf16={"auto": None, "on": True, "off": False}[args.bf16],
         resume=True,  # skip finished stages of an earlier run in --work
         product_columns={"id": PRODUCT_ID},
     )
@@ -527,6 +535,8 @@ def main() -> None:
         knobs += f"-g{Path(args.guide).name}"
     if cfg.hard_negatives != "none":
         knobs += f"-hn{cfg.hard_negatives}{cfg.num_hard_negatives}"
+    if use_bf16(cfg):
+        knobs += "-bf16"
     tag = f"{steps}-{knobs}"
     run_dir = work / (tag + ("-quick" if args.quick else ""))
     ablation = Ablation(cfg, stage2_steps, inputs, run_dir, args.int8)

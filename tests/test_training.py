@@ -200,6 +200,7 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
 
     from shopsearch.cli.app import main
     from shopsearch.encoders.resolve import resolve_base_model
+    from shopsearch.encoders.training import TrainConfig, use_bf16
 
     out = tmp_path / "run"
     argv = [
@@ -214,7 +215,9 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     stage1, stage2 = out / "stage1", out / "stage2"
     assert (stage2 / "model" / "modules.json").is_file()  # a sentence-transformers model
     assert any(p.name.startswith("checkpoint-") for p in (stage1 / "checkpoints").iterdir())
-    assert json.loads((stage1 / "result.json").read_text())["steps"] == 6
+    stage1_result = json.loads((stage1 / "result.json").read_text())
+    assert stage1_result["steps"] == 6
+    assert stage1_result["bf16"] is use_bf16(TrainConfig())  # the default: the hardware's
 
     s1_data = load_from_disk(str(stage1 / "data"))
     known = [tuple(k) for k in json.loads((stage1 / "data_known_positives.json").read_text())]
@@ -231,6 +234,16 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     # Resume: both stages are finished, so nothing is retrained.
     assert main([*argv, "--resume"]) == 0
     assert json.loads((stage1 / "result.json").read_text())["steps"] == 6
+
+
+def test_bf16_autocast_is_the_config_or_the_hardware() -> None:
+    from shopsearch.encoders.cpu_features import has_bf16_units
+    from shopsearch.encoders.training import TrainConfig, use_bf16
+
+    assert use_bf16(TrainConfig(bf16=True)) is True
+    assert use_bf16(TrainConfig(bf16=False)) is False
+    if not torch.cuda.is_available():
+        assert use_bf16(TrainConfig()) is has_bf16_units()
 
 
 def test_train_rejects_bad_stage(tmp_path: Path) -> None:

@@ -113,6 +113,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip finished stages, continue from checkpoints.")
     ] = False,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="bf16 autocast (fp32 weights) [default: where the CPU or GPU has bf16 units].",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Two-stage training: FN-masked contrastive (stage 1), then ROAR (stage 2)."""
@@ -142,6 +150,7 @@ def train(
         max_steps=max_steps,
         checkpoint_steps=checkpoint_steps,
         resume=resume,
+        bf16=bf16,
         grades=grades,
         positive_threshold=positive_threshold,
         temperature=temperature,
@@ -172,6 +181,7 @@ def train(
                 "train_loss": r.train_loss,
                 "dev_metrics": r.dev_metrics,
                 "skipped": r.skipped,
+                "bf16": r.bf16,
             }
             for r in results
         ]

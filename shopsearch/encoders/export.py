@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from shopsearch.encoders.cpu_features import cpu_flags
 from shopsearch.encoders.manifest import MANIFEST_FILE, POOLING_MODES, Manifest, sha256_file
 from shopsearch.encoders.resolve import (
     _BUNDLED_MINILM_NAMES,
@@ -96,7 +97,7 @@ def default_quantization_config() -> str:
     if machine in ("aarch64", "arm64"):
         return "arm64"
     if machine in ("x86_64", "amd64", "x86", "i386", "i686"):
-        return "avx512_vnni" if "avx512_vnni" in _cpu_flags() else "avx2"
+        return "avx512_vnni" if "avx512_vnni" in cpu_flags() else "avx2"
     raise UsageError(
         f"no default int8 quantisation for CPU {machine!r}; pass a quantization config "
         f"({', '.join(QUANTIZATION_CONFIGS)}) or export without quantisation"
@@ -111,18 +112,6 @@ def _pick_quantization_config(requested: str | None) -> str:
             f"choose one of {', '.join(QUANTIZATION_CONFIGS)}"
         )
     return config
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
 
 
 def _display_name(requested: str | None, source: str, is_local: bool) -> str:
