@@ -25,7 +25,7 @@ and stage1-cosent from the saved runs.
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
         [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05|none] [--guide base]
-        [--hard-negatives none|bm25] [--int8]
+        [--hard-negatives none|bm25] [--bf16 auto|on|off] [--int8]
         [--device auto|cpu|cuda] [--quick]
 
 Prints (and writes to ablation.md and ablation.json in DIR/<knobs>/, the run's directory;
