@@ -40,10 +40,10 @@ Trained encoders keep --max-length at inference (it is saved with them); zero-sh
 
 Measured at the defaults with --int8 on the 2-core CPU (2026-11-22), training in bf16
 (--bf16 auto, AMX): 38.9 min in all, at the same quality (RESULTS.md section 6). In fp32
-(--bf16 off): 78 min in all, of which stage 1
-and MNRL one epoch each (375 steps of 64 pairs, ~2 s a step: 12.5-14 min), ROAR 200 steps
-of 16 groups (~3 s a step: 10 min), CoSENT 200 steps of ~110 pairs (~6.5 s a step: 22 min);
-each system's export + int8 ingest of 54,667 titles (HNSW included) + eval takes 3.2-4.3 min.
+(--bf16 off): 78 min in all, of which stage 1 and MNRL one epoch each (375 steps of 64
+pairs, ~2 s a step: 12.5-14 min), ROAR 200 steps of 16 groups (~3 s a step: 10 min),
+CoSENT 200 steps of ~110 pairs (~6.5 s a step: 22 min); each system's export + int8 ingest
+of 54,667 titles (HNSW included) + eval takes 3.2-4.3 min.
 With --hard-negatives bm25 a stage-1 or MNRL step takes ~2.9 s (18 min an arm; RESULTS.md
 section 6 has the figures).
 """
