@@ -25,7 +25,7 @@ and stage1-cosent from the saved runs.
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
         [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05|none] [--guide base]
-        [--hard-negatives none|bm25] [--bf16 auto|on|off] [--int8]
+        [--hard-negatives none|bm25|model] [--bf16 auto|on|off] [--int8]
         [--device auto|cpu|cuda] [--quick]
 
 Prints (and writes to ablation.md and ablation.json in DIR/<knobs>/, the run's directory;
@@ -67,6 +67,7 @@ from shopsearch.encoders.resolve import resolve_base_model
 from shopsearch.encoders.training import (
     StageResult,
     TrainConfig,
+    load_model,
     run_training,
     stage1_data,
     train_with_loss,
@@ -111,8 +112,8 @@ START = time.perf_counter()
 
 
 def log(message: str) -> None:
-    elapsed = time.perf_counter() - START
-    print(f"[{elapsed // 60:3.0f}:{elapsed % 60:02.0f}] {message}", file=sys.stderr, flush=True)
+    minutes, seconds = divmod(round(time.perf_counter() - START), 60)
+    print(f"[{minutes:3d}:{seconds:02d}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,13 @@ class Ablation:
                 MultipleNegativesRankingLoss,
             )
 
-            # Stage 1's pairs, mined negatives (--hard-negatives bm25) included.
-            pairs = stage1_data(self.cfg, judgments, texts, report=log).dataset
+            # Stage 1's pairs, mined negatives included: --hard-negatives model mines with the
+            # base model, as stage 1 does before its first step.
+            miner = None
+            if self.cfg.hard_negatives == "model":
+                miner = load_model(resolve_base_model(self.cfg.base_model), self.cfg)
+            pairs = stage1_data(self.cfg, judgments, texts, miner, report=log).dataset
+            del miner
             result = train_with_loss(
                 self.cfg.base_model,
                 lambda model: MultipleNegativesRankingLoss(model, scale=1 / self.cfg.temperature),
@@ -481,9 +487,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--hard-negatives",
-        choices=("none", "bm25"),
+        choices=("none", "bm25", "model"),
         default="none",
-        help="a BM25-mined negative per stage-1 pair, for stage 1 and MNRL alike [none]",
+        help="a mined negative per stage-1 pair, for stage 1 and MNRL alike: from BM25's or "
+        "the base model's top 50 for the query, judged positives excluded [none]",
     )
     parser.add_argument(
         "--bf16",

@@ -188,7 +188,7 @@ def train_with_loss(
     if done is not None:
         report(f"{stage_dir} already finished: {done.model_dir}")
         return done
-    model = _load_model(resolve_base_model(source), cfg)
+    model = load_model(resolve_base_model(source), cfg)
     batch_size = cfg.batch_size if stage == 1 else cfg.stage2_batch_size
     return _fit(
         cfg, stage, model, make_loss(model), dataset, None, batch_size, None, {}, stage_dir, report
@@ -211,7 +211,7 @@ def _stage1(
     if done is not None:
         report(f"stage 1 already finished: {done.model_dir}")
         return done
-    model = _load_model(source, cfg)
+    model = load_model(source, cfg)
     known_file = stage_dir / "data_known_positives.json"
 
     def build() -> Any:
@@ -224,7 +224,7 @@ def _stage1(
 
     dataset = _built_once(cfg, stage_dir, build, "stage 1 pairs", report)
     known = [tuple(p) for p in json.loads(known_file.read_text())]
-    guide = _load_model(resolve_base_model(cfg.guide_model), cfg) if cfg.guide_model else None
+    guide = load_model(resolve_base_model(cfg.guide_model), cfg) if cfg.guide_model else None
     loss = FalseNegativeMaskedContrastiveLoss(
         model,
         temperature=cfg.temperature,
@@ -277,7 +277,7 @@ def _stage2(
     if done is not None:
         report(f"stage 2 already finished: {done.model_dir}")
         return done
-    model = _load_model(source, cfg)
+    model = load_model(source, cfg)
     dataset = _built_once(
         cfg,
         stage_dir,
@@ -447,7 +447,9 @@ def use_bf16(cfg: TrainConfig) -> bool:
     return has_bf16_units()
 
 
-def _load_model(source: str, cfg: TrainConfig) -> Any:
+def load_model(source: str, cfg: TrainConfig) -> Any:
+    """`source` (a resolved path or hub name) as a SentenceTransformer at `cfg`'s max length,
+    the way every stage loads it, so a baseline that mines with it sees what stage 1 sees."""
     from sentence_transformers import SentenceTransformer
 
     try:
