@@ -44,8 +44,9 @@ Measured at the defaults with --int8 on the 2-core CPU (2026-11-22), training in
 pairs, ~2 s a step: 12.5-14 min), ROAR 200 steps of 16 groups (~3 s a step: 10 min),
 CoSENT 200 steps of ~110 pairs (~6.5 s a step: 22 min); each system's export + int8 ingest
 of 54,667 titles (HNSW included) + eval takes 3.2-4.3 min.
-With --hard-negatives bm25 a stage-1 or MNRL step takes ~2.9 s (18 min an arm; RESULTS.md
-section 6 has the figures).
+With --hard-negatives bm25 a stage-1 or MNRL step takes ~2.9 s in fp32 (18 min an arm);
+with --hard-negatives model, in bf16, mining takes ~4 min an arm and a step ~1.6-1.9 s
+(~15 min an arm). RESULTS.md section 6 has the figures.
 """
 
 from __future__ import annotations

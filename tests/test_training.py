@@ -17,6 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("accelerate")
 
+from shopsearch.encoders.resolve import resolve_base_model  # noqa: E402
+from shopsearch.encoders.training import TrainConfig, load_model  # noqa: E402
 from shopsearch.encoders.training_data import (  # noqa: E402
     Bm25Index,
     build_stage1,
@@ -25,6 +27,7 @@ from shopsearch.encoders.training_data import (  # noqa: E402
     load_judgments,
     load_product_texts,
     mine_hard_negatives,
+    model_top_k,
     parse_grade_map,
 )
 from shopsearch.errors import UsageError  # noqa: E402
@@ -96,20 +99,27 @@ def test_stage1_pairs_and_known_positives(tiny: dict[str, Path]) -> None:
 
 
 @needs_homedepot
-def test_bm25_mining_excludes_judged_positives(tiny: dict[str, Path]) -> None:
+@pytest.mark.parametrize("method", ["bm25", "model"])
+def test_mining_excludes_judged_positives(tiny: dict[str, Path], method: str) -> None:
     judgments = load_judgments(tiny["judgments"], parse_grade_map(None))
     texts = load_product_texts(tiny["products"], {"id": "product_uid"})
-    mined = mine_hard_negatives(judgments, texts, "bm25", top_k=20)
+    model = load_model(resolve_base_model(None), TrainConfig()) if method == "model" else None
+    mined = mine_hard_negatives(judgments, texts, method, top_k=20, model=model)
     positives = judgments.positives()
     assert mined and any(mined.values())
     for qid, negs in mined.items():
         pos_texts = {texts[p] for p in positives.get(qid, ())}
         assert not set(negs) & positives.get(qid, set())
         assert not {texts[n] for n in negs} & pos_texts
-    # The index itself ranks a product's own title among its top hits.
+        if method == "model":  # a dense top 20 is always full: only exclusions shorten it
+            assert len(negs) >= 20 - sum(texts[i] in pos_texts for i in texts)
+    # Each ranker puts a product's own title among its top hits.
     ids = list(texts)
-    index = Bm25Index([texts[i] for i in ids])
-    assert 5 in index.top_k(texts[ids[5]], 3).tolist()
+    own = texts[ids[5]]
+    if method == "bm25":
+        assert 5 in Bm25Index([texts[i] for i in ids]).top_k(own, 3).tolist()
+    else:
+        assert 5 in model_top_k(model, [own], [texts[i] for i in ids], 3)[0].tolist()
 
 
 @needs_homedepot
@@ -199,8 +209,7 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     from datasets import load_from_disk
 
     from shopsearch.cli.app import main
-    from shopsearch.encoders.resolve import resolve_base_model
-    from shopsearch.encoders.training import TrainConfig, use_bf16
+    from shopsearch.encoders.training import use_bf16
 
     out = tmp_path / "run"
     argv = [
@@ -238,7 +247,7 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
 
 def test_bf16_autocast_is_the_config_or_the_hardware() -> None:
     from shopsearch.encoders.cpu_features import has_bf16_units
-    from shopsearch.encoders.training import TrainConfig, use_bf16
+    from shopsearch.encoders.training import use_bf16
 
     assert use_bf16(TrainConfig(bf16=True)) is True
     assert use_bf16(TrainConfig(bf16=False)) is False
