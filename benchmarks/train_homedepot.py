@@ -24,8 +24,8 @@ and stage1-cosent from the saved runs.
 
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
-        [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin 0.05|none] [--guide base]
-        [--hard-negatives none|bm25|model] [--bf16 auto|on|off] [--int8]
+        [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin -0.1|none] [--guide base]
+        [--hard-negatives model|bm25|none] [--bf16 auto|on|off] [--int8]
         [--device auto|cpu|cuda] [--quick]
 
 Prints (and writes to ablation.md and ablation.json in DIR/<knobs>/, the run's directory;
@@ -191,17 +191,19 @@ class Ablation:
                 MultipleNegativesRankingLoss,
             )
 
-            # Stage 1's pairs, mined negatives included: --hard-negatives model mines with the
-            # base model, as stage 1 does before its first step.
-            miner = None
-            if self.cfg.hard_negatives == "model":
-                miner = load_model(resolve_base_model(self.cfg.base_model), self.cfg)
-            pairs = stage1_data(self.cfg, judgments, texts, miner, report=log).dataset
-            del miner
+            def pairs() -> Any:
+                """Stage 1's pairs, mined negatives included: --hard-negatives model mines
+                with the base model, as stage 1 does before its first step."""
+                miner = None
+                if self.cfg.hard_negatives == "model":
+                    miner = load_model(resolve_base_model(self.cfg.base_model), self.cfg)
+                rows = stage1_data(self.cfg, judgments, texts, miner, report=log).dataset
+                return rows.remove_columns("label")  # keys for our identity mask; MNRL has none
+
             result = train_with_loss(
                 self.cfg.base_model,
                 lambda model: MultipleNegativesRankingLoss(model, scale=1 / self.cfg.temperature),
-                pairs.remove_columns("label"),  # keys for our identity mask; MNRL has none
+                pairs,  # built only if MNRL is not already trained in --work
                 self.train_dir / "mnrl",
                 self.cfg,
                 stage=1,
@@ -489,9 +491,10 @@ def main() -> None:
     parser.add_argument(
         "--hard-negatives",
         choices=("none", "bm25", "model"),
-        default="none",
+        default=TrainConfig.hard_negatives,
         help="a mined negative per stage-1 pair, for stage 1 and MNRL alike: from BM25's or "
-        "the base model's top 50 for the query, judged positives excluded [none]",
+        f"the base model's top 50 for the query, judged positives excluded "
+        f"[{TrainConfig.hard_negatives}]",
     )
     parser.add_argument(
         "--bf16",
@@ -539,8 +542,7 @@ def main() -> None:
         f"s{n}" if n is not None else f"e{args.epochs:g}" for n in (stage1_steps, stage2_steps)
     )
     knobs = f"b{cfg.batch_size}-l{cfg.max_length}-lr{cfg.learning_rate:g}-a{cfg.anchor_weight:g}"
-    if cfg.margin != TrainConfig.margin:
-        knobs += f"-m{cfg.margin:g}" if cfg.margin is not None else "-mnone"
+    knobs += f"-m{cfg.margin:g}" if cfg.margin is not None else "-mnone"
     if args.guide:
         knobs += f"-g{Path(args.guide).name}"
     if cfg.hard_negatives != "none":

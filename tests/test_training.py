@@ -175,12 +175,15 @@ def _stage1_loss(model_dir: str, dataset, known) -> float:
     model = SentenceTransformer(model_dir)
     model.max_seq_length = 32
     model.eval()
-    loss_fn = FalseNegativeMaskedContrastiveLoss(model, known_positives=known)
+    loss_fn = FalseNegativeMaskedContrastiveLoss(
+        model, margin=TrainConfig().margin, known_positives=known
+    )
+    texts = [c for c in dataset.column_names if c != "label"]  # anchor, positive, negative_*
     total = []
     with torch.no_grad():
         for start in range(0, len(dataset) - 7, 8):
             rows = dataset[start : start + 8]
-            feats = [model.preprocess(rows[c]) for c in ("anchor", "positive")]
+            feats = [model.preprocess(rows[c]) for c in texts]
             total.append(loss_fn(feats, torch.tensor(rows["label"])).item())
     return sum(total) / len(total)
 

@@ -76,13 +76,21 @@ def train(
         int | None, typer.Option("--max-steps", min=1, help="Cap each stage's steps.")
     ] = None,
     hard_negatives: Annotated[
-        str, typer.Option("--hard-negatives", help="Stage-1 mined negatives: none, bm25, model.")
-    ] = "none",
+        str,
+        typer.Option(
+            "--hard-negatives",
+            help="Stage-1 mined negatives: none, bm25, or model (the base model's top 50).",
+        ),
+    ] = "model",
     num_hard_negatives: Annotated[int, typer.Option("--num-hard-negatives", min=1)] = 1,
     temperature: Annotated[float, typer.Option("--temperature", help="Stage-1 tau.")] = 0.05,
     margin: Annotated[
-        float | None, typer.Option("--margin", help="Stage-1 false-negative margin m.")
-    ] = 0.05,
+        float | None,
+        typer.Option(
+            "--margin",
+            help="Stage-1 false-negative margin m: mask negatives scoring above the positive - m.",
+        ),
+    ] = -0.1,
     no_margin: Annotated[
         bool, typer.Option("--no-margin", help="Disable the margin mask.")
     ] = False,
