@@ -38,15 +38,13 @@ default step counts fit 90 minutes on the 2-core CPU; --quick is a smoke run of 
 numbers mean nothing. A GPU is used for training when present (--device auto), never needed.
 Trained encoders keep --max-length at inference (it is saved with them); zero-shot keeps 256.
 
-Measured at the defaults with --int8 on the 2-core CPU (2026-11-22), training in bf16
-(--bf16 auto, AMX): 38.9 min in all, at the same quality (RESULTS.md section 6). In fp32
-(--bf16 off): 78 min in all, of which stage 1 and MNRL one epoch each (375 steps of 64
-pairs, ~2 s a step: 12.5-14 min), ROAR 200 steps of 16 groups (~3 s a step: 10 min),
-CoSENT 200 steps of ~110 pairs (~6.5 s a step: 22 min); each system's export + int8 ingest
-of 54,667 titles (HNSW included) + eval takes 3.2-4.3 min.
-With --hard-negatives bm25 a stage-1 or MNRL step takes ~2.9 s in fp32 (18 min an arm);
-with --hard-negatives model, in bf16, mining takes ~4 min an arm and a step ~1.6-1.9 s
-(~15 min an arm). RESULTS.md section 6 has the figures.
+Measured at the defaults with --int8 on the 2-core CPU (2026-11-22, a slow spell), training
+in bf16 (--bf16 auto, AMX): 77.6 min in all. Mining with the base model takes 4-5.5 min an
+arm (MNRL and stage 1 each mine); a stage-1 or MNRL step, 64 pairs and their 64 mined
+negatives, ~1.6-2.6 s (10-16 min an arm); ROAR 200 steps of 16 groups and CoSENT 200 steps
+of ~110 pairs, 8-11 min each; each system's export + int8 ingest of 54,667 titles (HNSW
+included) + eval, 2.5-4 min. Without mined negatives and at m = 0.05 (the defaults before)
+it took 38.9 min in bf16 and 78 min in fp32. RESULTS.md section 6 has the figures.
 """
 
 from __future__ import annotations

@@ -80,7 +80,11 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
     * the **identity mask**: d_j is the same product as d_i, or a known positive of q_i (another
       pair of the same query in the batch, or any (q_i, d_j) in ``known_positives``);
     * the **margin mask**: s_ij > s_ii - m, computed without gradient, on a frozen ``guide``
-      model's similarities when one is given (near-duplicates of the positive).
+      model's similarities when one is given (near-duplicates of the positive). A negative m
+      masks only negatives scoring above the positive by more than -m: `shopsearch train`
+      uses m = -0.1, since on Home Depot every m >= 0 tried hid informative negatives and
+      lost nDCG (benchmarks/RESULTS.md §6); the default here, 0.05, keeps the mask's first
+      meaning: negatives within m of the positive.
 
     With ``symmetric=True`` the product-to-query direction (each d_i against all queries, with
     the transposed masks) is added and the two are averaged.
