@@ -18,7 +18,7 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("accelerate")
 
 from shopsearch.encoders.resolve import resolve_base_model  # noqa: E402
-from shopsearch.encoders.training import TrainConfig, load_model  # noqa: E402
+from shopsearch.encoders.training import TrainConfig, load_model, train_with_loss  # noqa: E402
 from shopsearch.encoders.training_data import (  # noqa: E402
     Bm25Index,
     build_stage1,
@@ -246,6 +246,14 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     # Resume: both stages are finished, so nothing is retrained.
     assert main([*argv, "--resume"]) == 0
     assert json.loads((stage1 / "result.json").read_text())["steps"] == 6
+
+    # A baseline's rows given as a function are not built when its run is already finished.
+    def rows_must_not_be_built() -> None:
+        raise AssertionError("built the rows of a finished run")
+
+    cfg = TrainConfig(resume=True, max_length=32, batch_size=8, max_steps=6)
+    done = train_with_loss(None, lambda model: None, rows_must_not_be_built, stage1, cfg)
+    assert done.skipped and done.model_dir == stage1 / "model" and done.steps == 6
 
 
 def test_bf16_autocast_is_the_config_or_the_hardware() -> None:
