@@ -491,7 +491,7 @@ def main() -> None:
         choices=("none", "bm25", "model"),
         default=TrainConfig.hard_negatives,
         help="a mined negative per stage-1 pair, for stage 1 and MNRL alike: from BM25's or "
-        f"the base model's top 50 for the query, judged positives excluded "
+        "the base model's top 50 for the query, judged positives excluded "
         f"[{TrainConfig.hard_negatives}]",
     )
     parser.add_argument(

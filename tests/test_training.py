@@ -256,6 +256,21 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     assert done.skipped and done.model_dir == stage1 / "model" and done.steps == 6
 
 
+def test_cli_defaults_are_the_config_defaults() -> None:
+    """The CLI spells its defaults as literals (importing the trainer would slow every
+    command's start-up); they must stay TrainConfig's."""
+    import dataclasses
+    import inspect
+
+    from shopsearch.cli.commands_train import _margins, train
+
+    config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    cli = {n: p.default for n, p in inspect.signature(train).parameters.items() if n in config}
+    cli["roar_margins"] = _margins(cli["roar_margins"])
+    assert {"margin", "hard_negatives", "max_length", "roar_margins"} <= cli.keys()
+    assert cli == {name: config[name] for name in cli}
+
+
 def test_bf16_autocast_is_the_config_or_the_hardware() -> None:
     from shopsearch.encoders.cpu_features import has_bf16_units
     from shopsearch.encoders.training import use_bf16
