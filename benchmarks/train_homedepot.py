@@ -13,8 +13,9 @@ and fused with BM25 (DBSF), plus BM25 alone as the reference row:
 
 Fair by construction: every run goes through shopsearch.encoders.training with one TrainConfig
 (steps per stage, batch size, learning rate, warm-up, seed, max length); the two baselines use
-`train_with_loss`, i.e. the same Trainer arguments, on the datasets `stage1_data` /
-`build_stage2` build for our stages. Stage 1 is trained once and is the start of both stage-2
+`train_with_loss`, i.e. the same Trainer arguments, on the rows our stages train on: MNRL
+reads stage 1's pairs (`stage1_rows`: mined once, whichever arm runs first) and CoSENT
+`build_stage2`'s groups. Stage 1 is trained once and is the start of both stage-2
 variants. CoSENT sees stage 2's groups flattened to (query, product, level) pairs, batches of
 stage2-batch-size x the mean group size, so a step holds as many judgments as a ROAR step.
 Each model is exported with `export_model`, the titles ingested into its own Edge collection,
@@ -39,12 +40,13 @@ numbers mean nothing. A GPU is used for training when present (--device auto), n
 Trained encoders keep --max-length at inference (it is saved with them); zero-shot keeps 256.
 
 Measured at the defaults with --int8 on the 2-core CPU (2026-11-22, a slow spell), training
-in bf16 (--bf16 auto, AMX): 77.6 min in all. Mining with the base model takes 4-5.5 min an
-arm (MNRL and stage 1 each mine); a stage-1 or MNRL step, 64 pairs and their 64 mined
-negatives, ~1.6-2.6 s (10-16 min an arm); ROAR 200 steps of 16 groups and CoSENT 200 steps
-of ~110 pairs, 8-11 min each; each system's export + int8 ingest of 54,667 titles (HNSW
-included) + eval, 2.5-4 min. Without mined negatives and at m = 0.05 (the defaults before)
-it took 38.9 min in bf16 and 78 min in fp32. RESULTS.md section 6 has the figures.
+in bf16 (--bf16 auto, AMX): 77.6 min in all. Mining with the base model took 4-5.5 min an
+arm then (MNRL and stage 1 each mined; they now share one mining); a stage-1 or MNRL step,
+64 pairs and their 64 mined negatives, ~1.6-2.6 s (10-16 min an arm); ROAR 200 steps of 16
+groups and CoSENT 200 steps of ~110 pairs, 8-11 min each; each system's export + int8 ingest
+of 54,667 titles (HNSW included) + eval, 2.5-4 min. Without mined negatives and at m = 0.05
+(the defaults before) it took 38.9 min in bf16 and 78 min in fp32. RESULTS.md section 6 has
+the figures.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from shopsearch.encoders.training import (
     TrainConfig,
     load_model,
     run_training,
-    stage1_data,
+    stage1_rows,
     train_with_loss,
     use_bf16,
 )
@@ -190,12 +192,16 @@ class Ablation:
             )
 
             def pairs() -> Any:
-                """Stage 1's pairs, mined negatives included: --hard-negatives model mines
-                with the base model, as stage 1 does before its first step."""
-                miner = None
-                if self.cfg.hard_negatives == "model":
-                    miner = load_model(resolve_base_model(self.cfg.base_model), self.cfg)
-                rows = stage1_data(self.cfg, judgments, texts, miner, report=log).dataset
+                """Stage 1's own rows, mined negatives included: read from stage 1's directory,
+                or built (mined with the base model) there for stage 1 to read in turn."""
+                rows = stage1_rows(
+                    self.cfg,
+                    judgments,
+                    texts,
+                    self.stage1_dir,
+                    lambda: load_model(resolve_base_model(self.cfg.base_model), self.cfg),
+                    log,
+                )
                 return rows.remove_columns("label")  # keys for our identity mask; MNRL has none
 
             result = train_with_loss(
@@ -229,6 +235,11 @@ class Ablation:
     @cached_property
     def stage1(self) -> StageResult:
         return self._note(self._train(replace(self.cfg, stage="1"), "stage1"))
+
+    @property
+    def stage1_dir(self) -> Path:
+        """Where `run_training` keeps stage 1's rows and model for the `stage1` system."""
+        return self.train_dir / "stage1" / "stage1"
 
     @cached_property
     def training_data(self) -> tuple[Judgments, dict[str, str]]:

@@ -18,7 +18,13 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("accelerate")
 
 from shopsearch.encoders.resolve import resolve_base_model  # noqa: E402
-from shopsearch.encoders.training import TrainConfig, load_model, train_with_loss  # noqa: E402
+from shopsearch.encoders.training import (  # noqa: E402
+    KNOWN_POSITIVES_FILE,
+    TrainConfig,
+    load_model,
+    stage1_rows,
+    train_with_loss,
+)
 from shopsearch.encoders.training_data import (  # noqa: E402
     Bm25Index,
     build_stage1,
@@ -232,7 +238,7 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     assert stage1_result["bf16"] is use_bf16(TrainConfig())  # the default: the hardware's
 
     s1_data = load_from_disk(str(stage1 / "data"))
-    known = [tuple(k) for k in json.loads((stage1 / "data_known_positives.json").read_text())]
+    known = [tuple(k) for k in json.loads((stage1 / KNOWN_POSITIVES_FILE).read_text())]
     base = resolve_base_model(None)
     before1 = _stage1_loss(base, s1_data, known)
     after1 = _stage1_loss(str(stage1 / "model"), s1_data, known)
@@ -251,9 +257,26 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     def rows_must_not_be_built() -> None:
         raise AssertionError("built the rows of a finished run")
 
-    cfg = TrainConfig(resume=True, max_length=32, batch_size=8, max_steps=6)
+    cfg = TrainConfig(resume=True, max_length=32, batch_size=8, max_steps=6, seed=7)
     done = train_with_loss(None, lambda model: None, rows_must_not_be_built, stage1, cfg)
     assert done.skipped and done.model_dir == stage1 / "model" and done.steps == 6
+
+    # A baseline on stage 1's pairs (the benchmark's MNRL) reads the rows stage 1 mined, and
+    # where there are none yet, mines them once into the stage's directory: the same rows.
+    judgments = load_judgments(tiny["judgments"], parse_grade_map(None))
+    texts = load_product_texts(tiny["products"], {"id": "product_uid"})
+    reused = stage1_rows(cfg, judgments, texts, stage1, rows_must_not_be_built)
+    assert reused.to_list() == s1_data.to_list()
+    miners: list[str] = []
+
+    def miner() -> object:
+        miners.append(base)
+        return load_model(base, cfg)
+
+    fresh = tmp_path / "fresh"
+    assert stage1_rows(cfg, judgments, texts, fresh, miner).to_list() == s1_data.to_list()
+    assert stage1_rows(cfg, judgments, texts, fresh, miner).to_list() == s1_data.to_list()
+    assert len(miners) == 1 and (fresh / KNOWN_POSITIVES_FILE).is_file()
 
 
 def test_cli_defaults_are_the_config_defaults() -> None:

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 STAGES = ("1", "2", "both")
 MODEL_SUBDIR = "model"
 CONFIG_FILE = "train_config.json"
+KNOWN_POSITIVES_FILE = "data_known_positives.json"  # beside the stage-1 rows in data/
 
 
 @dataclass
@@ -218,18 +219,8 @@ def _stage1(
         report(f"stage 1 already finished: {done.model_dir}")
         return done
     model = load_model(source, cfg)
-    known_file = stage_dir / "data_known_positives.json"
-
-    def build() -> Any:
-        data = stage1_data(cfg, judgments, texts, model, report)
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        # Written before the rows, whose directory marks a complete build (`_built_once`).
-        known_file.write_text(json.dumps(data.known_positives))
-        report(f"stage 1: {len(data.known_positives)} known positives")
-        return data.dataset
-
-    dataset = _built_once(cfg, stage_dir, build, "stage 1 pairs", report)
-    known = [tuple(p) for p in json.loads(known_file.read_text())]
+    dataset = stage1_rows(cfg, judgments, texts, stage_dir, lambda: model, report)
+    known = [tuple(p) for p in json.loads((stage_dir / KNOWN_POSITIVES_FILE).read_text())]
     guide = load_model(resolve_base_model(cfg.guide_model), cfg) if cfg.guide_model else None
     loss = FalseNegativeMaskedContrastiveLoss(
         model,
@@ -240,6 +231,33 @@ def _stage1(
         known_positives=known,
     )
     return _fit(cfg, 1, model, loss, dataset, None, cfg.batch_size, dev, texts, stage_dir, report)
+
+
+def stage1_rows(
+    cfg: TrainConfig,
+    judgments: Judgments,
+    texts: dict[str, str],
+    stage_dir: Path,
+    miner: Callable[[], Any],
+    report: Callable[[str], None] = logger.info,
+) -> Any:
+    """Stage 1's training rows, built into `stage_dir` once and read back after (with `resume`).
+
+    Mining costs minutes, so a baseline trained on the same pairs (the benchmark's MNRL) reads
+    the rows stage 1 built, or builds them for it. `miner` returns the model that mines
+    (`hard_negatives="model"`: stage 1's base model); it is called only if rows are built.
+    """
+
+    def build() -> Any:
+        model = miner() if cfg.hard_negatives == "model" else None
+        data = stage1_data(cfg, judgments, texts, model, report)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        # Written before the rows, whose directory marks a complete build (`_built_once`).
+        (stage_dir / KNOWN_POSITIVES_FILE).write_text(json.dumps(data.known_positives))
+        report(f"stage 1: {len(data.known_positives)} known positives")
+        return data.dataset
+
+    return _built_once(cfg, stage_dir, build, "stage 1 pairs", report)
 
 
 def stage1_data(
