@@ -1,0 +1,370 @@
+"""Can any stage-1 setting reach issue 4's 0.40 dense nDCG@10? Dozens of settings, on a GPU.
+
+On the 2-core CPU a stage-1 arm of `train_homedepot.py` takes 5-16 min, so the ablation can
+afford a handful of settings; on one H100 an arm takes 10-60 s. This script trains stage 1
+with many settings (positive threshold, hard negatives, epochs, batch, learning rate, max
+length, temperature, masks, second-round mining, seeds) and scores each on Home Depot dev.
+
+It is a direction finder, not the ablation: a plain torch loop (AdamW, 10% linear warm-up
+then linear decay, bf16 autocast, batches with no repeated query or product) with MNRL's
+loss or stage 1's `masked_info_nce`, and dense retrieval scored in fp32 by exact search over
+the 54,667 titles with the protocol's metrics (full-corpus nDCG@10 and Recall@100). No ONNX,
+int8 or Qdrant, so figures sit within ~0.005 of the ablation's. Settings worth adopting go
+through `train_homedepot.py`, whose figures are the ones reported.
+
+    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask [--data DIR] [--model DIR]
+        [--out FILE] [--only NAME ...] [--quick]
+
+Needs torch and sentence-transformers (the train extra), not datasets, onnxruntime or Qdrant,
+so it runs on the device tool's stock image: copy the three Home Depot files and the base
+model (fp16 weights keep it under the transfer limit) into an ignored folder, carry it, and
+point --data and --model there. --quick trains on 300 queries over a 2,000-product catalog
+(a smoke run whose numbers mean nothing). Results: one line per setting, and --out (JSON).
+Measured on 2026-11-22 (thirteenth session): benchmarks/RESULTS.md section 6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shopsearch.encoders.fn_masked_contrastive import masked_info_nce
+from shopsearch.encoders.training_data import (
+    load_judgments,
+    load_product_texts,
+    model_top_k,
+    parse_grade_map,
+)
+from shopsearch.evaluation.judgments import GradeScheme
+from shopsearch.evaluation.metrics import ndcg, recall
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "homedepot"
+PROTOCOL = GradeScheme("numeric", lo=1.0, hi=3.0)  # gain (r - 1) / 2, relevant r >= 2.5
+UNMASKED = "unmasked"  # Knobs.margin for MNRL's loss: no identity or margin mask
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One setting. Defaults are the ablation's MNRL arm with the base model's negatives."""
+
+    threshold: float = 2.5  # positives: relevance >= threshold
+    exclude_from: float | None = None  # never a negative: judged >= this (None: threshold)
+    negatives: int = 1  # mined negatives per pair (0: in-batch only)
+    mined_by: str = "base"  # "base", "none", or the name of an earlier kept setting
+    top_k: int = 50
+    skip_top: int = 0
+    judged_negatives_below: float | None = None  # judged products below: negatives first
+    weighted: bool = False  # weight each pair's loss by its gain
+    epochs: float = 1.0
+    batch_size: int = 64
+    learning_rate: float = 5e-5
+    max_length: int = 32
+    temperature: float = 0.05
+    symmetric: float = 0.0  # weight of the product-to-query term
+    margin: float | str | None = UNMASKED  # stage 1: m, or None for the identity mask only
+    keep: bool = False  # keep the trained model to mine with (mined_by)
+    seed: int = 42
+
+
+EXCLUDE_2 = {"exclude_from": 2.0}
+THRESHOLD_2 = {"threshold": 2.0, "exclude_from": 2.0}
+SETS: dict[str, dict[str, dict[str, Any]]] = {
+    "knobs": {
+        "base": {},
+        "base_s7": {"seed": 7},
+        "noneg": {"mined_by": "none", "negatives": 0},
+        "excl2": EXCLUDE_2,
+        "excl_all": {"exclude_from": 0.0},
+        "thr2": THRESHOLD_2,
+        "thr2w": {**THRESHOLD_2, "weighted": True},
+        "thr233": {"threshold": 2.33, "exclude_from": 2.0},
+        "jneg": {**EXCLUDE_2, "judged_negatives_below": 2.0},
+        "negs2": {**EXCLUDE_2, "negatives": 2},
+        "negs4": {**EXCLUDE_2, "negatives": 4},
+        "ep2": {**EXCLUDE_2, "epochs": 2},
+        "ep3": {**EXCLUDE_2, "epochs": 3},
+        "bs128": {**EXCLUDE_2, "batch_size": 128},
+        "bs256": {**EXCLUDE_2, "batch_size": 256},
+        "bs256_lr1e4": {**EXCLUDE_2, "batch_size": 256, "learning_rate": 1e-4},
+        "lr1e4": {**EXCLUDE_2, "learning_rate": 1e-4},
+        "lr2e5": {**EXCLUDE_2, "learning_rate": 2e-5},
+        "ml64": {**EXCLUDE_2, "max_length": 64},
+        "sym": {**EXCLUDE_2, "symmetric": 1.0},
+    },
+    "combos": {
+        "base_s13": {"seed": 13},
+        "thr2_s7": {**THRESHOLD_2, "seed": 7},
+        "thr2_s13": {**THRESHOLD_2, "seed": 13},
+        "thr2_eqsteps": {**THRESHOLD_2, "epochs": 0.6},
+        "thr2_ml64": {**THRESHOLD_2, "max_length": 64},
+        "thr2_negs4": {**THRESHOLD_2, "negatives": 4},
+        "thr2_ml64_negs4": {**THRESHOLD_2, "max_length": 64, "negatives": 4},
+        "thr2_bs256_lr1e4": {**THRESHOLD_2, "batch_size": 256, "learning_rate": 1e-4},
+        "thr2_ep2": {**THRESHOLD_2, "epochs": 2},
+        "thr2_exclall": {"threshold": 2.0, "exclude_from": 0.0},
+        "t03": {**EXCLUDE_2, "temperature": 0.03},
+        "skip5": {**EXCLUDE_2, "skip_top": 5},
+        "r1": {**THRESHOLD_2, "keep": True},
+        "r2": {**THRESHOLD_2, "mined_by": "r1"},
+    },
+    "mask": {
+        "fn_s42": {"margin": -0.1},
+        "fn_s7": {"margin": -0.1, "seed": 7},
+        "fn_s13": {"margin": -0.1, "seed": 13},
+        "ident_s42": {"margin": None},
+        "fn05_s42": {"margin": 0.05},
+    },
+}
+
+
+@dataclass
+class Pair:
+    query: str
+    product: int
+    negatives: list[int]
+    weight: float
+    query_positives: frozenset[int]
+
+
+class HomeDepot:
+    """Titles, train and dev judgments as query -> {product index: relevance}."""
+
+    def __init__(self, data: Path, quick: bool) -> None:
+        texts = load_product_texts(data / "products.parquet", {"id": "product_uid"})
+        self.ids = list(texts)
+        self.titles = [texts[i] for i in self.ids]
+        self.train = self._queries(data / "judgments-train.parquet")
+        self.dev = self._queries(data / "judgments-dev.parquet")
+        if quick:
+            self._shrink(300, 50, 2000)
+
+    def _queries(self, path: Path) -> dict[str, tuple[str, dict[int, float]]]:
+        index = {pid: i for i, pid in enumerate(self.ids)}
+        judgments = load_judgments(path, parse_grade_map(None))
+        out: dict[str, tuple[str, dict[int, float]]] = {}
+        for qid, query, pid, rel in zip(
+            judgments.query_ids,
+            judgments.queries,
+            judgments.product_ids,
+            judgments.relevance,
+            strict=True,
+        ):
+            if pid in index:
+                out.setdefault(qid, (query, {}))[1][index[pid]] = rel
+        return out
+
+    def _shrink(self, n_train: int, n_dev: int, n_products: int) -> None:
+        self.train = dict(list(self.train.items())[:n_train])
+        self.dev = dict(list(self.dev.items())[:n_dev])
+        judged = {p for _, j in (*self.train.values(), *self.dev.values()) for p in j}
+        keep = sorted(judged | set(range(min(n_products, len(self.ids)))))
+        new = {old: new for new, old in enumerate(keep)}
+        self.ids = [self.ids[i] for i in keep]
+        self.titles = [self.titles[i] for i in keep]
+        for split in (self.train, self.dev):
+            for qid, (query, judged_rels) in split.items():
+                split[qid] = (query, {new[p]: r for p, r in judged_rels.items()})
+
+
+def load_model(path: str, max_length: int, device: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device=device).float()  # fp16 copies load as fp32
+    model.max_seq_length = max_length
+    return model
+
+
+def evaluate(model: Any, data: HomeDepot) -> dict[str, float]:
+    """Dense full-corpus nDCG@10 and Recall@100 over the dev queries, exact search."""
+    queries = list(data.dev.values())
+    ranked = model_top_k(model, [q for q, _ in queries], data.titles, 100, batch_size=512)
+    ndcgs, recalls = [], []
+    for (_, judged), top in zip(queries, ranked, strict=True):
+        gains = {p: PROTOCOL.gain(r) for p, r in judged.items()}
+        relevant = {p for p, r in judged.items() if PROTOCOL.is_relevant(r)}
+        value = ndcg(
+            np.array([gains.get(int(p), 0.0) for p in top]), np.array(list(gains.values())), 10
+        )
+        if not math.isnan(value):
+            ndcgs.append(value)
+        if relevant:
+            recalls.append(recall(np.array([int(p) in relevant for p in top]), len(relevant), 100))
+    return {"ndcg10": float(np.mean(ndcgs)), "r100": float(np.mean(recalls))}
+
+
+def mine(model: Any, data: HomeDepot) -> dict[str, list[int]]:
+    """Query id -> the model's top 110 products (settings filter and cut them)."""
+    qids = list(data.train)
+    ranked = model_top_k(model, [data.train[q][0] for q in qids], data.titles, 110, 512)
+    return {q: [int(i) for i in top] for q, top in zip(qids, ranked, strict=True)}
+
+
+def pairs(knobs: Knobs, data: HomeDepot, mined: dict[str, list[int]] | None) -> list[Pair]:
+    rng = random.Random(knobs.seed)
+    exclude_from = knobs.threshold if knobs.exclude_from is None else knobs.exclude_from
+    out = []
+    for qid, (query, judged) in data.train.items():
+        positives = [p for p, r in judged.items() if r >= knobs.threshold]
+        excluded = {p for p, r in judged.items() if r >= exclude_from}
+        excluded_titles = {data.titles[p] for p in excluded}
+        pool = [
+            i
+            for i in (mined or {}).get(qid, [])
+            if i not in excluded and data.titles[i] not in excluded_titles
+        ][knobs.skip_top : knobs.skip_top + knobs.top_k]
+        below = knobs.judged_negatives_below
+        judged_bad = [p for p, r in judged.items() if below is not None and r < below]
+        for p in positives:
+            negatives = rng.sample(judged_bad, min(knobs.negatives, len(judged_bad)))
+            negatives += rng.sample(pool, min(knobs.negatives - len(negatives), len(pool)))
+            while len(negatives) < knobs.negatives:
+                negatives.append(rng.randrange(len(data.titles)))
+            weight = PROTOCOL.gain(judged[p]) if knobs.weighted else 1.0
+            out.append(Pair(query, p, negatives, weight, frozenset(positives)))
+    return out
+
+
+def batches(rows: list[Pair], size: int, rng: random.Random, steps: int) -> list[list[Pair]]:
+    """`steps` batches with no query or product twice in one (sentence-transformers'
+    NoDuplicatesBatchSampler's rule: a repeat would be an unmasked false negative)."""
+    out: list[list[Pair]] = []
+    order: list[int] = []
+    while len(out) < steps:
+        if not order:
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+        batch: list[Pair] = []
+        deferred: list[int] = []
+        queries: set[str] = set()
+        products: set[int] = set()
+        while order and len(batch) < size:
+            i = order.pop()
+            row = rows[i]
+            if row.query in queries or row.product in products:
+                deferred.append(i)
+                continue
+            queries.add(row.query)
+            products.add(row.product)
+            batch.append(row)
+        order.extend(deferred)
+        if len(batch) == size:
+            out.append(batch)
+        else:
+            order = []  # the epoch's tail: start a new shuffle
+    return out
+
+
+def train(knobs: Knobs, data: HomeDepot, model_path: str, mined: dict | None, device: str) -> Any:
+    torch.manual_seed(knobs.seed)
+    model = load_model(model_path, knobs.max_length, device)
+    rows = pairs(knobs, data, mined)
+    total = int(len(rows) // knobs.batch_size * knobs.epochs)
+    warm = int(0.1 * total)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=knobs.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (
+            (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm))
+        ),
+    )
+    model.train()
+    masked = 0.0
+    for batch in batches(rows, knobs.batch_size, random.Random(knobs.seed), total):
+        docs = [b.product for b in batch] + [n for b in batch for n in b.negatives]
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            q = embed(model, [b.query for b in batch], device)
+            d = embed(model, [data.titles[i] for i in docs], device)
+        scores = q @ d.T
+        labels = torch.arange(len(batch), device=device)
+        if knobs.margin == UNMASKED:
+            weights = torch.tensor([b.weight for b in batch], device=device)
+            per_pair = F.cross_entropy(scores / knobs.temperature, labels, reduction="none")
+            loss = (per_pair * weights).sum() / weights.sum()
+        else:
+            identity = torch.tensor(
+                [[c in b.query_positives for c in docs] for b in batch], device=device
+            )
+            margin = None if knobs.margin is None else float(knobs.margin)
+            loss, _, margin_mask = masked_info_nce(
+                scores, labels, identity, knobs.temperature, margin
+            )
+            masked += margin_mask.float().mean().item() / max(1, total)
+        if knobs.symmetric:
+            back = d[: len(batch)] @ q.T / knobs.temperature
+            loss = loss + knobs.symmetric * F.cross_entropy(back, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    model.masked_fraction = masked
+    return model
+
+
+def embed(model: Any, texts: list[str], device: str) -> torch.Tensor:
+    features = model.tokenize(texts)
+    features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
+    return model(features)["sentence_embedding"].float()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=sorted(SETS), required=True)
+    parser.add_argument("--only", nargs="+", help="these settings of the set only")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model", default=None, help="base model dir (default: resolved)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.model is None:
+        from shopsearch.encoders import resolve_base_model
+
+        args.model = str(resolve_base_model(None))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = HomeDepot(args.data, args.quick)
+    settings = {
+        name: Knobs(**values)
+        for name, values in SETS[args.set].items()
+        if not args.only or name in args.only
+    }
+    start = time.perf_counter()
+    mined = {"base": mine(load_model(args.model, 32, device), data)}
+    print(
+        f"{len(data.train)} train queries mined in {time.perf_counter() - start:.0f} s", flush=True
+    )
+    kept: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    for name, knobs in settings.items():
+        if knobs.mined_by not in mined and knobs.mined_by != "none":
+            mined[knobs.mined_by] = mine(kept[knobs.mined_by], data)
+        start = time.perf_counter()
+        model = train(knobs, data, args.model, mined.get(knobs.mined_by), device)
+        seconds = time.perf_counter() - start
+        results[name] = {
+            **evaluate(model, data),
+            "train_s": round(seconds, 1),
+            "margin_masked": round(model.masked_fraction, 4),
+            "knobs": asdict(knobs),
+        }
+        if knobs.keep:
+            kept[name] = model
+        figures = {k: results[name][k] for k in ("ndcg10", "r100", "train_s", "margin_masked")}
+        print(name, json.dumps(figures), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
