@@ -2,6 +2,7 @@
 the real exported model."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,27 @@ def test_edge_and_server_return_the_same_ranking(edge, server, encoder, mode, fu
             b = ProductSearch(server, encoder).search(q, options)
             assert _ranking(a) == _ranking(b), (text, conditions)
             assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, monkeypatch):
+    """Edge drops a shard's files from the page cache after loading them, so a load first asks
+    the kernel to read them ahead; payloads and sparse vectors, which Edge reads lazily, are
+    left alone."""
+    advised: list[str] = []
+    advise = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.append(os.readlink(f"/proc/self/fd/{fd}"))
+        advise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    edge.close()
+    edge.load_index()
+    assert any("vector_storage-dense" in path for path in advised)
+    assert not [p for p in advised if "payload_storage" in p or "vector_storage-bm25" in p]
+    hits = ProductSearch(edge, encoder).search(Query("black boots"), SearchOptions(top_k=3))
+    assert len(hits) == 3
 
 
 def test_edge_and_server_agree_on_rrf_fusion(edge, server, encoder):
