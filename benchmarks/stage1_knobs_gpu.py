@@ -153,15 +153,11 @@ class HomeDepot:
         index = {pid: i for i, pid in enumerate(self.ids)}
         judgments = load_judgments(path, parse_grade_map(None))
         out: dict[str, tuple[str, dict[int, float]]] = {}
-        for qid, query, pid, rel in zip(
-            judgments.query_ids,
-            judgments.queries,
-            judgments.product_ids,
-            judgments.relevance,
-            strict=True,
-        ):
-            if pid in index:
-                out.setdefault(qid, (query, {}))[1][index[pid]] = rel
+        for qid, rows in judgments.by_query().items():
+            ids, rels = judgments.product_ids, judgments.relevance
+            judged = {index[ids[i]]: rels[i] for i in rows if ids[i] in index}
+            if judged:
+                out[qid] = (judgments.queries[rows[0]], judged)
         return out
 
     def _shrink(self, n_train: int, n_dev: int, n_products: int) -> None:
