@@ -8,6 +8,7 @@ indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -198,9 +199,9 @@ def _read_ahead(shard_dir: Path) -> None:
     Edge copies vectors, the HNSW graph and payload indexes into RAM, then drops each file
     from the page cache (posix_fadvise DONTNEED). Every process start therefore reads them
     from disk again, page fault by page fault. Read ahead first, the faults find the pages
-    cached: a cold `shopsearch query` on the 55k catalog takes 0.62 s instead of 0.66
-    (median of 15 interleaved runs; benchmarks/RESULTS.md section 4). Best effort: a file
-    that cannot be opened is left to Edge, which reports it.
+    cached: a cold `shopsearch query` on the 55k catalog takes 0.61 s instead of 0.65
+    (medians of 15 interleaved runs; benchmarks/RESULTS.md section 4). Best effort: a file
+    the kernel cannot read ahead is left to Edge, which reports what it cannot read.
     """
     if not hasattr(os, "posix_fadvise"):  # not on macOS
         return
@@ -212,7 +213,8 @@ def _read_ahead(shard_dir: Path) -> None:
             except OSError:
                 continue
             try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             finally:
                 os.close(fd)
 
