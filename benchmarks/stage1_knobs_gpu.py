@@ -17,9 +17,10 @@ through `train_homedepot.py`, whose figures are the ones reported.
 
 Needs torch and sentence-transformers (the train extra), not datasets, onnxruntime or Qdrant,
 so it runs on the device tool's stock image: copy the three Home Depot files and the base
-model (fp16 weights keep it under the transfer limit) into an ignored folder, carry it, and
-point --data and --model there. --quick trains on 300 queries over a 2,000-product catalog
-(a smoke run whose numbers mean nothing). Results: one line per setting, and --out (JSON).
+model (fp16 weights keep it under the transfer limit) into an ignored folder, carry it, point
+--data and --model there, and run from the repository root with `PYTHONPATH=.` (the package
+is not installed there). --quick trains on 300 queries over a 2,000-product catalog (a smoke
+run whose numbers mean nothing). Results: one line per setting, and --out (JSON).
 Measured on 2026-11-22 (thirteenth session): benchmarks/RESULTS.md section 6.
 """
 
