@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_catalog import HOMEDEPOT
 
 from shopsearch.encoders.fn_masked_contrastive import masked_info_nce
 from shopsearch.encoders.training_data import (
@@ -50,7 +51,6 @@ from shopsearch.encoders.training_data import (
 from shopsearch.evaluation.judgments import GradeScheme
 from shopsearch.evaluation.metrics import ndcg, recall
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "homedepot"
 PROTOCOL = GradeScheme("numeric", lo=1.0, hi=3.0)  # gain (r - 1) / 2, relevant r >= 2.5
 UNMASKED = "unmasked"  # Knobs.margin for MNRL's loss: no identity or margin mask
 
@@ -262,7 +262,10 @@ def batches(rows: list[Pair], size: int, rng: random.Random, steps: int) -> list
     return out
 
 
-def train(knobs: Knobs, data: HomeDepot, model_path: str, mined: dict | None, device: str) -> Any:
+def train(
+    knobs: Knobs, data: HomeDepot, model_path: str, mined: dict | None, device: str
+) -> tuple[Any, float]:
+    """The trained model and the mean fraction of the score matrix the margin mask hid."""
     torch.manual_seed(knobs.seed)
     model = load_model(model_path, knobs.max_length, device)
     rows = pairs(knobs, data, mined)
@@ -305,8 +308,7 @@ def train(knobs: Knobs, data: HomeDepot, model_path: str, mined: dict | None, de
         optimizer.step()
         schedule.step()
     model.eval()
-    model.masked_fraction = masked
-    return model
+    return model, masked
 
 
 def embed(model: Any, texts: list[str], device: str) -> torch.Tensor:
@@ -319,7 +321,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=sorted(SETS), required=True)
     parser.add_argument("--only", nargs="+", help="these settings of the set only")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=HOMEDEPOT)
     parser.add_argument("--model", default=None, help="base model dir (default: resolved)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
@@ -346,12 +348,12 @@ def main() -> int:
         if knobs.mined_by not in mined and knobs.mined_by != "none":
             mined[knobs.mined_by] = mine(kept[knobs.mined_by], data)
         start = time.perf_counter()
-        model = train(knobs, data, args.model, mined.get(knobs.mined_by), device)
+        model, masked = train(knobs, data, args.model, mined.get(knobs.mined_by), device)
         seconds = time.perf_counter() - start
         results[name] = {
             **evaluate(model, data),
             "train_s": round(seconds, 1),
-            "margin_masked": round(model.masked_fraction, 4),
+            "margin_masked": round(masked, 4),
             "knobs": asdict(knobs),
         }
         if knobs.keep:
