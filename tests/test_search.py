@@ -1,6 +1,7 @@
 """Ingest + search end to end on real components: Edge shard, QdrantClient(':memory:'),
 the real exported model."""
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ from shopsearch.qdrant.backend import (
     SearchRequest,
     SparseVec,
 )
-from shopsearch.qdrant.edge import EdgeBackend
+from shopsearch.qdrant.edge import EdgeBackend, _read_ahead
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
@@ -101,10 +102,9 @@ def test_edge_and_server_return_the_same_ranking(edge, server, encoder, mode, fu
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, monkeypatch):
-    """Edge drops a shard's files from the page cache after loading them, so a load first asks
-    the kernel to read them ahead; payloads and sparse vectors, which Edge reads lazily, are
-    left alone."""
+def test_edge_load_reads_ahead_the_files_a_query_needs(edge, encoder, monkeypatch):
+    """Edge drops a shard's files from the page cache, so a load first asks the kernel to read
+    them ahead; payloads and sparse vectors, which Edge reads lazily, are left alone."""
     advised: list[str] = []
     advise = os.posix_fadvise
 
@@ -119,6 +119,34 @@ def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, monkeypa
     assert not [p for p in advised if "payload_storage" in p or "vector_storage-bm25" in p]
     hits = ProductSearch(edge, encoder).search(Query("black boots"), SearchOptions(top_k=3))
     assert len(hits) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise (macOS)")
+def test_read_ahead_advises_every_byte_in_steps_the_kernel_honours(tmp_path, monkeypatch):
+    """Linux reads at most the device's read-ahead window per WILLNEED advice, so one advice
+    for a whole file left all but its first 8 MB on disk: the advice covers each file in
+    steps no larger than the default window (128 KB), and skips lazily read storage."""
+    segment = tmp_path / "segments" / "s1"
+    vectors = segment / "vector_storage-dense" / "matrix.dat"
+    payloads = segment / "payload_storage" / "page_0.dat"
+    for path, size in ((vectors, 1_000_003), (payloads, 300_000)):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"\0" * size)
+    advised: dict[str, list[tuple[int, int]]] = {}
+    advise = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        advised.setdefault(os.readlink(f"/proc/self/fd/{fd}"), []).append((offset, length))
+        advise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    _read_ahead(tmp_path)
+    assert list(advised) == [str(vectors)]
+    steps = advised[str(vectors)]
+    assert all(0 < length <= 128 * 1024 for _, length in steps)
+    assert steps[0][0] == 0
+    assert all(a + la == b for (a, la), (b, _) in itertools.pairwise(steps))
+    assert steps[-1][0] + steps[-1][1] >= vectors.stat().st_size
 
 
 def test_edge_and_server_agree_on_rrf_fusion(edge, server, encoder):
@@ -257,7 +285,8 @@ def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
 
 def test_quantised_index_returns_full_precision_scores(tmp_path):
     """The default index walks int8 copies of the vectors; the rescoring every query asks for
-    must hand back exact cosine scores, and the nearest neighbours, as exact search does."""
+    must hand back exact cosine scores, and the nearest neighbours, as exact search does.
+    A reopened shard answers as before."""
     rng = np.random.default_rng(7)
     centres = rng.normal(size=(40, 384))
     vectors = centres[rng.integers(0, 40, 8000)] + rng.normal(scale=0.6, size=(8000, 384))
@@ -284,6 +313,9 @@ def test_quantised_index_returns_full_precision_scores(tmp_path):
     results = backend.search_batch(requests)
     approx, exact = results[:20], results[20:]
     backend.close()
+    reopened = EdgeBackend(tmp_path / "products")
+    assert reopened.search_batch(requests) == results
+    reopened.close()
     for query, hits, truth in zip(queries, approx, exact, strict=True):
         ids = [int(h.payload["product_id"]) for h in hits]
         cosines = vectors[ids] @ (query / np.linalg.norm(query))
