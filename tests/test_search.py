@@ -102,9 +102,10 @@ def test_edge_and_server_return_the_same_ranking(edge, server, encoder, mode, fu
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_edge_load_reads_ahead_the_files_a_query_needs(edge, encoder, monkeypatch):
-    """Edge drops a shard's files from the page cache, so a load first asks the kernel to read
-    them ahead; payloads and sparse vectors, which Edge reads lazily, are left alone."""
+def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, monkeypatch):
+    """Edge drops a shard's files from the page cache after loading them, so a load first asks
+    the kernel to read them ahead; payloads and sparse vectors, which Edge reads lazily, are
+    left alone."""
     advised: list[str] = []
     advise = os.posix_fadvise
 
@@ -121,7 +122,7 @@ def test_edge_load_reads_ahead_the_files_a_query_needs(edge, encoder, monkeypatc
     assert len(hits) == 3
 
 
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise (macOS)")
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
 def test_read_ahead_advises_every_byte_in_steps_the_kernel_honours(tmp_path, monkeypatch):
     """Linux reads at most the device's read-ahead window per WILLNEED advice, so one advice
     for a whole file left all but its first 8 MB on disk: the advice covers each file in
