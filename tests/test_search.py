@@ -101,19 +101,25 @@ def test_edge_and_server_return_the_same_ranking(edge, server, encoder, mode, fu
             assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
 
 
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, monkeypatch):
-    """Edge drops a shard's files from the page cache after loading them, so a load first asks
-    the kernel to read them ahead; payloads and sparse vectors, which Edge reads lazily, are
-    left alone."""
-    advised: list[str] = []
+@pytest.fixture
+def advised(monkeypatch) -> dict[str, list[tuple[int, int]]]:
+    """Every posix_fadvise call from here on, passed through: path -> [(offset, length)]."""
+    calls: dict[str, list[tuple[int, int]]] = {}
     advise = os.posix_fadvise
 
     def recording(fd: int, offset: int, length: int, advice: int) -> None:
-        advised.append(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.setdefault(os.readlink(f"/proc/self/fd/{fd}"), []).append((offset, length))
         advise(fd, offset, length, advice)
 
     monkeypatch.setattr(os, "posix_fadvise", recording)
+    return calls
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
+def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, advised):
+    """Edge drops a shard's files from the page cache after loading them, so a load first asks
+    the kernel to read them ahead; payloads and sparse vectors, which Edge reads lazily, are
+    left alone."""
     edge.close()
     edge.load_index()
     assert any("vector_storage-dense" in path for path in advised)
@@ -123,7 +129,7 @@ def test_edge_load_reads_ahead_what_edge_copies_into_ram(edge, encoder, monkeypa
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise here")
-def test_read_ahead_advises_every_byte_in_steps_the_kernel_honours(tmp_path, monkeypatch):
+def test_read_ahead_advises_every_byte_in_steps_the_kernel_honours(tmp_path, advised):
     """Linux reads at most the device's read-ahead window per WILLNEED advice, so one advice
     for a whole file left all but its first 8 MB on disk: the advice covers each file in
     steps no larger than the default window (128 KB), and skips lazily read storage."""
@@ -133,14 +139,6 @@ def test_read_ahead_advises_every_byte_in_steps_the_kernel_honours(tmp_path, mon
     for path, size in ((vectors, 1_000_003), (payloads, 300_000)):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"\0" * size)
-    advised: dict[str, list[tuple[int, int]]] = {}
-    advise = os.posix_fadvise
-
-    def recording(fd: int, offset: int, length: int, advice: int) -> None:
-        advised.setdefault(os.readlink(f"/proc/self/fd/{fd}"), []).append((offset, length))
-        advise(fd, offset, length, advice)
-
-    monkeypatch.setattr(os, "posix_fadvise", recording)
     _read_ahead(tmp_path)
     assert list(advised) == [str(vectors)]
     steps = advised[str(vectors)]
