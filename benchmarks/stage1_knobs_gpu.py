@@ -3,7 +3,9 @@
 On the 2-core CPU a stage-1 arm of `train_homedepot.py` takes 5-16 min, so the ablation can
 afford a handful of settings; on one H100 an arm takes 10-60 s. This script trains stage 1
 with many settings (positive threshold, hard negatives, epochs, batch, learning rate, max
-length, temperature, masks, second-round mining, seeds) and scores each on Home Depot dev.
+length, temperature, masks, second-round mining, seeds, pseudo-queries cut from titles) and
+scores each on Home Depot dev. Without a GPU it runs on the CPU (bf16 autocast where the
+hardware has it): 12-19 min an arm on 2 cores, and 5 min of mining.
 
 It is a direction finder, not the ablation: a plain torch loop (AdamW, 10% linear warm-up
 then linear decay, bf16 autocast, batches with no repeated query or product) with MNRL's
@@ -12,8 +14,8 @@ the 54,667 titles with the protocol's metrics (full-corpus nDCG@10 and Recall@10
 int8 or Qdrant, so figures sit within ~0.005 of the ablation's. Settings worth adopting go
 through `train_homedepot.py`, whose figures are the ones reported.
 
-    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask [--data DIR] [--model DIR]
-        [--out FILE] [--only NAME ...] [--quick]
+    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask|synthetic [--data DIR]
+        [--model DIR] [--out FILE] [--only NAME ...] [--quick]
 
 Needs torch and sentence-transformers (the train extra), not datasets, onnxruntime or Qdrant,
 so it runs on the device tool's stock image: copy the three Home Depot files and the base
@@ -21,7 +23,7 @@ model (fp16 weights keep it under the transfer limit) into an ignored folder, ca
 --data and --model there, and run from the repository root with `PYTHONPATH=.` (the package
 is not installed there). --quick trains on 300 queries over a 2,000-product catalog (a smoke
 run whose numbers mean nothing). Results: one line per setting, and --out (JSON).
-Measured on 2026-11-22 (thirteenth session): benchmarks/RESULTS.md section 6.
+Measured on 2026-11-22 (thirteenth and fifteenth sessions): benchmarks/RESULTS.md section 6.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from bench_catalog import HOMEDEPOT
 
+from shopsearch.encoders.cpu_features import has_bf16_units
 from shopsearch.encoders.fn_masked_contrastive import masked_info_nce
 from shopsearch.encoders.training_data import (
     load_judgments,
@@ -76,6 +79,7 @@ class Knobs:
     margin: float | str | None = UNMASKED  # stage 1: m, or None for the identity mask only
     keep: bool = False  # keep the trained model to mine with (mined_by)
     seed: int = 42
+    synthetic: int = 0  # extra pairs: a pseudo-query cut from a random product's title
 
 
 EXCLUDE_2 = {"exclude_from": 2.0}
@@ -118,6 +122,10 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "skip5": {**EXCLUDE_2, "skip_top": 5},
         "r1": {**THRESHOLD_2, "keep": True},
         "r2": {**THRESHOLD_2, "mined_by": "r1"},
+    },
+    "synthetic": {
+        "base": {},
+        "syn16k": {"synthetic": 16_000},
     },
     "mask": {
         "fn_s42": {"margin": -0.1},
@@ -229,7 +237,26 @@ def pairs(knobs: Knobs, data: HomeDepot, mined: dict[str, list[int]] | None) -> 
                 negatives.append(rng.randrange(len(data.titles)))
             weight = PROTOCOL.gain(judged[p]) if knobs.weighted else 1.0
             out.append(Pair(query, p, negatives, weight, frozenset(positives)))
+    for p in rng.sample(range(len(data.titles)), min(knobs.synthetic, len(data.titles))):
+        negatives = [rng.randrange(len(data.titles)) for _ in range(knobs.negatives)]
+        out.append(Pair(pseudo_query(data.titles[p], rng), p, negatives, 1.0, frozenset([p])))
     return out
+
+
+# Words per train query: 1 (5%), 2 (25%), 3 (33%), 4 (21%), 5 (10%), 6+ (6%).
+QUERY_WORDS = (1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 6)
+
+
+def pseudo_query(title: str, rng: random.Random) -> str:
+    """A shopper-like query from a title (Contriever's cropping, at query length): a
+    contiguous span, or words kept in order (brand + product type), lower-cased."""
+    words = [w.strip(".,()").lower() for w in title.split()]
+    words = [w for w in words if w]
+    n = min(rng.choice(QUERY_WORDS), len(words))
+    if rng.random() < 0.5:
+        start = rng.randrange(len(words) - n + 1)
+        return " ".join(words[start : start + n])
+    return " ".join(words[i] for i in sorted(rng.sample(range(len(words)), n)))
 
 
 def batches(rows: list[Pair], size: int, rng: random.Random, steps: int) -> list[list[Pair]]:
@@ -280,9 +307,10 @@ def train(
     )
     model.train()
     masked = 0.0
+    bf16 = device == "cuda" or has_bf16_units()
     for batch in batches(rows, knobs.batch_size, random.Random(knobs.seed), total):
         docs = [b.product for b in batch] + [n for b in batch for n in b.negatives]
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             q = embed(model, [b.query for b in batch], device)
             d = embed(model, [data.titles[i] for i in docs], device)
         scores = q @ d.T
