@@ -43,6 +43,8 @@ class IndexSettings:
     halved filtered dense search (1.0 -> 0.5 ms p50) and the HNSW build (39 -> 22 s) at the
     same recall@10 of exact search (0.987). At 1M products, hnsw_ef=160 reaches recall@10 0.983
     with a filtered hybrid query at 7.6 ms p50; RESULTS.md sections 3-5 have the figures.
+    Half of the 55k build is the price index's payload subgraph: without it a price filter
+    matching 20% of the catalog found 0.60 of the exact top 10 (benchmarks/index_build.py).
 
     The float originals stay in RAM too. Kept on disk (Edge `Memory.Cold`), they made opening
     the 55k shard faster (0.50 -> 0.33 s) but the first queries of a process read them from
