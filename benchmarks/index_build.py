@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -42,7 +43,8 @@ from shopsearch.qdrant.schema import DENSE_VECTOR, SPARSE_VECTOR
 
 def unlink_price(backend: EdgeBackend) -> None:
     """No payload subgraph for price: HNSW then adds no links between products whose prices
-    fall in the same band (the links that keep price-filtered search connected)."""
+    fall in the same band (the links that keep price-filtered search connected). Reaches into
+    the backend's shard: a rejected variant gets no product setting."""
     shard = backend._open()
     shard.update(qe.UpdateOperation.delete_field_index("price"))
     shard.update(
@@ -50,7 +52,8 @@ def unlink_price(backend: EdgeBackend) -> None:
     )
 
 
-VARIANTS: dict[str, tuple[IndexSettings, Callable[[EdgeBackend], None] | None]] = {
+Variant = tuple[IndexSettings, Callable[[EdgeBackend], None] | None]
+VARIANTS: dict[str, Variant] = {
     "default (m 16, ef_construct 100)": (IndexSettings(), None),
     "ef_construct 64": (IndexSettings(hnsw_ef_construct=64), None),
     "ef_construct 50": (IndexSettings(hnsw_ef_construct=50), None),
@@ -85,7 +88,9 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-def build(source: EdgeBackend, points: list[ProductPoint], directory: Path, variant) -> dict:
+def build(
+    source: EdgeBackend, points: list[ProductPoint], directory: Path, variant: Variant
+) -> dict[str, Any]:
     index, adjust = variant
     shutil.rmtree(directory, ignore_errors=True)
     backend = EdgeBackend(directory, index)
@@ -105,7 +110,9 @@ def build(source: EdgeBackend, points: list[ProductPoint], directory: Path, vari
     }
 
 
-def search(backend: EdgeBackend, vectors: np.ndarray, filters: list[str], **kw) -> tuple:
+def search(
+    backend: EdgeBackend, vectors: np.ndarray, filters: list[str], **kw: Any
+) -> tuple[list[list[str]], list[float]]:
     conditions = parse_filters(filters)
     ids, seconds = [], []
     for v in vectors:
