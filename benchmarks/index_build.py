@@ -38,7 +38,7 @@ from shopsearch.qdrant.backend import (
 )
 from shopsearch.qdrant.edge import SHARD_DIR, EdgeBackend
 from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.schema import DENSE_VECTOR, SPARSE_VECTOR
+from shopsearch.qdrant.schema import DENSE_VECTOR, SPARSE_VECTOR, CollectionMeta
 
 
 def unlink_price(backend: EdgeBackend) -> None:
@@ -89,13 +89,11 @@ def cpu_seconds() -> float:
 
 
 def build(
-    source: EdgeBackend, points: list[ProductPoint], directory: Path, variant: Variant
+    meta: CollectionMeta, points: list[ProductPoint], directory: Path, variant: Variant
 ) -> dict[str, Any]:
     index, adjust = variant
     shutil.rmtree(directory, ignore_errors=True)
     backend = EdgeBackend(directory, index)
-    meta = source.read_meta()
-    assert meta is not None
     backend.create(meta)
     if adjust:
         adjust(backend)
@@ -135,7 +133,8 @@ def main() -> None:
     catalog = write_catalog(args.work / "homedepot-attrs.parquet")
     connection = Connection(collection=COLLECTION, path=args.work / "edge")
     ensure_collection(connection, catalog, model_dir)
-    source = EdgeBackend(connection.edge_dir())
+    meta = EdgeBackend(connection.edge_dir()).read_meta()
+    assert meta is not None
     points = read_points(connection.edge_dir())
     encoder = OnnxEncoder.load(model_dir, precision="int8")
     vectors = encoder.encode_queries(dev_queries()[: args.queries])
@@ -148,7 +147,7 @@ def main() -> None:
     print(f"{len(points)} points from {connection.edge_dir()}; {len(vectors)} dev queries\n")
     rows, truth = [], {}
     for n, (name, variant) in enumerate(VARIANTS.items()):
-        built = build(source, points, args.work / f"index-build-{n}", variant)
+        built = build(meta, points, args.work / f"index-build-{n}", variant)
         backend = built["backend"]
         for label, filters in filter_sets.items():
             if label not in truth:
