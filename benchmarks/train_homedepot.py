@@ -100,7 +100,9 @@ METRICS = (  # (eval mode, metric, column)
 PRODUCT_ID = "product_uid"
 # Together under 90 minutes on the 2-core CPU: see the measured runtime in the module docstring.
 DEFAULT_STAGE1_STEPS = 0  # one epoch of the 24,002 pairs: 376 steps of 64
-DEFAULT_STAGE2_STEPS = 200  # of 425 per epoch (6,787 groups of 16 queries)
+# Of 425 a stage-2 epoch (6,787 groups of 16 queries). A full epoch doubles ROAR and CoSENT
+# time and measured no better (RESULTS.md section 6, sixteenth session).
+DEFAULT_STAGE2_STEPS = 200
 TIME_LIMIT_S = 90 * 60
 QUICK_STEPS, QUICK_TRAIN_QUERIES, QUICK_DEV_QUERIES, QUICK_PRODUCTS = 2, 200, 100, 2000
 DESIGN_BASELINES = [  # DESIGN.md, Home Depot dev, full corpus: (nDCG@10, Recall@100)
