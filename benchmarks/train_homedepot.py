@@ -176,6 +176,7 @@ class Ablation:
         self.train_dir = run_dir / "train"
         self.precision = "int8" if int8 else "fp32"
         self.eval_dir = run_dir / self.precision
+        self.collections_dir = self.eval_dir / "collections"
         self.reused: list[str] = []  # steps found finished in --work
 
     # -- training -------------------------------------------------------------------------
@@ -272,7 +273,7 @@ class Ablation:
             "--collection",
             system,
             "--path",
-            str(self.eval_dir / "collections"),
+            str(self.collections_dir),
             "--model",
             str(self.eval_dir / "models" / system),
             "--precision",
@@ -342,9 +343,9 @@ class Ablation:
         if record.is_file():
             self.reused.append(str(record))
             return json.loads(record.read_text())
-        built = [s for s in systems if (self.eval_dir / "collections" / s).is_dir()]
+        built = [s for s in systems if (self.collections_dir / s).is_dir()]
         if not built:
-            raise RuntimeError(f"no collection under {self.eval_dir / 'collections'} for BM25")
+            raise RuntimeError(f"no collection under {self.collections_dir} for BM25")
         collection = built[0]
         eval_s, _, out = run_shopsearch(
             "eval",
