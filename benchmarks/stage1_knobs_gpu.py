@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from bench_catalog import HOMEDEPOT
 
-from shopsearch.encoders.cpu_features import has_bf16_units
 from shopsearch.encoders.fn_masked_contrastive import masked_info_nce
+from shopsearch.encoders.training import TrainConfig, use_bf16
 from shopsearch.encoders.training_data import (
     load_judgments,
     load_product_texts,
@@ -307,7 +307,7 @@ def train(
     )
     model.train()
     masked = 0.0
-    bf16 = device == "cuda" or has_bf16_units()
+    bf16 = use_bf16(TrainConfig())  # as `shopsearch train` decides: the hardware's bf16
     for batch in batches(rows, knobs.batch_size, random.Random(knobs.seed), total):
         docs = [b.product for b in batch] + [n for b in batch for n in b.negatives]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
