@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+COLLECTION = "homedepot"
 BASELINES = {"bm25": (0.387, 0.768), "dense": (0.261, 0.677)}  # nDCG@10 / R@100, DESIGN.md
 
 
@@ -38,22 +39,15 @@ def cli(*args: str, capture: bool = True) -> str:
     return proc.stdout or ""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--work", type=Path, default=None, help="keep model + collection here")
-    parser.add_argument("--model-dir", type=Path, default=None)
-    parser.add_argument("--hnsw", action="store_true", help="also evaluate dense with HNSW")
-    parser.add_argument("--report", type=Path, default=None, help="write the HTML report")
-    args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="shopsearch-homedepot-"))
+def ensure_collection(hd: Path, work: Path, model_dir: Path | None) -> list[str]:
+    """The Home Depot titles in an embedded collection under `work` (kept between runs);
+    returns the CLI flags that name it and its model."""
     work.mkdir(parents=True, exist_ok=True)
-    hd = args.data / "homedepot"
-    model = args.model_dir or work / "model"
+    model = model_dir or work / "model"
     if not (model / "manifest.json").is_file():
         cli("model", "export", "--out", str(model))
-    where = ["--collection", "homedepot", "--path", str(work / "data"), "--model", str(model)]
-    if not (work / "data" / "homedepot").exists():
+    where = ["--collection", COLLECTION, "--path", str(work / "data"), "--model", str(model)]
+    if not (work / "data" / COLLECTION).exists():
         t0 = time.perf_counter()
         summary = json.loads(
             cli(
@@ -71,6 +65,20 @@ def main() -> None:
             f"ingested {summary['upserted']} products in {time.perf_counter() - t0:.0f} s",
             file=sys.stderr,
         )
+    return where
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=None, help="keep model + collection here")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--hnsw", action="store_true", help="also evaluate dense with HNSW")
+    parser.add_argument("--report", type=Path, default=None, help="write the HTML report")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="shopsearch-homedepot-"))
+    hd = args.data / "homedepot"
+    where = ensure_collection(hd, work, args.model_dir)
     modes = ["--mode", "bm25", "--mode", "dense"]
     report = ["--report", str(args.report)] if args.report else []
     t0 = time.perf_counter()
