@@ -129,6 +129,15 @@ def test_query_path_never_imports_torch(demo_env):
     assert json.loads(proc.stdout)["results"]
 
 
+def test_bad_bm25_flag_exits_2_naming_it_and_creates_nothing(demo_env, tmp_path):
+    env, _ = demo_env
+    proc = run_cli("ingest", str(DEMO), "--bm25-k", "-1", "-c", "bad", env_extra=env, check=False)
+    assert proc.returncode == 2 and "--bm25-k must be at least 0 (got -1.0)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("info", "-c", "bad", "--json", env_extra=env, check=False)
+    assert proc.returncode == 1  # no collection was created
+
+
 def test_missing_collection_and_model_are_clear_errors(demo_env, tmp_path):
     env, _ = demo_env
     proc = run_cli("query", "x", "--collection", "nope", env_extra=env, check=False)

@@ -23,6 +23,7 @@ from shopsearch.qdrant.backend import (
     SearchRequest,
     SparseVec,
 )
+from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.edge import EdgeBackend, _read_ahead
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
@@ -266,6 +267,35 @@ def test_changing_template_of_existing_collection_needs_recreate(
 
     with pytest.raises(UsageError, match="--recreate"):
         ingest(small_catalog, edge, encoder, tmp_path, template=ProductTextTemplate("{title}"))
+
+
+def test_bm25_k_and_b_shape_a_new_collection_and_must_match_an_existing_one(
+    edge, small_catalog, encoder, tmp_path
+):
+    backend = EdgeBackend(tmp_path / "tuned")
+    ingest(small_catalog, backend, encoder, tmp_path, bm25=Bm25Settings(k=1.2, b=0.5))
+    stored, default = backend.read_meta().bm25, edge.read_meta().bm25
+    assert (stored["k"], stored["b"]) == (1.2, 0.5)
+    assert (default["k"], default["b"]) == (Bm25Settings.k, Bm25Settings.b)
+    assert stored["avg_len"] == default["avg_len"]  # fitted to the same catalog
+    # The documents' BM25 vectors were embedded with them: the same query scores otherwise.
+    query, bm25_only = Query("women's casual shoes"), SearchOptions(mode=SearchMode.BM25)
+    tuned = [h.score for h in ProductSearch(backend, encoder).search(query, bm25_only)]
+    stock = [h.score for h in ProductSearch(edge, encoder).search(query, bm25_only)]
+    assert tuned and stock and tuned != pytest.approx(stock)
+    with pytest.raises(UsageError, match=r"k 1.2, b 0.5; re-ingest with --recreate"):
+        ingest(small_catalog, backend, encoder, tmp_path, bm25=Bm25Settings(k=0.9, b=0.5))
+    again = ingest(small_catalog, backend, encoder, tmp_path, bm25=Bm25Settings(k=1.2, b=0.5))
+    assert again.upserted == 120 and not again.created
+    with pytest.raises(UsageError, match=r"--bm25-b must be between 0 and 1 \(got 1.5\)"):
+        ingest(
+            small_catalog,
+            EdgeBackend(tmp_path / "bad"),
+            encoder,
+            tmp_path,
+            bm25=Bm25Settings(b=1.5),
+        )
+    backend.close()
 
 
 def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):

@@ -15,6 +15,7 @@ from shopsearch.cli import options as opt
 from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
+from shopsearch.qdrant.bm25 import Bm25Settings
 
 
 def ingest(
@@ -30,6 +31,19 @@ def ingest(
     template: Annotated[
         str | None,
         typer.Option("--template", help="Product text template, parts separated by '|'."),
+    ] = None,
+    bm25_k: Annotated[
+        float | None,
+        typer.Option(
+            "--bm25-k",
+            help=f"BM25 term-frequency saturation of a new collection [{Bm25Settings.k}].",
+        ),
+    ] = None,
+    bm25_b: Annotated[
+        float | None,
+        typer.Option(
+            "--bm25-b", help=f"BM25 length normalisation of a new collection [{Bm25Settings.b}]."
+        ),
     ] = None,
     rejects: Annotated[
         Path | None,
@@ -51,6 +65,8 @@ def ingest(
     """Read a catalog, encode its products and upsert them (vectors + payload) into Qdrant."""
     reader = CatalogReader(catalog, parse_column_map(column_map or []), fmt=fmt)
     text_template = ProductTextTemplate(template) if template else None
+    chosen = {name: v for name, v in (("k", bm25_k), ("b", bm25_b)) if v is not None}
+    bm25 = Bm25Settings(**chosen) if chosen else None
     encoder = opt.load_encoder(model, precision, threads)
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     rejects_path = rejects or Path.cwd() / f"{catalog.name.split('.')[0]}.rejects.jsonl"
@@ -74,6 +90,7 @@ def ingest(
                 encoder,
                 rejects_path=rejects_path,
                 template=text_template,
+                bm25=bm25,
                 batch_size=batch_size,
                 recreate=recreate,
                 on_rows=lambda n: progress.advance(task, n),

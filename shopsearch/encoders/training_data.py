@@ -290,7 +290,7 @@ class Bm25Index:
     def __init__(self, texts: Sequence[str]) -> None:
         from shopsearch.qdrant.bm25 import Bm25Settings
 
-        settings = Bm25Settings.fitted(texts[:2000])
+        settings = Bm25Settings().fitted(texts[:2000])
         self._model = settings.model()
         postings: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
         for doc, text in enumerate(texts):

@@ -59,16 +59,23 @@ def ingest_catalog(
     *,
     rejects_path: Path,
     template: ProductTextTemplate | None = None,
+    bm25: Bm25Settings | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     recreate: bool = False,
     on_rows: Callable[[int], None] | None = None,
 ) -> IngestReport:
-    """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done."""
+    """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
+
+    `template` and `bm25` (its k and b; avg_len is fitted to the catalog) shape a new
+    collection; an existing one must have been built with the same.
+    """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
+    if bm25 is not None:
+        bm25.check()
     started = time.perf_counter()
     report = IngestReport(catalog=str(reader.path), collection=backend.location)
-    collection = _Collection.open(backend, encoder, template, recreate)
+    collection = _Collection.open(backend, encoder, template, bm25, recreate)
     seen: dict[str, int] = {}
     pending: list[Future[None]] = []
     with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
@@ -107,11 +114,13 @@ class _Collection:
         encoder: TextEncoder,
         template: ProductTextTemplate,
         bm25: qdrant_edge.Bm25 | None,
+        new_bm25: Bm25Settings | None = None,
     ) -> None:
         self.backend = backend
         self.encoder = encoder
         self.template = template
-        self.bm25 = bm25
+        self.bm25 = bm25  # None until the collection exists
+        self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
 
     @classmethod
@@ -120,6 +129,7 @@ class _Collection:
         backend: Backend,
         encoder: TextEncoder,
         template: ProductTextTemplate | None,
+        bm25: Bm25Settings | None,
         recreate: bool,
     ) -> _Collection:
         meta = backend.read_meta()
@@ -127,7 +137,7 @@ class _Collection:
             backend.drop()
             meta = None
         if meta is None:
-            return cls(backend, encoder, template or ProductTextTemplate(), None)
+            return cls(backend, encoder, template or ProductTextTemplate(), None, bm25)
         meta.check_encoder(encoder_info(encoder))
         stored = ProductTextTemplate(meta.product_text_template)
         if template is not None and template != stored:
@@ -135,11 +145,17 @@ class _Collection:
                 f"this collection's product text template is {stored.template!r}; "
                 "re-ingest with --recreate to change it"
             )
-        return cls(backend, encoder, stored, Bm25Settings.from_dict(meta.bm25).model())
+        settings = Bm25Settings.from_dict(meta.bm25)
+        if bm25 is not None and (bm25.k, bm25.b) != (settings.k, settings.b):
+            raise UsageError(
+                f"this collection's BM25 has k {settings.k:g}, b {settings.b:g}; "
+                "re-ingest with --recreate to change them"
+            )
+        return cls(backend, encoder, stored, settings.model())
 
     def ensure_created(self, texts: Sequence[str]) -> qdrant_edge.Bm25:
         if self.bm25 is None:
-            settings = Bm25Settings.fitted(texts) if texts else Bm25Settings()
+            settings = self.new_bm25.fitted(texts) if texts else self.new_bm25
             meta = CollectionMeta(
                 encoder_info(self.encoder), settings.to_dict(), self.template.template
             )

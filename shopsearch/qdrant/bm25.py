@@ -9,9 +9,11 @@ embedded with the same ones.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import qdrant_edge
+
+from shopsearch.errors import UsageError
 
 # Product texts are short (title + brand + category + a few attributes); BM25's stock
 # avg_len of 256 would make its length normalisation meaningless for them.
@@ -36,13 +38,19 @@ class Bm25Settings:
     def from_dict(cls, data: dict) -> Bm25Settings:
         return cls(**{k: data[k] for k in ("k", "b", "avg_len", "language") if k in data})
 
-    @classmethod
-    def fitted(cls, texts: Iterable[str]) -> Bm25Settings:
-        """Settings whose avg_len is the mean token count of a sample of the catalog."""
-        model = qdrant_edge.Bm25(qdrant_edge.Bm25Config(language=cls.language))
+    def fitted(self, texts: Iterable[str]) -> Bm25Settings:
+        """These settings with avg_len the mean token count of a sample of the catalog."""
+        model = self.model()
         lengths = [len(model.embed_query(t).indices) for t in texts]
         avg = sum(lengths) / len(lengths) if lengths else DEFAULT_AVG_LEN
-        return cls(avg_len=round(max(avg, 1.0), 1))
+        return replace(self, avg_len=round(max(avg, 1.0), 1))
+
+    def check(self) -> None:
+        """k and b where BM25 is defined; raised as the ingest flags that set them."""
+        if not self.k >= 0:
+            raise UsageError(f"--bm25-k must be at least 0 (got {self.k})")
+        if not 0 <= self.b <= 1:
+            raise UsageError(f"--bm25-b must be between 0 and 1 (got {self.b})")
 
     def model(self) -> qdrant_edge.Bm25:
         return qdrant_edge.Bm25(
