@@ -33,7 +33,7 @@ from index_build import read_points
 
 from shopsearch.encoders import OnnxEncoder
 from shopsearch.encoders.training_data import load_product_texts
-from shopsearch.evaluation.evaluate import Evaluation, System, evaluate
+from shopsearch.evaluation.evaluate import ALL, Evaluation, System, evaluate
 from shopsearch.evaluation.judgments import Judgments, load_judgments
 from shopsearch.evaluation.systems import search_system
 from shopsearch.qdrant.backend import Connection, ProductPoint, SearchMode, SparseVec
@@ -106,7 +106,7 @@ def table(ev: Evaluation, title: str) -> None:
             cells.append(f"{mean:.4f}")
             comparison = ev.comparisons["full"].get(system.name)
             if comparison:
-                c = comparison[("all", "all queries")][metric]
+                c = comparison[ALL][metric]
                 cells.append(f"{c.delta:+.4f}, {c.p_value:.2g}")
             else:
                 cells.append("(baseline)")
