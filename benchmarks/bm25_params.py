@@ -29,14 +29,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from eval_homedepot import COLLECTION, DEFAULT_DATA, ensure_collection
-from index_build import read_points
+from index_build import build, read_points
 
 from shopsearch.encoders import OnnxEncoder
 from shopsearch.encoders.training_data import load_product_texts
 from shopsearch.evaluation.evaluate import ALL, Evaluation, System, evaluate
 from shopsearch.evaluation.judgments import Judgments, load_judgments
 from shopsearch.evaluation.systems import search_system
-from shopsearch.qdrant.backend import Connection, ProductPoint, SearchMode, SparseVec
+from shopsearch.qdrant.backend import (
+    Connection,
+    IndexSettings,
+    ProductPoint,
+    SearchMode,
+    SparseVec,
+)
 from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.edge import EdgeBackend
 from shopsearch.qdrant.schema import CollectionMeta
@@ -55,23 +61,18 @@ class Shards:
         self.root = Path(tempfile.mkdtemp(prefix="shopsearch-bm25-"))
 
     def open(self, k: float, b: float, encoder: OnnxEncoder) -> ProductSearch:
-        settings = Bm25Settings(k=k, b=b, avg_len=float(self.meta.bm25["avg_len"]))
         directory = self.root / f"k{k}-b{b}"
-        if not directory.exists():
-            backend = EdgeBackend(directory)
-            backend.create(replace(self.meta, bm25=settings.to_dict()))
-            model = settings.model()
-            batch = []
-            for point, text in zip(self.points, self.texts, strict=True):
-                sparse = model.embed_document(text)
-                batch.append(replace(point, sparse=SparseVec(sparse.indices, sparse.values)))
-                if len(batch) == 1024:
-                    backend.upsert(batch)
-                    batch = []
-            backend.upsert(batch)
-            backend.finish_writes()
-            backend.close()
-        return ProductSearch(EdgeBackend(directory), encoder)
+        if directory.exists():  # built for the train grid, searched again on dev
+            return ProductSearch(EdgeBackend(directory), encoder)
+        settings = Bm25Settings(k=k, b=b, avg_len=float(self.meta.bm25["avg_len"]))
+        model = settings.model()
+        points = []
+        for point, text in zip(self.points, self.texts, strict=True):
+            sparse = model.embed_document(text)
+            points.append(replace(point, sparse=SparseVec(sparse.indices, sparse.values)))
+        meta = replace(self.meta, bm25=settings.to_dict())
+        built = build(meta, points, directory, (IndexSettings(), None))
+        return ProductSearch(built["backend"], encoder)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
