@@ -46,6 +46,18 @@ def test_query_prints_a_table(demo_env):
     assert "women's casual shoes" in out and "score" in out and "INR" in out
 
 
+def test_a_misspelled_query_is_corrected_and_the_output_says_so(demo_env):
+    env, _ = demo_env
+    typed = "womens casul shoes"
+    doc = json.loads(run_cli("query", typed, "--json", env_extra=env).stdout)
+    assert doc["query"] == typed and doc["searched"] == "womens casual shoes"
+    assert doc["results"]
+    out = run_cli("query", typed, env_extra={**env, "COLUMNS": "200"}).stdout
+    assert "showing results for 'womens casual shoes': --no-fix-typos searches" in out
+    kept = run_cli("query", typed, "--no-fix-typos", "--json", env_extra=env).stdout
+    assert json.loads(kept)["searched"] == typed
+
+
 def test_query_json_applies_filters(demo_env):
     env, _ = demo_env
     proc = run_cli(

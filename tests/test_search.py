@@ -298,6 +298,60 @@ def test_bm25_k_and_b_shape_a_new_collection_and_must_match_an_existing_one(
     backend.close()
 
 
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_misspelled_query_is_searched_as_the_catalog_spells_it(backend_name, request, encoder):
+    backend = request.getfixturevalue(backend_name)
+    search = ProductSearch(backend, encoder)
+    typed, spelled = Query("womens casul shoes"), Query("womens casual shoes")
+    assert search.searched_text(typed) == spelled.text
+    for mode in SearchMode:
+        options = SearchOptions(mode=mode)
+        assert _ranking(search.search(typed, options)) == _ranking(search.search(spelled, options))
+    as_typed = SearchOptions(mode=SearchMode.BM25, fix_typos=False)
+    assert search.searched_text(typed, as_typed) == typed.text
+    assert _ranking(search.search(typed, as_typed)) != _ranking(search.search(spelled, as_typed))
+
+
+def test_edge_and_server_store_the_same_vocabulary(edge, server):
+    vocabulary = edge.read_vocabulary()
+    assert vocabulary == server.read_vocabulary()
+    assert vocabulary["casual"] > 1 and "womens" in vocabulary
+    assert not any(ch.isdigit() for word in vocabulary for ch in word)
+
+
+def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, tmp_path):
+    def catalog(name, titles):
+        path = tmp_path / f"{name}.jsonl"
+        rows = [{"id": f"{name}-{i}", "title": t} for i, t in enumerate(titles)]
+        path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+        return path
+
+    tools = catalog("tools", ["Cordless drill", "Hammer drill", "Claw hammer"])
+    garden = catalog("garden", ["Garden hose", "Hose reel", "Cordless trimmer"])
+    backend = EdgeBackend(tmp_path / "products")
+    assert ingest(tools, backend, encoder, tmp_path).vocabulary_words == 4
+    ingest(garden, backend, encoder, tmp_path)
+    assert backend.read_vocabulary() == {
+        "cordless": 1,
+        "drill": 2,
+        "hammer": 2,
+        "claw": 1,
+        "garden": 1,
+        "hose": 2,
+        "reel": 1,
+        "trimmer": 1,
+    }
+    assert ProductSearch(backend, encoder).searched_text(Query("hoze and dril")) == "hose and drill"
+    ingest(garden, backend, encoder, tmp_path, recreate=True)
+    assert set(backend.read_vocabulary()) == {"cordless", "garden", "hose", "reel", "trimmer"}
+    # A collection from before typo tolerance has no vocabulary: queries run as typed.
+    (backend.directory / "vocabulary.json").unlink()
+    search = ProductSearch(backend, encoder)
+    assert search.searched_text(Query("hoze")) == "hoze"
+    assert search.search(Query("hoze"), SearchOptions(mode=SearchMode.BM25)) == []
+    backend.close()
+
+
 def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
     import subprocess
     import sys

@@ -65,6 +65,7 @@ def evaluate(
     exact: Annotated[bool, typer.Option("--exact", help="Exact (brute force) dense search.")] = (
         False
     ),
+    fix_typos: opt.FixTypos = True,
     rerank: Annotated[
         bool, typer.Option(help="Also score each query's judged products (re-rank mode).")
     ] = True,
@@ -155,6 +156,7 @@ def evaluate(
             top_k,
             candidates,
             exact,
+            fix_typos,
             rerank,
             payloads,
             opt.connection(collection, path, qdrant_url, api_key),
@@ -196,7 +198,17 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def _search_systems(
-    judged, modes, fusion, top_k, candidates, exact, rerank, payloads, connection, load_encoder
+    judged,
+    modes,
+    fusion,
+    top_k,
+    candidates,
+    exact,
+    fix_typos,
+    rerank,
+    payloads,
+    connection,
+    load_encoder,
 ) -> list[System]:
     from rich.progress import Progress
 
@@ -212,7 +224,12 @@ def _search_systems(
         with Progress(console=Console(stderr=True), transient=True) as progress:
             for mode in dict.fromkeys(modes):
                 options = SearchOptions(
-                    mode=mode, fusion=fusion, top_k=top_k, candidates=candidates, exact=exact
+                    mode=mode,
+                    fusion=fusion,
+                    top_k=top_k,
+                    candidates=candidates,
+                    exact=exact,
+                    fix_typos=fix_typos,
                 )
                 total = len(judged.queries) * (2 if rerank else 1)
                 task = progress.add_task(f"searching ({mode.value})", total=total)

@@ -16,6 +16,7 @@ from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.qdrant.spelling import TypoCorrector
 
 
 def query(
@@ -42,6 +43,7 @@ def query(
     exact: Annotated[
         bool, typer.Option("--exact", help="Exact (brute force) dense search.")
     ] = False,
+    fix_typos: opt.FixTypos = True,
     batch: Annotated[
         Path | None,
         typer.Option("--batch", help='JSONL of {"query_id", "query", "filters"?} to run.'),
@@ -69,6 +71,7 @@ def query(
         top_k=top_k,
         candidates=candidates,
         exact=exact,
+        fix_typos=fix_typos,
         payload_fields=["product_id"] if batch else None,
     )
     queries = (
@@ -76,14 +79,17 @@ def query(
         if batch
         else [Query(text or "", parse_filters(filters or []))]
     )
-    encoder = (
-        None
-        if mode is SearchMode.BM25
-        else opt.load_encoder(model, precision, threads, queries=None if batch else [text or ""])
-    )
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        search = ProductSearch(backend, encoder)
+        # Read before the encoder starts, so that a one-shot query is encoded as corrected.
+        typos = TypoCorrector.stored(backend)
+        searched = typos.correct(text or "") if fix_typos else text or ""
+        encoder = (
+            None
+            if mode is SearchMode.BM25
+            else opt.load_encoder(model, precision, threads, queries=None if batch else [searched])
+        )
+        search = ProductSearch(backend, encoder, typos)
         if batch is not None:
             _run_batch(search, queries, options, out)
             return
@@ -93,6 +99,7 @@ def query(
     if as_json:
         doc = {
             "query": text,
+            "searched": searched,
             "filters": filters or [],
             "mode": mode.value,
             "fusion": fusion.value if mode is SearchMode.HYBRID else None,
@@ -105,7 +112,7 @@ def query(
 
     from shopsearch.cli.render import results_table
 
-    Console().print(results_table(text or "", hits, mode))
+    Console().print(results_table(text or "", searched, hits, mode))
 
 
 def info(

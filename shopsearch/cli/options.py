@@ -53,6 +53,13 @@ Threads = Annotated[
     int | None, typer.Option("--threads", help="Encoder threads [default: all cores].", min=1)
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+FixTypos = Annotated[
+    bool,
+    typer.Option(
+        "--fix-typos/--no-fix-typos",
+        help="Replace a query word no product uses by the catalog word one edit away.",
+    ),
+]
 
 
 def connection(

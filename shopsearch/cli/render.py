@@ -7,8 +7,9 @@ from rich.table import Table
 from shopsearch.qdrant.backend import Hit, SearchMode
 
 
-def results_table(query: str, hits: list[Hit], mode: SearchMode) -> Table:
-    table = Table(title=f"{query!r} ({mode.value}) — {len(hits)} results", title_justify="left")
+def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) -> Table:
+    """`searched`: the query as searched, typos corrected."""
+    table = Table(title=f"{searched!r} ({mode.value}) — {len(hits)} results", title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column("title", overflow="fold", ratio=5)
     table.add_column("brand", ratio=1)
@@ -28,6 +29,10 @@ def results_table(query: str, hits: list[Hit], mode: SearchMode) -> Table:
             " > ".join(category[-2:]) if isinstance(category, list) else str(category),
             f"{hit.score:.4f}",
         )
+    captions = []
+    if searched != query:
+        captions.append(f"showing results for {searched!r}: --no-fix-typos searches {query!r}")
     if not hits:
-        table.caption = "no products matched (filters are exact, case-sensitive matches)"
+        captions.append("no products matched (filters are exact, case-sensitive matches)")
+    table.caption = "\n".join(captions) or None
     return table

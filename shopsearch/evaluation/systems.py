@@ -62,6 +62,8 @@ def search_system(
     if options.mode is not SearchMode.BM25:
         detail.append("exact" if options.exact else "HNSW")
     detail.append(f"top_k={options.top_k}")
+    if not options.fix_typos:
+        detail.append("typos kept")
     return System(
         name or system_name(options),
         full,

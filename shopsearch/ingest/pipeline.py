@@ -8,10 +8,12 @@ by running it again.
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -29,6 +31,7 @@ from shopsearch.qdrant.backend import Backend, ProductPoint, SparseVec
 from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.schema import CollectionMeta, point_id
 from shopsearch.qdrant.search import encoder_info
+from shopsearch.qdrant.spelling import catalog_words, merge_vocabularies
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 256
@@ -45,6 +48,7 @@ class IngestReport:
     rejects_file: str | None = None
     points_in_collection: int = 0
     created: bool = False
+    vocabulary_words: int = 0  # the collection's, for typo tolerance
     seconds: float = 0.0
     index_seconds: float = 0.0  # of `seconds`: the final flush + index build
 
@@ -94,6 +98,7 @@ def ingest_catalog(
         for fut in pending:
             fut.result()
     collection.ensure_created([])  # an empty catalog still leaves an empty collection
+    report.vocabulary_words = collection.write_vocabulary()
     indexing = time.perf_counter()
     backend.finish_writes()
     report.index_seconds = round(time.perf_counter() - indexing, 3)
@@ -122,6 +127,7 @@ class _Collection:
         self.bm25 = bm25  # None until the collection exists
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
+        self.words: Counter[str] = Counter()
 
     @classmethod
     def open(
@@ -164,11 +170,19 @@ class _Collection:
             self.bm25 = settings.model()
         return self.bm25
 
+    def write_vocabulary(self) -> int:
+        """Store this catalog's words with those already stored (none in a new collection)."""
+        stored = None if self.created else self.backend.read_vocabulary()
+        words = merge_vocabularies(stored or {}, self.words)
+        self.backend.write_vocabulary(words)
+        return len(words)
+
     def points(self, products: list[Product]) -> list[ProductPoint]:
         if not products:
             return []
         texts = [self.template.render(p) for p in products]
         bm25 = self.ensure_created(texts)
+        self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
         dense = self.encoder.encode_documents(texts)
         points = []
         for product, text, vector in zip(products, texts, dense, strict=True):

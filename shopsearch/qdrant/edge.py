@@ -4,6 +4,7 @@ The default because it needs no server and is fast at catalog scale (HNSW, paylo
 indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
     <dir>/shard/            the Edge shard
     <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
+    <dir>/vocabulary.json   {"words": {word: products using it}}, for typo tolerance
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from shopsearch.qdrant.schema import (
 )
 
 META_FILE = "shopsearch.json"
+VOCABULARY_FILE = "vocabulary.json"
 SHARD_DIR = "shard"
 
 
@@ -123,9 +125,19 @@ class EdgeBackend:
             schema = _CACHED_INDEX if name in _CACHED_INDEX_FIELDS else _INDEX_TYPES[kind]
             self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
         # Metadata last: a directory with metadata always holds a complete empty collection.
-        tmp = self.directory / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta.to_dict(), indent=2), encoding="utf-8")
-        tmp.replace(self.directory / META_FILE)
+        _write_json(self.directory / META_FILE, meta.to_dict(), indent=2)
+
+    def read_vocabulary(self) -> dict[str, int] | None:
+        path = self.directory / VOCABULARY_FILE
+        try:
+            return dict(json.loads(path.read_bytes())["words"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CollectionError(f"cannot read {path}: {exc}") from exc
+
+    def write_vocabulary(self, words: dict[str, int]) -> None:
+        _write_json(self.directory / VOCABULARY_FILE, {"words": words})
 
     def drop(self) -> None:
         self.close()
@@ -272,3 +284,10 @@ def _dense(req: SearchRequest) -> qe.Query:
 def _sparse(sparse: SparseVec | None) -> qe.Query:
     assert sparse is not None, "bm25/hybrid search needs a sparse query vector"
     return qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE_VECTOR)
+
+
+def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
+    """All or nothing: a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)

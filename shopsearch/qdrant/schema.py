@@ -18,6 +18,9 @@ SCHEMA_VERSION = 1
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
 META_KEY = "shopsearch"
+# Beside META_KEY in a server collection's metadata (Edge: vocabulary.json):
+# {"words": {word: products using it}}, the catalog vocabulary typo tolerance corrects to.
+VOCABULARY_KEY = "shopsearch_vocabulary"
 
 # Point id = UUIDv5(PRODUCT_NAMESPACE, product id): re-ingesting a product overwrites it.
 PRODUCT_NAMESPACE = uuid.uuid5(

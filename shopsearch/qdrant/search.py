@@ -22,6 +22,7 @@ from shopsearch.qdrant.backend import (
 from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
+from shopsearch.qdrant.spelling import TypoCorrector
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SearchOptions:
     candidates: int = 100
     exact: bool = False
     hnsw_ef: int | None = None
+    fix_typos: bool = True  # a no-op on collections ingested without a vocabulary
     payload_fields: list[str] | None = field(default=None)  # None: the whole payload
 
     def __post_init__(self) -> None:
@@ -53,7 +55,10 @@ class SearchOptions:
 
 
 class ProductSearch:
-    def __init__(self, backend: Backend, encoder: TextEncoder | None) -> None:
+    def __init__(
+        self, backend: Backend, encoder: TextEncoder | None, typos: TypoCorrector | None = None
+    ) -> None:
+        """`typos`: the collection's corrector, when the caller has read it already."""
         meta = backend.read_meta()
         if meta is None:
             raise CollectionError(
@@ -65,8 +70,15 @@ class ProductSearch:
         if encoder is not None:
             meta.check_encoder(encoder_info(encoder))
         self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
+        self.typos = typos or TypoCorrector.stored(backend)
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         backend.load_index()
+
+    def searched_text(self, query: Query, options: SearchOptions | None = None) -> str:
+        """What is searched for `query`: its text, typos corrected unless turned off."""
+        if not (options or SearchOptions()).fix_typos:
+            return query.text
+        return self.typos.correct(query.text)
 
     def search(self, query: Query, options: SearchOptions | None = None) -> list[Hit]:
         return self.search_batch([query], options)[0]
@@ -77,16 +89,17 @@ class ProductSearch:
         options = options or SearchOptions()
         if not queries:
             return []
+        texts = [self.searched_text(q, options) for q in queries]
         dense = None
         if options.mode is not SearchMode.BM25:
             if self.encoder is None:
                 raise UsageError(f"--mode {options.mode.value} needs an encoder")
-            dense = self.encoder.encode_queries([q.text for q in queries])
+            dense = self.encoder.encode_queries(texts)
         requests = []
         for i, q in enumerate(queries):
             sparse = None
             if options.mode is not SearchMode.DENSE:
-                vec = self._bm25.embed_query(q.text)
+                vec = self._bm25.embed_query(texts[i])
                 sparse = SparseVec(list(vec.indices), list(vec.values))
             requests.append(
                 SearchRequest(

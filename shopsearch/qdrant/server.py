@@ -32,6 +32,7 @@ from shopsearch.qdrant.schema import (
     INDEXED_FIELDS,
     META_KEY,
     SPARSE_VECTOR,
+    VOCABULARY_KEY,
     CollectionMeta,
     FieldType,
 )
@@ -111,6 +112,17 @@ class ServerBackend:
         )
         for name, kind in INDEXED_FIELDS.items():
             self.client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[kind])
+
+    def read_vocabulary(self) -> dict[str, int] | None:
+        if not self.client.collection_exists(self.collection):
+            return None
+        info = self.client.get_collection(self.collection)
+        stored = (info.config.metadata or {}).get(VOCABULARY_KEY)
+        return None if stored is None else dict(stored["words"])
+
+    def write_vocabulary(self, words: dict[str, int]) -> None:
+        # Merged into the collection's metadata, beside META_KEY's.
+        self.client.update_collection(self.collection, metadata={VOCABULARY_KEY: {"words": words}})
 
     def drop(self) -> None:
         if self.client.collection_exists(self.collection):

@@ -1,0 +1,81 @@
+"""Typo tolerance's rules on a hand-made vocabulary (no collection needed)."""
+
+import pytest
+
+from shopsearch.qdrant.spelling import TypoCorrector, catalog_words, merge_vocabularies
+
+VOCABULARY = {
+    "ryobi": 40,
+    "robin": 3,
+    "drill": 90,
+    "toilet": 25,
+    "seat": 30,
+    "snow": 12,
+    "blower": 8,
+    "leaf": 9,
+    "paint": 60,
+    "faint": 1,
+    "saint": 2,
+    "café": 4,
+}
+
+
+@pytest.fixture
+def typos():
+    return TypoCorrector(VOCABULARY)
+
+
+@pytest.mark.parametrize(
+    ("typed", "searched"),
+    [
+        ("riobi drill", "ryobi drill"),  # substitution
+        ("ryobbi drill", "ryobi drill"),  # insertion
+        ("toilt seat", "toilet seat"),  # deletion
+        ("toliet seat", "toilet seat"),  # two adjacent letters swapped: one edit
+        ("snowblower", "snow blower"),  # two catalog words run together
+        ("caff", "café"),  # the alphabet is the catalog's, accents included
+    ],
+)
+def test_an_unknown_word_becomes_the_catalog_word_one_edit_away(typos, typed, searched):
+    assert typos.correct(typed) == searched
+
+
+def test_of_several_words_one_edit_away_the_most_used_wins(typos):
+    assert typos.correct("xaint") == "paint"  # paint 60, faint 1, saint 2: all one edit
+    assert typos.correct("saint") == "saint"  # a catalog word is never changed
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "drl",  # under four characters: too little to go on
+        "2x4x8 drll18v",  # digits: model numbers and sizes stay exact
+        "xylophone",  # nothing one edit away, and no split
+        "Drill",  # known, whatever its case
+    ],
+)
+def test_words_it_must_not_touch_are_kept_as_typed(typos, typed):
+    assert typos.correct(typed) == typed
+
+
+def test_only_the_misspelled_word_changes(typos):
+    assert typos.correct('Riobi  "cordless" DRILL, 18V!') == 'ryobi  "cordless" DRILL, 18V!'
+
+
+def test_without_a_vocabulary_nothing_changes():
+    assert TypoCorrector({}).correct("riobi drill") == "riobi drill"
+
+
+def test_catalog_words_are_casefolded_and_digit_free():
+    assert catalog_words("RYOBI 18-Volt ONE+ Drill/Driver 2x4") == {
+        "ryobi",
+        "volt",
+        "one",
+        "drill",
+        "driver",
+    }
+
+
+def test_merging_keeps_every_word_and_the_larger_count():
+    old, new = {"drill": 5, "saw": 2}, {"drill": 3, "hammer": 1}
+    assert merge_vocabularies(old, new) == {"drill": 5, "saw": 2, "hammer": 1}
