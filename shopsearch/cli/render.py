@@ -9,7 +9,11 @@ from shopsearch.qdrant.backend import Hit, SearchMode
 
 def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) -> Table:
     """`searched`: the query as searched, typos corrected."""
-    table = Table(title=f"{searched!r} ({mode.value}) — {len(hits)} results", title_justify="left")
+    table = Table(
+        title=f"{searched!r} ({mode.value}) — {len(hits)} results",
+        title_justify="left",
+        caption_justify="left",
+    )
     table.add_column("#", justify="right", style="dim")
     table.add_column("title", overflow="fold", ratio=5)
     table.add_column("brand", ratio=1)
