@@ -149,14 +149,15 @@ def evaluate(
         )
     payloads: dict[str, dict[str, Any]] = {}
     if modes:
+        from shopsearch.qdrant.search import SearchOptions
+
+        searched = SearchOptions(
+            fusion=fusion, top_k=top_k, candidates=candidates, exact=exact, fix_typos=fix_typos
+        )
         systems += _search_systems(
             judged,
             modes,
-            fusion,
-            top_k,
-            candidates,
-            exact,
-            fix_typos,
+            searched,
             rerank,
             payloads,
             opt.connection(collection, path, qdrant_url, api_key),
@@ -198,22 +199,15 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def _search_systems(
-    judged,
-    modes,
-    fusion,
-    top_k,
-    candidates,
-    exact,
-    fix_typos,
-    rerank,
-    payloads,
-    connection,
-    load_encoder,
+    judged, modes, searched, rerank, payloads, connection, load_encoder
 ) -> list[System]:
+    """`searched`: the options of every mode's search, but the mode."""
+    from dataclasses import replace
+
     from rich.progress import Progress
 
     from shopsearch.evaluation.systems import search_system
-    from shopsearch.qdrant.search import ProductSearch, SearchOptions
+    from shopsearch.qdrant.search import ProductSearch
 
     needs_encoder = any(m is not SearchMode.BM25 for m in modes)
     encoder = load_encoder() if needs_encoder else None
@@ -223,14 +217,7 @@ def _search_systems(
         search = ProductSearch(backend, encoder)
         with Progress(console=Console(stderr=True), transient=True) as progress:
             for mode in dict.fromkeys(modes):
-                options = SearchOptions(
-                    mode=mode,
-                    fusion=fusion,
-                    top_k=top_k,
-                    candidates=candidates,
-                    exact=exact,
-                    fix_typos=fix_typos,
-                )
+                options = replace(searched, mode=mode)
                 total = len(judged.queries) * (2 if rerank else 1)
                 task = progress.add_task(f"searching ({mode.value})", total=total)
                 out.append(
