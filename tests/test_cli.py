@@ -173,9 +173,10 @@ def test_a_broken_model_file_is_a_clear_error(demo_env, exported_model, tmp_path
     assert "Traceback" not in proc.stderr and not proc.stdout
 
 
-def test_info_reports_the_encoder(demo_env):
+def test_info_reports_the_encoder_and_vocabulary(demo_env):
     env, _ = demo_env
     doc = json.loads(run_cli("info", "--json", env_extra=env).stdout)
     assert doc["products"] == 200
     assert doc["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert doc["encoder"]["dimension"] == 384
+    assert doc["vocabulary_words"] > 100  # the catalog's words, for typo tolerance

@@ -130,6 +130,7 @@ def info(
             "location": backend.location,
             "products": backend.count(),
             **search.meta.to_dict(),
+            "vocabulary_words": len(search.typos.vocabulary),
         }
     finally:
         backend.close()
