@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/shopsearch query "women's casual shoes" --collection demo
 	$(BIN)/shopsearch query "black boots for women" --collection demo \
 		--filter "color in (Black,Brown)" --filter "price<=1500"
-	$(BIN)/shopsearch query "womens casul shoes" --collection demo --top-k 3
+	$(BIN)/shopsearch query "womens casul shoes" --collection demo --top-k 2
 
 test: install
 	$(BIN)/ruff check shopsearch tests benchmarks examples
