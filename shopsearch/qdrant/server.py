@@ -74,11 +74,17 @@ class ServerBackend:
     def location(self) -> str:
         return self._location
 
-    def read_meta(self) -> CollectionMeta | None:
+    def _metadata(self) -> dict[str, Any] | None:
+        """The collection's metadata ({} when it has none); None when there is no collection."""
         if not self.client.collection_exists(self.collection):
             return None
-        info = self.client.get_collection(self.collection)
-        meta = (info.config.metadata or {}).get(META_KEY)
+        return self.client.get_collection(self.collection).config.metadata or {}
+
+    def read_meta(self) -> CollectionMeta | None:
+        metadata = self._metadata()
+        if metadata is None:
+            return None
+        meta = metadata.get(META_KEY)
         if meta is None:
             raise CollectionError(
                 f"collection '{self.collection}' exists but was not created by shopsearch"
@@ -114,10 +120,7 @@ class ServerBackend:
             self.client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[kind])
 
     def read_vocabulary(self) -> dict[str, int] | None:
-        if not self.client.collection_exists(self.collection):
-            return None
-        info = self.client.get_collection(self.collection)
-        stored = (info.config.metadata or {}).get(VOCABULARY_KEY)
+        stored = (self._metadata() or {}).get(VOCABULARY_KEY)
         return None if stored is None else dict(stored["words"])
 
     def write_vocabulary(self, words: dict[str, int]) -> None:

@@ -70,7 +70,11 @@ class TypoCorrector:
 
     def _word(self, typed: str) -> str:
         word = typed.casefold()
-        if len(word) < MIN_WORD_LEN or word in self.vocabulary or _has_digit(word):
+        if (
+            len(word) < MIN_WORD_LEN
+            or word in self.vocabulary
+            or not _DIGIT_FREE_WORD.fullmatch(word)
+        ):
             return typed
         one_edit = [w for w in _edits(word, self._alphabet) if w in self.vocabulary]
         if one_edit:
@@ -104,7 +108,3 @@ def _edits(word: str, alphabet: str) -> Iterable[str]:
                 yield left + ch + right[1:]
         for ch in alphabet:
             yield left + ch + right
-
-
-def _has_digit(word: str) -> bool:
-    return any(ch.isdigit() for ch in word)
