@@ -39,14 +39,15 @@ default step counts fit 90 minutes on the 2-core CPU; --quick is a smoke run of 
 numbers mean nothing. A GPU is used for training when present (--device auto), never needed.
 Trained encoders keep --max-length at inference (it is saved with them); zero-shot keeps 256.
 
-Measured at the defaults with --int8 on the 2-core CPU (2026-11-22, a slow spell), training
-in bf16 (--bf16 auto, AMX): 77.6 min in all. Mining with the base model took 4-5.5 min an
-arm then (MNRL and stage 1 each mined; they now share one mining); a stage-1 or MNRL step,
-64 pairs and their 64 mined negatives, ~1.6-2.6 s (10-16 min an arm); ROAR 200 steps of 16
-groups and CoSENT 200 steps of ~110 pairs, 8-11 min each; each system's export + int8 ingest
-of 54,667 titles (HNSW included) + eval, 2.5-4 min. Without mined negatives and at m = 0.05
-(the defaults before) it took 38.9 min in bf16 and 78 min in fp32. RESULTS.md section 6 has
-the figures.
+Measured at the defaults with --int8 on the 2-core CPU, training in bf16 (--bf16 auto, AMX):
+40.9 min from an empty work directory on a fast spell (2026-11-23: mining 4.1 min once,
+MNRL and stage 1 9.6 min each, CoSENT 5.2, ROAR 3.9); 77.6 min on a slow spell (2026-11-22),
+when mining took 4-5.5 min an arm (MNRL and stage 1 each mined; they now share one mining).
+A stage-1 or MNRL step, 64 pairs and their 64 mined negatives, takes ~1.5-2.6 s (10-16 min
+an arm on a slow spell); ROAR 200 steps of 16 groups and CoSENT 200 steps of ~110 pairs,
+4-11 min each; each system's export + int8 ingest of 54,667 titles (HNSW included) + eval,
+1.5-4 min. Without mined negatives and at m = 0.05 (the defaults before) it took 38.9 min
+in bf16 and 78 min in fp32. RESULTS.md section 6 has the figures.
 """
 
 from __future__ import annotations
