@@ -39,6 +39,7 @@ from shopsearch.evaluation.systems import search_system
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
 from shopsearch.qdrant.edge import EdgeBackend
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.qdrant.spelling import TypoCorrector
 
 METRICS = ("nDCG@10", "Recall@100")
 
@@ -90,7 +91,7 @@ def compare(target: Target, judgments: Judgments, split: str, modes: list[Search
 
 def time_correction(target: Target, judgments: Judgments) -> None:
     backend = EdgeBackend(target.collection)
-    typos = ProductSearch(backend, None).typos
+    typos = TypoCorrector.stored(backend)  # the vocabulary alone: no shard to load
     texts = [q.text for q in judgments.queries.values()]
     for text in texts:  # warm the alphabet
         typos.correct(text)

@@ -15,7 +15,7 @@ from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
 from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions, searched_text
 from shopsearch.qdrant.spelling import TypoCorrector
 
 
@@ -83,7 +83,7 @@ def query(
     try:
         # Read before the encoder starts, so that a one-shot query is encoded as corrected.
         typos = TypoCorrector.stored(backend)
-        searched = typos.correct(text or "") if fix_typos else text or ""
+        searched = "" if batch else searched_text(typos, queries[0], options)
         encoder = (
             None
             if mode is SearchMode.BM25

@@ -75,10 +75,7 @@ class ProductSearch:
         backend.load_index()
 
     def searched_text(self, query: Query, options: SearchOptions | None = None) -> str:
-        """What is searched for `query`: its text, typos corrected unless turned off."""
-        if not (options or SearchOptions()).fix_typos:
-            return query.text
-        return self.typos.correct(query.text)
+        return searched_text(self.typos, query, options or SearchOptions())
 
     def search(self, query: Query, options: SearchOptions | None = None) -> list[Hit]:
         return self.search_batch([query], options)[0]
@@ -118,6 +115,13 @@ class ProductSearch:
                 )
             )
         return self.backend.search_batch(requests)
+
+
+def searched_text(typos: TypoCorrector, query: Query, options: SearchOptions) -> str:
+    """What is searched for `query`: its text, typos corrected unless `options` turn that off.
+    A function, not only a method: the CLI needs it before a ProductSearch exists, to encode
+    a one-shot query in a forked child while the collection opens."""
+    return typos.correct(query.text) if options.fix_typos else query.text
 
 
 def encoder_info(encoder: TextEncoder) -> EncoderInfo:
