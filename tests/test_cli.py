@@ -46,6 +46,32 @@ def test_query_prints_a_table(demo_env):
     assert "women's casual shoes" in out and "score" in out and "INR" in out
 
 
+def test_a_column_no_shown_product_fills_is_left_out():
+    from rich.console import Console
+
+    from shopsearch.cli.render import results_table
+    from shopsearch.qdrant.backend import Hit, SearchMode
+
+    def columns(hits):
+        console = Console(width=120, record=True)
+        console.print(results_table("q", "q", hits, SearchMode.HYBRID))
+        header = next(line for line in console.export_text().splitlines() if "title" in line)
+        return [word for word in header.split() if word.isalpha()]
+
+    shoes = {"title": "casual shoes", "price": 499.0, "currency": "INR", "category": ["shoes"]}
+    assert columns([Hit("1", 0.9, shoes)]) == ["title", "price", "category", "score"]
+    clogs = {"title": "clogs", "brand": "swagga"}
+    assert columns([Hit("1", 0.9, shoes), Hit("2", 0.8, clogs)]) == [
+        "title",
+        "brand",
+        "price",
+        "category",
+        "score",
+    ]
+    assert columns([Hit("1", 0.9, {"title": "clogs"})]) == ["title", "score"]
+    assert "brand" in columns([])  # an empty result keeps the full header
+
+
 def test_a_misspelled_query_is_corrected_and_the_output_says_so(demo_env):
     env, _ = demo_env
     typed = "womens casul shoes"
@@ -139,6 +165,24 @@ def test_query_path_never_imports_torch(demo_env):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"]
+
+
+def test_ingest_prune_reports_what_it_deleted_or_why_it_did_not(demo_env, tmp_path):
+    env, _ = demo_env
+
+    def ingest(*rows):
+        catalog = tmp_path / "shop.jsonl"
+        catalog.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        args = ("ingest", str(catalog), "-c", "sync", "--prune", "--rejects", str(tmp_path / "r"))
+        return run_cli(*args, env_extra=env)
+
+    ingest({"id": "a", "title": "Cordless drill"}, {"id": "b", "title": "Garden hose"})
+    proc = ingest({"id": "a", "title": "Cordless drill"})
+    assert "pruned 1 products the catalog no longer lists" in proc.stdout
+    assert "sync: 1 products" in proc.stdout
+    proc = ingest({"id": "a", "title": "Cordless drill"}, {"title": "no id"})
+    assert proc.returncode == 0 and "pruned" not in proc.stdout
+    assert "warning: nothing pruned: row 2 has no product id" in proc.stderr
 
 
 def test_bad_bm25_flag_exits_2_naming_it_and_creates_nothing(demo_env, tmp_path):

@@ -61,6 +61,11 @@ def ingest(catalog, backend, encoder, tmp_path, **kw):
     )
 
 
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def edge(small_catalog, encoder, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("edge")
@@ -321,10 +326,8 @@ def test_edge_and_server_store_the_same_vocabulary(edge, server):
 
 def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, tmp_path):
     def catalog(name, titles):
-        path = tmp_path / f"{name}.jsonl"
         rows = [{"id": f"{name}-{i}", "title": t} for i, t in enumerate(titles)]
-        path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-        return path
+        return _jsonl(tmp_path / f"{name}.jsonl", rows)
 
     tools = catalog("tools", ["Cordless drill", "Hammer drill", "Claw hammer"])
     garden = catalog("garden", ["Garden hose", "Hose reel", "Cordless trimmer"])
@@ -350,6 +353,62 @@ def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, 
     assert search.searched_text(Query("hoze")) == "hoze"
     assert search.search(Query("hoze"), SearchOptions(mode=SearchMode.BM25)) == []
     backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
+    backend_name, encoder, tmp_path
+):
+    if backend_name == "edge":
+        backend = EdgeBackend(tmp_path / "products")
+    else:
+        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    monday = _jsonl(
+        tmp_path / "monday.jsonl",
+        [
+            {"id": "drill", "title": "Cordless drill"},
+            {"id": "hammer", "title": "Claw hammer"},
+            {"id": "saw", "title": "Mitre saw", "price": 99},
+            {"id": "hose", "title": "Garden hose"},
+        ],
+    )
+    assert ingest(monday, backend, encoder, tmp_path, prune=True).pruned == 0
+    tuesday = _jsonl(
+        tmp_path / "tuesday.jsonl",
+        [
+            {"id": "drill", "title": "Cordless drill, 18V"},
+            {"id": "hammer", "title": "Claw hammer"},
+            {"id": "saw", "title": "Mitre saw", "price": "ninety"},  # rejected: kept as stored
+            {"id": "reel", "title": "Hose reel"},  # new; "hose" is discontinued
+        ],
+    )
+    report = ingest(tuesday, backend, encoder, tmp_path, prune=True)
+    assert (report.upserted, report.rejected, report.pruned) == (3, 1, 1)
+    assert report.not_pruned is None and report.points_in_collection == 4
+    kept = {p["product_id"]: p for p in _all_payloads(backend, encoder)}
+    assert set(kept) == {"drill", "hammer", "saw", "reel"}
+    assert kept["saw"]["price"] == 99 and kept["drill"]["title"] == "Cordless drill, 18V"
+    # The vocabulary is the catalog's alone now: "garden" went with the hose.
+    assert set(backend.read_vocabulary()) == {"cordless", "drill", "claw", "hammer", "hose", "reel"}
+
+    # A row without an id could be any product: nothing is pruned, and the report says why.
+    unnamed = _jsonl(
+        tmp_path / "unnamed.jsonl", [{"id": "drill", "title": "Drill"}, {"title": "?"}]
+    )
+    report = ingest(unnamed, backend, encoder, tmp_path, prune=True)
+    assert report.pruned == 0 and report.points_in_collection == 4
+    assert report.not_pruned.startswith("row 2 has no product id")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    report = ingest(empty, backend, encoder, tmp_path, prune=True)
+    assert report.pruned == 0 and report.points_in_collection == 4
+    assert "lists no products" in report.not_pruned
+    backend.close()
+
+
+def _all_payloads(backend, encoder):
+    dense = SearchOptions(mode=SearchMode.DENSE, top_k=100, fix_typos=False)
+    return [h.payload for h in ProductSearch(backend, encoder).search(Query("tools"), dense)]
 
 
 def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):

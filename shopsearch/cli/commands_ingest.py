@@ -52,6 +52,14 @@ def ingest(
     recreate: Annotated[
         bool, typer.Option("--recreate", help="Drop the collection first and build it anew.")
     ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="The catalog is the whole shop: delete the collection's products it no "
+            "longer lists (a rejected row keeps its product).",
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = DEFAULT_BATCH_SIZE,
     collection: opt.Collection = None,
     path: opt.DataPath = None,
@@ -93,10 +101,13 @@ def ingest(
                 bm25=bm25,
                 batch_size=batch_size,
                 recreate=recreate,
+                prune=prune,
                 on_rows=lambda n: progress.advance(task, n),
             )
     finally:
         backend.close()
+    if report.not_pruned:
+        err.print(f"warning: nothing pruned: {report.not_pruned}", highlight=False)
     if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -107,6 +118,8 @@ def ingest(
         f"  ({report.seconds:.1f} s incl. {report.index_seconds:.1f} s indexing, "
         f"{report.read / max(report.seconds, 1e-9):.0f} rows/s)"
     )
+    if prune and not report.not_pruned:
+        out.print(f"pruned {report.pruned} products the catalog no longer lists")
     out.print(f"collection {report.collection}: {report.points_in_collection} products")
     if report.rejects_file:
         out.print(f"rejected rows and reasons: {report.rejects_file}")

@@ -6,6 +6,24 @@ from rich.table import Table
 
 from shopsearch.qdrant.backend import Hit, SearchMode
 
+# Attribute columns: (header, rich column options). One that no shown product fills is left
+# out, so that a catalog without brands (or prices) gives its titles the room.
+ATTRIBUTE_COLUMNS: dict[str, dict] = {
+    "brand": {"ratio": 1},
+    "price": {"justify": "right"},
+    "category": {"overflow": "fold", "ratio": 2, "style": "dim"},
+}
+
+
+def _attribute_cells(payload: dict) -> dict[str, str]:
+    price = payload.get("price")
+    category = payload.get("category") or []
+    return {
+        "brand": str(payload.get("brand") or ""),
+        "price": "" if price is None else f"{price:,.2f} {payload.get('currency') or ''}".strip(),
+        "category": " > ".join(category[-2:]) if isinstance(category, list) else str(category),
+    }
+
 
 def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) -> Table:
     """`searched`: the query as searched, typos corrected."""
@@ -14,25 +32,16 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
         title_justify="left",
         caption_justify="left",
     )
+    cells = [_attribute_cells(hit.payload) for hit in hits]
+    shown = [name for name in ATTRIBUTE_COLUMNS if not hits or any(c[name] for c in cells)]
     table.add_column("#", justify="right", style="dim")
     table.add_column("title", overflow="fold", ratio=5)
-    table.add_column("brand", ratio=1)
-    table.add_column("price", justify="right")
-    table.add_column("category", overflow="fold", ratio=2, style="dim")
+    for name in shown:
+        table.add_column(name, **ATTRIBUTE_COLUMNS[name])
     table.add_column("score", justify="right")
-    for rank, hit in enumerate(hits, start=1):
-        p = hit.payload
-        price = p.get("price")
-        price_text = "" if price is None else f"{price:,.2f} {p.get('currency') or ''}".strip()
-        category = p.get("category") or []
-        table.add_row(
-            str(rank),
-            str(p.get("title", p.get("product_id", hit.point_id))),
-            str(p.get("brand") or ""),
-            price_text,
-            " > ".join(category[-2:]) if isinstance(category, list) else str(category),
-            f"{hit.score:.4f}",
-        )
+    for rank, (hit, row) in enumerate(zip(hits, cells, strict=True), start=1):
+        title = hit.payload.get("title", hit.payload.get("product_id", hit.point_id))
+        table.add_row(str(rank), str(title), *(row[name] for name in shown), f"{hit.score:.4f}")
     captions = []
     if searched != query:
         captions.append(f"showing results for {searched!r}: --no-fix-typos searches {query!r}")

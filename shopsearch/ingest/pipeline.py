@@ -4,6 +4,11 @@ Encoding dominates; reading the next batch (a background thread) and upserting t
 previous one (another thread) run while the ONNX session, which releases the GIL, encodes
 the current one. Upserts are idempotent (UUIDv5 ids), so an interrupted ingest is resumed
 by running it again.
+
+A shop's catalog export is the whole shop: `prune` deletes, once every row is upserted, the
+products it no longer lists. A rejected row still names its product, whose stored version is
+kept; a row too broken to name one leaves the collection unpruned, since that product
+cannot be told apart from a discontinued one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from shopsearch.errors import UsageError
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, RawRow
 from shopsearch.ingest.validate import Product, Reject, validate
-from shopsearch.qdrant.backend import Backend, ProductPoint, SparseVec
+from shopsearch.qdrant.backend import ID_PAGE, Backend, ProductPoint, SparseVec
 from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.schema import CollectionMeta, point_id
 from shopsearch.qdrant.search import encoder_info
@@ -49,6 +54,8 @@ class IngestReport:
     points_in_collection: int = 0
     created: bool = False
     vocabulary_words: int = 0  # the collection's, for typo tolerance
+    pruned: int = 0  # products deleted because the catalog no longer lists them
+    not_pruned: str | None = None  # why `prune` deleted nothing, when it could not run
     seconds: float = 0.0
     index_seconds: float = 0.0  # of `seconds`: the final flush + index build
 
@@ -66,6 +73,7 @@ def ingest_catalog(
     bm25: Bm25Settings | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     recreate: bool = False,
+    prune: bool = False,
     on_rows: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
@@ -81,11 +89,13 @@ def ingest_catalog(
     report = IngestReport(catalog=str(reader.path), collection=backend.location)
     collection = _Collection.open(backend, encoder, template, bm25, recreate)
     seen: dict[str, int] = {}
+    listed = _ListedProducts()
     pending: list[Future[None]] = []
     with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
         for raw_rows in _prefetched(reader.batches(batch_size)):
             products, rejects = _validate_batch(raw_rows, seen)
             rejects_file.write(rejects)
+            listed.add_rejects(rejects)
             points = collection.points(products)
             while len(pending) >= MAX_PENDING_UPSERTS:
                 pending.pop(0).result()
@@ -98,7 +108,13 @@ def ingest_catalog(
         for fut in pending:
             fut.result()
     collection.ensure_created([])  # an empty catalog still leaves an empty collection
-    report.vocabulary_words = collection.write_vocabulary()
+    if prune and not collection.created:
+        report.not_pruned = listed.why_not_prunable(seen)
+        if report.not_pruned is None:
+            report.pruned = listed.prune(backend, seen)
+    report.vocabulary_words = collection.write_vocabulary(
+        replace=prune and report.not_pruned is None
+    )
     indexing = time.perf_counter()
     backend.finish_writes()
     report.index_seconds = round(time.perf_counter() - indexing, 3)
@@ -170,9 +186,10 @@ class _Collection:
             self.bm25 = settings.model()
         return self.bm25
 
-    def write_vocabulary(self) -> int:
-        """Store this catalog's words with those already stored (none in a new collection)."""
-        stored = None if self.created else self.backend.read_vocabulary()
+    def write_vocabulary(self, replace: bool = False) -> int:
+        """Store this catalog's words with those already stored, or in their place (a new
+        or pruned collection holds this catalog alone)."""
+        stored = None if self.created or replace else self.backend.read_vocabulary()
         words = merge_vocabularies(stored or {}, self.words)
         self.backend.write_vocabulary(words)
         return len(words)
@@ -214,6 +231,38 @@ def _validate_batch(
             seen[item.id] = raw.row
             products.append(item)
     return products, rejects
+
+
+class _ListedProducts:
+    """What a catalog says about the products in the collection, for `prune`."""
+
+    def __init__(self) -> None:
+        self.rejected_ids: set[str] = set()  # kept as stored: their rows are bad, not gone
+        self.unnamed_row: int | None = None  # the first rejected row without a product id
+
+    def add_rejects(self, rejects: list[Reject]) -> None:
+        for rej in rejects:
+            if rej.id:
+                self.rejected_ids.add(rej.id)
+            elif self.unnamed_row is None:
+                self.unnamed_row = rej.row
+
+    def why_not_prunable(self, upserted: dict[str, int]) -> str | None:
+        if self.unnamed_row is not None:
+            return (
+                f"row {self.unnamed_row} has no product id: its product cannot be told "
+                "from a discontinued one"
+            )
+        if not upserted and not self.rejected_ids:
+            return "the catalog lists no products; --recreate empties a collection"
+        return None
+
+    def prune(self, backend: Backend, upserted: dict[str, int]) -> int:
+        keep = {point_id(pid) for pid in itertools.chain(upserted, self.rejected_ids)}
+        stale = [pid for pid in backend.point_ids() if pid not in keep]
+        for start in range(0, len(stale), ID_PAGE):
+            backend.delete(stale[start : start + ID_PAGE])
+        return len(stale)
 
 
 class _RejectsFile:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +23,7 @@ import qdrant_edge as qe
 
 from shopsearch.errors import CollectionError
 from shopsearch.qdrant.backend import (
+    ID_PAGE,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
     FusionMethod,
@@ -173,6 +174,19 @@ class EdgeBackend:
             for p in points
         ]
         self._open().update(qe.UpdateOperation.upsert_points(edge_points))
+
+    def point_ids(self) -> Iterator[str]:
+        shard, offset = self._open(), None
+        while True:
+            page = qe.ScrollRequest(offset, ID_PAGE, with_payload=False, with_vector=False)
+            records, offset = shard.scroll(page)
+            yield from (str(r.id) for r in records)
+            if offset is None:
+                return
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._open().update(qe.UpdateOperation.delete_points(list(ids)))
 
     def count(self) -> int:
         return self._open().count(qe.CountRequest(exact=True))

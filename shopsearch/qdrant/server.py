@@ -8,7 +8,7 @@ which speaks the same client API.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from qdrant_client import QdrantClient, models
@@ -16,6 +16,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from shopsearch.errors import CollectionError
 from shopsearch.qdrant.backend import (
+    ID_PAGE,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
     FusionMethod,
@@ -157,6 +158,20 @@ class ServerBackend:
             for p in points
         ]
         self.client.upsert(self.collection, structs, wait=True)
+
+    def point_ids(self) -> Iterator[str]:
+        offset: models.ExtendedPointId | None = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection, limit=ID_PAGE, offset=offset, with_payload=False
+            )
+            yield from (str(r.id) for r in records)
+            if offset is None:
+                return
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.client.delete(self.collection, models.PointIdsList(points=list(ids)), wait=True)
 
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
