@@ -6,7 +6,12 @@ the same product texts, measured in the same run. Catalog: the 54,667 Home Depot
 with synthetic attributes (benchmarks/bench_catalog.py). Reports products/s, the ratio, and
 the ingest process's peak RSS.
 
+Then the daily sync a shop runs: the same catalog with --changed of its products edited
+and as many discontinued, re-ingested with --prune into the collection just built. Only
+the edited products are encoded again; its time is reported against the fresh ingest's.
+
     python benchmarks/ingest_throughput.py [--work DIR] [--precision int8 fp32] [--limit N]
+        [--changed 0.01]
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from bench_catalog import run_shopsearch, table, write_catalog
 
@@ -44,12 +51,54 @@ def encoder_only(model_dir: Path, precision: str, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
+def next_day(catalog: Path, changed: float) -> tuple[Path, int, int]:
+    """`catalog` with every (1/changed)-th product's title edited and as many others gone."""
+    step = max(2, round(1 / changed))
+    data = pq.read_table(catalog)
+    position = np.arange(data.num_rows) % step
+    edited, kept = position == 0, position != step // 2
+    titles = [
+        f"{title} (new model)" if edit else title
+        for title, edit in zip(data["title"].to_pylist(), edited, strict=True)
+    ]
+    data = data.set_column(data.schema.get_field_index("title"), "title", pa.array(titles))
+    out = catalog.with_name(f"{catalog.stem}-next-day.parquet")
+    pq.write_table(data.filter(pa.array(kept)), out)
+    return out, int(edited.sum()), int((~kept).sum())
+
+
+def ingest(
+    catalog: Path, data_dir: Path, model_dir: Path, precision: str, *flags: str
+) -> tuple[float, float, dict]:
+    """`shopsearch ingest --json` in its own process: wall s, peak RSS MiB, the report."""
+    wall, peak_mib, out = run_shopsearch(
+        "ingest",
+        str(catalog),
+        "--collection",
+        "ingest-bench",
+        "--path",
+        str(data_dir),
+        "--model",
+        str(model_dir),
+        "--precision",
+        precision,
+        "--json",
+        "--rejects",
+        str(data_dir.parent / "ingest.rejects.jsonl"),
+        *flags,
+    )
+    return wall, peak_mib, json.loads(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/shopsearch-bench"))
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--precision", nargs="+", default=["int8", "fp32"])
     parser.add_argument("--limit", type=int, default=0, help="first N products only (0: all)")
+    parser.add_argument(
+        "--changed", type=float, default=0.01, help="share of products edited (and removed)"
+    )
     args = parser.parse_args()
 
     model_dir = args.model_dir or default_model_dir()
@@ -60,27 +109,12 @@ def main() -> None:
             pq.write_table(pq.read_table(catalog).slice(0, args.limit), small)
         catalog = small
     texts = product_texts(catalog)
-    rows = []
+    tomorrow, n_edited, n_gone = next_day(catalog, args.changed)
+    rows, sync_rows = [], []
     for precision in args.precision:
         encode_rate = encoder_only(model_dir, precision, texts)
         data_dir = args.work / f"ingest-{precision}"
-        wall, peak_mib, out = run_shopsearch(
-            "ingest",
-            str(catalog),
-            "--collection",
-            "ingest-bench",
-            "--path",
-            str(data_dir),
-            "--model",
-            str(model_dir),
-            "--precision",
-            precision,
-            "--recreate",
-            "--json",
-            "--rejects",
-            str(args.work / "ingest.rejects.jsonl"),
-        )
-        report = json.loads(out)
+        wall, peak_mib, report = ingest(catalog, data_dir, model_dir, precision, "--recreate")
         assert report["points_in_collection"] == len(texts), report
         ingest_rate = report["read"] / report["seconds"]
         ratio = ingest_rate / encode_rate
@@ -95,6 +129,19 @@ def main() -> None:
                 f"{wall:.1f}",
                 f"{peak_mib:,.0f}",
                 "met" if ratio >= 0.9 else "MISSED",
+            ]
+        )
+        _, _, sync = ingest(tomorrow, data_dir, model_dir, precision, "--prune")
+        encoded = sync["upserted"] - sync["unchanged"]
+        assert (encoded, sync["pruned"]) == (n_edited, n_gone), sync
+        sync_rows.append(
+            [
+                precision,
+                f"{sync['read']:,}",
+                f"{encoded:,} / {sync['unchanged']:,} / {sync['pruned']:,}",
+                f"{sync['index_seconds']:.1f} of {sync['seconds']:.1f}",
+                f"{report['seconds']:.1f}",
+                f"{sync['seconds'] / report['seconds']:.2f}x",
             ]
         )
     print(f"{os.cpu_count()} CPUs; texts = the default product text template\n")
@@ -112,6 +159,24 @@ def main() -> None:
                 "target >= 0.9x",
             ],
             rows,
+        )
+    )
+
+    print(
+        f"\nthe next day: {args.changed:.0%} of titles edited, {n_gone:,} products gone, "
+        "re-ingested with --prune into the collection above\n"
+    )
+    print(
+        table(
+            [
+                "encoder",
+                "rows read",
+                "encoded / unchanged / pruned",
+                "index s of ingest s",
+                "fresh ingest s",
+                "time vs fresh",
+            ],
+            sync_rows,
         )
     )
 

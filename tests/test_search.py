@@ -210,13 +210,23 @@ def test_filters_restrict_results(backend_name, request, encoder):
     )
 
 
-def test_reingest_is_an_upsert(small_catalog, encoder, tmp_path):
+def test_reingest_is_an_upsert_that_encodes_only_what_changed(small_catalog, encoder, tmp_path):
     backend = EdgeBackend(tmp_path / "products")
     first = ingest(small_catalog, backend, encoder, tmp_path)
     second = ingest(small_catalog, backend, encoder, tmp_path)
     assert first.created and not second.created
+    assert (first.unchanged, second.upserted, second.unchanged) == (0, 120, 120)
     assert first.points_in_collection == second.points_in_collection == 120
-    assert backend.count() == 120
+    rows = pq.read_table(small_catalog).to_pylist()
+    rows[5]["title"] = "Zanzibar espadrilles"
+    edited = tmp_path / "edited.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(small_catalog)), edited)
+    third = ingest(edited, backend, encoder, tmp_path)
+    assert (third.upserted, third.unchanged, third.points_in_collection) == (120, 119, 120)
+    search = ProductSearch(backend, encoder)
+    for mode in (SearchMode.BM25, SearchMode.DENSE):
+        top = search.search(Query("zanzibar espadrilles"), SearchOptions(mode=mode, top_k=1))
+        assert top[0].payload["product_id"] == rows[5]["id"], mode
     backend.close()
 
 
@@ -291,7 +301,7 @@ def test_bm25_k_and_b_shape_a_new_collection_and_must_match_an_existing_one(
     with pytest.raises(UsageError, match=r"k 1.2, b 0.5; re-ingest with --recreate"):
         ingest(small_catalog, backend, encoder, tmp_path, bm25=Bm25Settings(k=0.9, b=0.5))
     again = ingest(small_catalog, backend, encoder, tmp_path, bm25=Bm25Settings(k=1.2, b=0.5))
-    assert again.upserted == 120 and not again.created
+    assert again.unchanged == 120 and not again.created
     with pytest.raises(UsageError, match=r"--bm25-b must be between 0 and 1 \(got 1.5\)"):
         ingest(
             small_catalog,
@@ -383,7 +393,7 @@ def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
         ],
     )
     report = ingest(tuesday, backend, encoder, tmp_path, prune=True)
-    assert (report.upserted, report.rejected, report.pruned) == (3, 1, 1)
+    assert (report.upserted, report.unchanged, report.rejected, report.pruned) == (3, 1, 1, 1)
     assert report.not_pruned is None and report.points_in_collection == 4
     kept = {p["product_id"]: p for p in _all_payloads(backend, encoder)}
     assert set(kept) == {"drill", "hammer", "saw", "reel"}

@@ -113,8 +113,9 @@ def ingest(
         sys.stdout.write("\n")
         return
     out = Console(highlight=False)
+    unchanged = f", {report.unchanged} of them unchanged" if report.unchanged else ""
     out.print(
-        f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
+        f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}{unchanged}"
         f"  ({report.seconds:.1f} s incl. {report.index_seconds:.1f} s indexing, "
         f"{report.read / max(report.seconds, 1e-9):.0f} rows/s)"
     )

@@ -3,7 +3,9 @@
 Encoding dominates; reading the next batch (a background thread) and upserting the
 previous one (another thread) run while the ONNX session, which releases the GIL, encodes
 the current one. Upserts are idempotent (UUIDv5 ids), so an interrupted ingest is resumed
-by running it again.
+by running it again. A product already stored exactly as the catalog gives it (the same
+payload, hence the same text, encoded by the same encoder) is not encoded again: a daily
+re-ingest of a shop's catalog costs what changed, and a resumed ingest what is left.
 
 A shop's catalog export is the whole shop: `prune` deletes, once every row is upserted, the
 products it no longer lists. A rejected row still names its product, whose stored version is
@@ -49,6 +51,7 @@ class IngestReport:
     collection: str
     read: int = 0
     upserted: int = 0
+    unchanged: int = 0  # of `upserted`, already stored as the catalog gives them: not encoded
     rejected: int = 0
     rejects_file: str | None = None
     points_in_collection: int = 0
@@ -97,11 +100,12 @@ def ingest_catalog(
             rejects_file.write(rejects)
             listed.add_rejects(rejects)
             points = collection.points(products)
+            report.unchanged += len(products) - len(points)
             while len(pending) >= MAX_PENDING_UPSERTS:
                 pending.pop(0).result()
             pending.append(writer.submit(backend.upsert, points))
             report.read += len(raw_rows)
-            report.upserted += len(points)
+            report.upserted += len(products)
             report.rejected += len(rejects)
             if on_rows:
                 on_rows(len(raw_rows))
@@ -143,6 +147,7 @@ class _Collection:
         self.bm25 = bm25  # None until the collection exists
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
+        self.existed = bm25 is not None  # it may hold some of the catalog already
         self.words: Counter[str] = Counter()
 
     @classmethod
@@ -200,16 +205,24 @@ class _Collection:
         texts = [self.template.render(p) for p in products]
         bm25 = self.ensure_created(texts)
         self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
+        ids = [point_id(p.id) for p in products]
+        payloads = [p.payload() for p in products]
+        if self.existed:
+            stored = self.backend.payloads(ids)
+            changed = [i for i, pid in enumerate(ids) if stored.get(pid) != payloads[i]]
+            if not changed:
+                return []
+            ids, texts, payloads = ([items[i] for i in changed] for items in (ids, texts, payloads))
         dense = self.encoder.encode_documents(texts)
         points = []
-        for product, text, vector in zip(products, texts, dense, strict=True):
+        for pid, text, vector, payload in zip(ids, texts, dense, payloads, strict=True):
             sparse = bm25.embed_document(text)
             points.append(
                 ProductPoint(
-                    id=point_id(product.id),
+                    id=pid,
                     dense=vector,
                     sparse=SparseVec(list(sparse.indices), list(sparse.values)),
-                    payload=product.payload(),
+                    payload=payload,
                 )
             )
         return points

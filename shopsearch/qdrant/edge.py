@@ -188,6 +188,10 @@ class EdgeBackend:
         if ids:
             self._open().update(qe.UpdateOperation.delete_points(list(ids)))
 
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = self._open().retrieve(list(ids), with_payload=True, with_vector=False)
+        return {str(r.id): r.payload or {} for r in records}
+
     def count(self) -> int:
         return self._open().count(qe.CountRequest(exact=True))
 

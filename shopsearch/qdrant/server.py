@@ -173,6 +173,10 @@ class ServerBackend:
         if ids:
             self.client.delete(self.collection, models.PointIdsList(points=list(ids)), wait=True)
 
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = self.client.retrieve(self.collection, list(ids), with_payload=True)
+        return {str(r.id): r.payload or {} for r in records}
+
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
