@@ -179,6 +179,7 @@ def test_ingest_prune_reports_what_it_deleted_or_why_it_did_not(demo_env, tmp_pa
     ingest({"id": "a", "title": "Cordless drill"}, {"id": "b", "title": "Garden hose"})
     proc = ingest({"id": "a", "title": "Cordless drill"})
     assert "pruned 1 products the catalog no longer lists" in proc.stdout
+    assert "1 of them already stored as they are: not encoded again" in proc.stdout
     assert "sync: 1 products" in proc.stdout
     proc = ingest({"id": "a", "title": "Cordless drill"}, {"title": "no id"})
     assert proc.returncode == 0 and "pruned" not in proc.stdout

@@ -113,12 +113,13 @@ def ingest(
         sys.stdout.write("\n")
         return
     out = Console(highlight=False)
-    unchanged = f", {report.unchanged} of them unchanged" if report.unchanged else ""
     out.print(
-        f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}{unchanged}"
+        f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
         f"  ({report.seconds:.1f} s incl. {report.index_seconds:.1f} s indexing, "
         f"{report.read / max(report.seconds, 1e-9):.0f} rows/s)"
     )
+    if report.unchanged:
+        out.print(f"{report.unchanged} of them already stored as they are: not encoded again")
     if prune and not report.not_pruned:
         out.print(f"pruned {report.pruned} products the catalog no longer lists")
     out.print(f"collection {report.collection}: {report.points_in_collection} products")
