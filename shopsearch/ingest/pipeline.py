@@ -147,7 +147,6 @@ class _Collection:
         self.bm25 = bm25  # None until the collection exists
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
-        self.existed = bm25 is not None  # it may hold some of the catalog already
         self.words: Counter[str] = Counter()
 
     @classmethod
@@ -207,7 +206,7 @@ class _Collection:
         self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
         ids = [point_id(p.id) for p in products]
         payloads = [p.payload() for p in products]
-        if self.existed:
+        if not self.created:  # an existing collection may hold some of these already
             stored = self.backend.payloads(ids)
             changed = [i for i, pid in enumerate(ids) if stored.get(pid) != payloads[i]]
             if not changed:
