@@ -225,3 +225,30 @@ def test_info_reports_the_encoder_and_vocabulary(demo_env):
     assert doc["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert doc["encoder"]["dimension"] == 384
     assert doc["vocabulary_words"] > 100  # the catalog's words, for typo tolerance
+
+
+def test_variants_of_one_product_are_one_result_unless_all_are_asked_for(demo_env, tmp_path):
+    env, _ = demo_env
+    sizes = ("6", "7", "8")
+    rows = [
+        {"id": f"drill-{v}", "title": f"Cordless drill, {v} V", "size": v, "parent_id": "drill"}
+        for v in sizes
+    ] + [{"id": "hose", "title": "Garden hose"}]
+    catalog = tmp_path / "shop.jsonl"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    where = ("-c", "variants")
+    run_cli("ingest", str(catalog), *where, "--rejects", str(tmp_path / "r"), env_extra=env)
+
+    doc = json.loads(run_cli("query", "drill", *where, "--json", env_extra=env).stdout)
+    first, second = doc["results"]
+    assert first["parent_id"] == "drill" and second["product_id"] == "hose"
+    assert sorted([first["product_id"], *first["other_variants"]]) == [
+        "drill-6",
+        "drill-7",
+        "drill-8",
+    ]
+    assert second["other_variants"] == []
+    every = run_cli("query", "drill", *where, "--all-variants", "--json", env_extra=env).stdout
+    assert len(json.loads(every)["results"]) == 4
+    table = run_cli("query", "drill", *where, env_extra={**env, "COLUMNS": "200"}).stdout
+    assert "(+2 variants)" in table

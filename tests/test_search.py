@@ -4,6 +4,7 @@ the real exported model."""
 import itertools
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
 from shopsearch.qdrant.backend import (
     FusionMethod,
+    Hit,
     ProductPoint,
     SearchMode,
     SearchRequest,
@@ -29,6 +31,7 @@ from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 from shopsearch.qdrant.server import ServerBackend
+from shopsearch.qdrant.variants import MAX_DEPTH, deeper_limit
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
@@ -476,3 +479,104 @@ def test_quantised_index_returns_full_precision_scores(tmp_path):
     pairs = zip(approx, exact, strict=True)
     overlap = np.mean([len({h.point_id for h in a} & {h.point_id for h in e}) for a, e in pairs])
     assert overlap >= 9.5, overlap
+
+
+SIZES = ("6", "7", "8", "9", "10", "11")
+
+
+@pytest.fixture(scope="module")
+def variant_backends(small_catalog, encoder, tmp_path_factory):
+    """The small catalog with its 40 women's shoes in six sizes each (one family per shoe,
+    sharing the shoe's id as parent_id): 320 products, 40 families of 6 and 80 singles."""
+    rows = pq.read_table(small_catalog).to_pylist()
+    shoes, rest = rows[:40], rows[40:]
+    variants = [
+        {
+            **shoe,
+            "id": f"{shoe['id']}-{size}",
+            "title": f"{shoe['title']}, size {size}",
+            "size": size,
+            "parent_id": shoe["id"],
+        }
+        for shoe in shoes
+        for size in SIZES
+    ]
+    tmp = tmp_path_factory.mktemp("variants")
+    path = tmp / "variants.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(variants + rest, schema=pq.read_schema(small_catalog)), path
+    )
+    backends = {
+        "edge": EdgeBackend(tmp / "products"),
+        "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
+    }
+    for backend in backends.values():
+        ingest(path, backend, encoder, tmp)
+    yield backends
+    for backend in backends.values():
+        backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_results_show_one_variant_per_family(variant_backends, encoder, backend_name):
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    query = Query("women's casual shoes")
+    every = search.search(query, SearchOptions(top_k=10, collapse_variants=False))
+    parents = [h.payload.get("parent_id") for h in every]
+    assert len(set(parents)) < len(parents)  # without collapsing, sizes crowd the page
+
+    hits = search.search(query, SearchOptions(top_k=10))
+    families = [h.payload.get("parent_id") or h.payload["product_id"] for h in hits]
+    assert len(hits) == 10 and len(set(families)) == 10  # searched deeper to fill the page
+    for hit in hits:
+        if "parent_id" not in hit.payload:
+            assert not hit.other_variants
+            continue
+        family = {f"{hit.payload['parent_id']}-{size}" for size in SIZES}
+        assert hit.payload["product_id"] in family
+        assert set(hit.other_variants) <= family - {hit.payload["product_id"]}
+    assert hits[0].payload["product_id"] == every[0].payload["product_id"]
+    top_family = [
+        h.payload["product_id"] for h in every if h.payload.get("parent_id") == families[0]
+    ]
+    assert hits[0].other_variants[: len(top_family) - 1] == tuple(top_family[1:])
+
+    # The filters pick the variant shown: the family's best match that passes them.
+    sized = search.search(Query("women's casual shoes", parse_filters(["size=9"])))
+    assert len(sized) == 10 and all(h.payload["size"] == "9" for h in sized)
+    assert all(not h.other_variants for h in sized)
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
+    variant_backends, encoder, backend_name
+):
+    """Exact dense scores do not depend on the search depth, so the collapsed page must equal
+    the first variant of each family down a long uncollapsed ranking."""
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    dense = SearchOptions(mode=SearchMode.DENSE, exact=True, payload_fields=["title"])
+    for text in ("black boots", "gold ring", "canvas sneakers"):
+        long = search.search(Query(text), replace(dense, top_k=320, collapse_variants=False))
+        first: dict[str, str] = {}
+        for h in long:
+            first.setdefault(h.payload.get("parent_id") or h.point_id, h.point_id)
+        page = search.search(Query(text), replace(dense, top_k=12))
+        assert [h.point_id for h in page] == list(first.values())[:12], text
+        assert all({"product_id", "parent_id"} <= set(h.payload) for h in page if h.other_variants)
+
+
+def test_a_deeper_search_extrapolates_the_variants_per_family():
+    def hits(families, per_family):
+        return [
+            Hit(f"{f}-{v}", 1.0, {"parent_id": str(f)})
+            for f in range(families)
+            for v in range(per_family)
+        ]
+
+    assert deeper_limit(10, hits(10, 1), top_k=10) is None  # the page is full
+    assert deeper_limit(10, hits(3, 2), top_k=10) is None  # the catalog had only 6 hits
+    assert deeper_limit(10, hits(2, 5), top_k=10) == 150  # 5 a family: 3 x 5 x 10
+    assert deeper_limit(40, hits(20, 2), top_k=30) == 180
+    assert deeper_limit(40, hits(39, 1) + hits(1, 1), top_k=41) == 160  # at least 4x
+    assert deeper_limit(300, hits(30, 10), top_k=100) == MAX_DEPTH
+    assert deeper_limit(MAX_DEPTH, hits(100, 10), top_k=101) is None

@@ -44,6 +44,14 @@ def query(
         bool, typer.Option("--exact", help="Exact (brute force) dense search.")
     ] = False,
     fix_typos: opt.FixTypos = True,
+    all_variants: Annotated[
+        bool,
+        typer.Option(
+            "--all-variants",
+            help="List every variant of a product family (same parent_id), not only the "
+            "best match of each.",
+        ),
+    ] = False,
     batch: Annotated[
         Path | None,
         typer.Option("--batch", help='JSONL of {"query_id", "query", "filters"?} to run.'),
@@ -72,6 +80,7 @@ def query(
         candidates=candidates,
         exact=exact,
         fix_typos=fix_typos,
+        collapse_variants=not all_variants,
         payload_fields=["product_id"] if batch else None,
     )
     queries = (
@@ -103,7 +112,10 @@ def query(
             "filters": filters or [],
             "mode": mode.value,
             "fusion": fusion.value if mode is SearchMode.HYBRID else None,
-            "results": [{"score": h.score, **h.payload} for h in hits],
+            "results": [
+                {"score": h.score, **h.payload, "other_variants": list(h.other_variants)}
+                for h in hits
+            ],
         }
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

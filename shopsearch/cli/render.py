@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from shopsearch.qdrant.backend import Hit, SearchMode
 
@@ -40,8 +41,11 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
         table.add_column(name, **ATTRIBUTE_COLUMNS[name])
     table.add_column("score", justify="right")
     for rank, (hit, row) in enumerate(zip(hits, cells, strict=True), start=1):
-        title = hit.payload.get("title", hit.payload.get("product_id", hit.point_id))
-        table.add_row(str(rank), str(title), *(row[name] for name in shown), f"{hit.score:.4f}")
+        title = Text(str(hit.payload.get("title", hit.payload.get("product_id", hit.point_id))))
+        if hit.other_variants:
+            more = len(hit.other_variants)
+            title.append(f" (+{more} variant{'s' if more > 1 else ''})", style="dim")
+        table.add_row(str(rank), title, *(row[name] for name in shown), f"{hit.score:.4f}")
     captions = []
     if searched != query:
         captions.append(f"showing results for {searched!r}: --no-fix-typos searches {query!r}")

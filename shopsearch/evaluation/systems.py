@@ -38,7 +38,8 @@ def search_system(
     on_chunk: Callable[[int], None] | None = None,
 ) -> System:
     """Full-corpus (and re-rank) runs of every judged query; payloads seen are collected."""
-    full_options = replace(options, payload_fields=PAYLOAD_FIELDS)
+    # Judgments grade products, not families: every variant keeps its own rank.
+    full_options = replace(options, payload_fields=PAYLOAD_FIELDS, collapse_variants=False)
     queries = [Query(q.text, (), query_id=qid) for qid, q in judgments.queries.items()]
     full = {
         r.query_id: r

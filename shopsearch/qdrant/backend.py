@@ -103,6 +103,9 @@ class Hit:
     point_id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
+    # Product ids of the same family's other variants, when results are collapsed to one per
+    # family (shopsearch.qdrant.variants).
+    other_variants: tuple[str, ...] = ()
 
 
 # RRF's k: Qdrant server's default; both backends set it explicitly so they agree.

@@ -7,7 +7,7 @@ encoder is acceptable, so a query can never silently mix embedding spaces.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
@@ -23,6 +23,7 @@ from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
 from shopsearch.qdrant.spelling import TypoCorrector
+from shopsearch.qdrant.variants import FAMILY_FIELDS, collapse, deeper_limit
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class SearchOptions:
     exact: bool = False
     hnsw_ef: int | None = None
     fix_typos: bool = True  # a no-op on collections ingested without a vocabulary
+    # One result per parent_id (shopsearch.qdrant.variants); a no-op on catalogs without one.
+    collapse_variants: bool = True
     payload_fields: list[str] | None = field(default=None)  # None: the whole payload
 
     def __post_init__(self) -> None:
@@ -92,6 +95,11 @@ class ProductSearch:
             if self.encoder is None:
                 raise UsageError(f"--mode {options.mode.value} needs an encoder")
             dense = self.encoder.encode_queries(texts)
+        payload: bool | list[str] = True
+        if options.payload_fields is not None:
+            payload = list(options.payload_fields)
+            if options.collapse_variants:
+                payload += [f for f in FAMILY_FIELDS if f not in payload]
         requests = []
         for i, q in enumerate(queries):
             sparse = None
@@ -109,12 +117,35 @@ class ProductSearch:
                     candidates=max(options.candidates, options.top_k),
                     exact=options.exact,
                     hnsw_ef=options.hnsw_ef,
-                    with_payload=options.payload_fields
-                    if options.payload_fields is not None
-                    else True,
+                    with_payload=payload,
                 )
             )
-        return self.backend.search_batch(requests)
+        results = self.backend.search_batch(requests)
+        if not options.collapse_variants:
+            return results
+        return self._one_per_family(requests, results, options.top_k)
+
+    def _one_per_family(
+        self, requests: list[SearchRequest], results: list[list[Hit]], top_k: int
+    ) -> list[list[Hit]]:
+        """Collapse each query's hits to families, searching deeper (a longer fused list from
+        deeper prefetches) the queries whose hits held fewer than `top_k` families."""
+        results = list(results)
+        pending = list(range(len(requests)))
+        while pending:
+            deeper: dict[int, SearchRequest] = {}
+            for i in pending:
+                limit = deeper_limit(requests[i].limit, results[i], top_k)
+                if limit is not None:
+                    candidates = max(requests[i].candidates, limit)
+                    deeper[i] = replace(requests[i], limit=limit, candidates=candidates)
+            if deeper:
+                for i, hits in zip(
+                    deeper, self.backend.search_batch(list(deeper.values())), strict=True
+                ):
+                    requests[i], results[i] = deeper[i], hits
+            pending = list(deeper)
+        return [collapse(hits, top_k) for hits in results]
 
 
 def searched_text(typos: TypoCorrector, query: Query, options: SearchOptions) -> str:
