@@ -580,3 +580,25 @@ def test_a_deeper_search_extrapolates_the_variants_per_family():
     assert deeper_limit(40, hits(39, 1) + hits(1, 1), top_k=41) == 160  # at least 4x
     assert deeper_limit(300, hits(30, 10), top_k=100) == MAX_DEPTH
     assert deeper_limit(MAX_DEPTH, hits(100, 10), top_k=101) is None
+
+
+def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, server, encoder):
+    """Weighted RRF (Qdrant's formula on both engines): a large BM25 weight gives BM25's own
+    top hit the first place, and both backends fuse the same way."""
+    weighted = SearchOptions(mode=SearchMode.HYBRID, top_k=10, bm25_weight=3.0)
+    bm25 = SearchOptions(mode=SearchMode.BM25, top_k=1)
+    moved = 0
+    for text in TIE_FREE_QUERIES:
+        a = ProductSearch(edge, encoder).search(Query(text), weighted)
+        b = ProductSearch(server, encoder).search(Query(text), weighted)
+        assert _ranking(a) == _ranking(b), text
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+        plain = ProductSearch(edge, encoder).search(Query(text), replace(weighted, bm25_weight=1))
+        moved += _ranking(plain) != _ranking(a)
+        top = ProductSearch(edge, encoder).search(Query(text), replace(weighted, bm25_weight=100))
+        assert top[0].point_id == ProductSearch(edge, encoder).search(Query(text), bm25)[0].point_id
+    assert moved  # the weight changed some ranking
+    with pytest.raises(UsageError, match="--fusion rrf"):
+        SearchOptions(fusion=FusionMethod.DBSF, bm25_weight=3.0)
+    with pytest.raises(UsageError, match="above 0"):
+        SearchOptions(bm25_weight=0.0)

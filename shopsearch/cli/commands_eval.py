@@ -58,6 +58,7 @@ def evaluate(
     fusion: Annotated[FusionMethod, typer.Option("--fusion", help="rrf or dbsf.")] = (
         FusionMethod.RRF
     ),
+    bm25_weight: opt.Bm25Weight = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 100,
     candidates: Annotated[
         int, typer.Option("--candidates", min=1, help="Per-retriever depth before fusion.")
@@ -152,7 +153,12 @@ def evaluate(
         from shopsearch.qdrant.search import SearchOptions
 
         searched = SearchOptions(
-            fusion=fusion, top_k=top_k, candidates=candidates, exact=exact, fix_typos=fix_typos
+            fusion=fusion,
+            bm25_weight=bm25_weight,
+            top_k=top_k,
+            candidates=candidates,
+            exact=exact,
+            fix_typos=fix_typos,
         )
         systems += _search_systems(
             judged,

@@ -53,6 +53,13 @@ Threads = Annotated[
     int | None, typer.Option("--threads", help="Encoder threads [default: all cores].", min=1)
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Bm25Weight = Annotated[
+    float,
+    typer.Option(
+        "--bm25-weight",
+        help="RRF: weight of the BM25 list against the dense list's 1.",
+    ),
+]
 FixTypos = Annotated[
     bool,
     typer.Option(

@@ -25,6 +25,8 @@ def system_name(options: SearchOptions) -> str:
     name = options.mode.value
     if options.mode is SearchMode.HYBRID:
         name += f"-{options.fusion.value}"
+        if options.bm25_weight != 1.0:
+            name += f"-bm25x{options.bm25_weight:g}"
     return name
 
 

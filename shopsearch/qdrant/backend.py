@@ -91,6 +91,7 @@ class SearchRequest:
     conditions: Sequence[Condition] = ()
     mode: SearchMode = SearchMode.HYBRID
     fusion: FusionMethod = FusionMethod.RRF
+    bm25_weight: float = 1.0  # RRF only: BM25's weight against the dense list's 1
     limit: int = 10
     candidates: int = 100  # per-retriever prefetch depth before fusion
     exact: bool = False
@@ -110,6 +111,13 @@ class Hit:
 
 # RRF's k: Qdrant server's default; both backends set it explicitly so they agree.
 RRF_K = 2
+
+
+def rrf_weights(bm25_weight: float) -> list[float] | None:
+    """Qdrant's weights for the (dense, BM25) prefetches; None (unweighted RRF, which every
+    Qdrant version accepts) at equal weights. A weight w divides a list's ranks: a hit's
+    share is 1 / ((rank + 1) / w + k - 1)."""
+    return None if bm25_weight == 1.0 else [1.0, bm25_weight]
 
 
 class Backend(Protocol):

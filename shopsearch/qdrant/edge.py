@@ -33,6 +33,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
 from shopsearch.qdrant.schema import (
@@ -284,7 +285,10 @@ def _query_request(req: SearchRequest) -> qe.QueryRequest:
         return qe.QueryRequest(query=_dense(req), params=params, filter=flt, **common)
     if req.mode is SearchMode.BM25:
         return qe.QueryRequest(query=_sparse(req.sparse), filter=flt, **common)
-    fusion = qe.Fusion.Rrf(k=RRF_K) if req.fusion is FusionMethod.RRF else qe.Fusion.Dbsf()
+    if req.fusion is FusionMethod.RRF:
+        fusion = qe.Fusion.Rrf(k=RRF_K, weights=rrf_weights(req.bm25_weight))
+    else:
+        fusion = qe.Fusion.Dbsf()
     prefetches = [
         qe.Prefetch(limit=req.candidates, query=_dense(req), params=params, filter=flt),
         qe.Prefetch(limit=req.candidates, query=_sparse(req.sparse), filter=flt),

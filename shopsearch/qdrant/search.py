@@ -41,6 +41,7 @@ class Query:
 class SearchOptions:
     mode: SearchMode = SearchMode.HYBRID
     fusion: FusionMethod = FusionMethod.RRF
+    bm25_weight: float = 1.0  # RRF's weight of the BM25 list (the dense list's is 1)
     top_k: int = 10
     candidates: int = 100
     exact: bool = False
@@ -55,6 +56,10 @@ class SearchOptions:
             raise UsageError(f"--top-k must be at least 1 (got {self.top_k})")
         if self.candidates < 1:
             raise UsageError(f"candidates must be at least 1 (got {self.candidates})")
+        if not self.bm25_weight > 0:
+            raise UsageError(f"--bm25-weight must be above 0 (got {self.bm25_weight})")
+        if self.bm25_weight != 1.0 and self.fusion is not FusionMethod.RRF:
+            raise UsageError("--bm25-weight weighs RRF's lists: it goes with --fusion rrf")
 
 
 class ProductSearch:
@@ -113,6 +118,7 @@ class ProductSearch:
                     conditions=q.conditions,
                     mode=options.mode,
                     fusion=options.fusion,
+                    bm25_weight=options.bm25_weight,
                     limit=options.top_k,
                     candidates=max(options.candidates, options.top_k),
                     exact=options.exact,

@@ -14,7 +14,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from shopsearch.errors import CollectionError
+from shopsearch.errors import CollectionError, UsageError
 from shopsearch.qdrant.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
@@ -26,6 +26,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
 from shopsearch.qdrant.schema import (
@@ -212,7 +213,13 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
             query=_sparse(req.sparse), using=SPARSE_VECTOR, filter=flt, **common
         )
     if req.fusion is FusionMethod.RRF:
-        fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+        weights = rrf_weights(req.bm25_weight)
+        if weights is None:
+            fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
+        elif "weights" in models.Rrf.model_fields:
+            fusion = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=weights))
+        else:  # weighted RRF came with Qdrant 1.17, server and client
+            raise UsageError("--bm25-weight needs qdrant-client and a Qdrant server >= 1.17")
     else:
         fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
     prefetch = [
