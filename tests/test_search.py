@@ -31,7 +31,7 @@ from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 from shopsearch.qdrant.server import ServerBackend
-from shopsearch.qdrant.variants import MAX_DEPTH, deeper_limit
+from shopsearch.qdrant.variants import MAX_DEPTH, collapse, deeper_limit
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
@@ -602,3 +602,12 @@ def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, serve
         SearchOptions(fusion=FusionMethod.DBSF, bm25_weight=3.0)
     with pytest.raises(UsageError, match="above 0"):
         SearchOptions(bm25_weight=0.0)
+
+
+def test_a_parent_listed_as_a_product_is_one_family_with_its_variants():
+    parent = Hit("p1", 0.9, {"product_id": "drill"})
+    variant = Hit("p2", 0.8, {"product_id": "drill-18v", "parent_id": "drill"})
+    other = Hit("p3", 0.7, {"product_id": "hose"})
+    page = collapse([parent, variant, other], top_k=10)
+    assert [h.point_id for h in page] == ["p1", "p3"]
+    assert page[0].other_variants == ("drill-18v",) and page[1].other_variants == ()

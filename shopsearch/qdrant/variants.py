@@ -23,9 +23,10 @@ FAMILY_FIELDS = ("product_id", "parent_id")
 
 
 def family(hit: Hit) -> str:
-    """The variant group a hit belongs to; a product without a parent is its own family."""
-    parent = hit.payload.get("parent_id")
-    return f"parent:{parent}" if parent else f"point:{hit.point_id}"
+    """The variant group a hit belongs to: its parent_id, or else its own product id, so that
+    a catalog listing the parent as a product of its own keeps it with its variants."""
+    payload = hit.payload
+    return str(payload.get("parent_id") or payload.get("product_id") or hit.point_id)
 
 
 def collapse(hits: Sequence[Hit], top_k: int) -> list[Hit]:
