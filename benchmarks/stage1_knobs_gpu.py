@@ -3,9 +3,10 @@
 On the 2-core CPU a stage-1 arm of `train_homedepot.py` takes 5-16 min, so the ablation can
 afford a handful of settings; on one H100 an arm takes 10-60 s. This script trains stage 1
 with many settings (positive threshold, hard negatives, epochs, batch, learning rate, max
-length, temperature, masks, second-round mining, seeds, pseudo-queries cut from titles) and
-scores each on Home Depot dev. Without a GPU it runs on the CPU (bf16 autocast where the
-hardware has it): 12-19 min an arm on 2 cores, and 5 min of mining.
+length, temperature, masks, second-round mining, seeds, pseudo-queries cut from titles,
+distillation of a BM25 or BM25 + base-model teacher) and scores each on Home Depot dev.
+Without a GPU it runs on the CPU (bf16 autocast where the hardware has it): 12-19 min an arm
+on 2 cores, and 5 min of mining.
 
 It is a direction finder, not the ablation: a plain torch loop (AdamW, 10% linear warm-up
 then linear decay, bf16 autocast, batches with no repeated query or product) with MNRL's
@@ -14,8 +15,12 @@ the 54,667 titles with the protocol's metrics (full-corpus nDCG@10 and Recall@10
 int8 or Qdrant, so figures sit within ~0.005 of the ablation's. Settings worth adopting go
 through `train_homedepot.py`, whose figures are the ones reported.
 
-    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask|synthetic [--data DIR]
-        [--model DIR] [--out FILE] [--only NAME ...] [--quick]
+    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask|synthetic|distill
+        [--data DIR] [--model DIR] [--bm25 FILE] [--out FILE] [--only NAME ...] [--quick]
+
+--bm25 takes the lists `benchmarks/bm25_lists.py` writes (the GPU image has no Qdrant): the
+set `distill` needs them, and with them every setting is also scored fused with BM25 (DBSF,
+offline, queries as typed).
 
 Needs torch and sentence-transformers (the train extra), not datasets, onnxruntime or Qdrant,
 so it runs on the device tool's stock image: copy the three Home Depot files and the base
@@ -23,7 +28,8 @@ model (fp16 weights keep it under the transfer limit) into an ignored folder, ca
 --data and --model there, and run from the repository root with `PYTHONPATH=.` (the package
 is not installed there). --quick trains on 300 queries over a 2,000-product catalog (a smoke
 run whose numbers mean nothing). Results: one line per setting, and --out (JSON).
-Measured on 2026-11-22 (thirteenth and fifteenth sessions): benchmarks/RESULTS.md section 6.
+Measured on 2026-11-22 and 11-23 (thirteenth, fifteenth and twenty-second sessions):
+benchmarks/RESULTS.md section 6.
 """
 
 from __future__ import annotations
@@ -80,6 +86,12 @@ class Knobs:
     keep: bool = False  # keep the trained model to mine with (mined_by)
     seed: int = 42
     synthetic: int = 0  # extra pairs: a pseudo-query cut from a random product's title
+    distill: float = 0.0  # weight of a listwise KL term towards a lexical teacher (--bm25)
+    teacher: str = "bm25"  # "bm25", or "fused": BM25 + the base model, z-scores summed
+    distill_k: int = 30  # the teacher's list per query: its top k (fused: both retrievers')
+    distill_n: int = 16  # candidates drawn from that list per query and step
+    teacher_temperature: float = 0.5  # on the teacher's z-scores
+    bm25_miss_weight: float = 1.0  # weight of a pair whose positive is not in BM25's top 10
 
 
 EXCLUDE_2 = {"exclude_from": 2.0}
@@ -127,6 +139,21 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "base": {},
         "syn16k": {"synthetic": 16_000},
     },
+    "distill": {
+        "base": {},
+        "bm25_l1": {"distill": 1.0},
+        "bm25_l3": {"distill": 3.0},
+        "bm25_l1_t025": {"distill": 1.0, "teacher_temperature": 0.25},
+        "fused_l1": {"distill": 1.0, "teacher": "fused"},
+        "fused_l3": {"distill": 3.0, "teacher": "fused"},
+        "base_s7": {"seed": 7},
+        "bm25_l1_s7": {"distill": 1.0, "seed": 7},
+        "base_s13": {"seed": 13},
+        "bm25_l1_s13": {"distill": 1.0, "seed": 13},
+        "miss2": {"bm25_miss_weight": 2.0},
+        "miss2_s7": {"bm25_miss_weight": 2.0, "seed": 7},
+        "miss2_s13": {"bm25_miss_weight": 2.0, "seed": 13},
+    },
     "mask": {
         "fn_s42": {"margin": -0.1},
         "fn_s7": {"margin": -0.1, "seed": 7},
@@ -139,6 +166,7 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
 
 @dataclass
 class Pair:
+    qid: str
     query: str
     product: int
     negatives: list[int]
@@ -149,14 +177,33 @@ class Pair:
 class HomeDepot:
     """Titles, train and dev judgments as query -> {product index: relevance}."""
 
-    def __init__(self, data: Path, quick: bool) -> None:
+    def __init__(self, data: Path, quick: bool, bm25: Path | None = None) -> None:
         texts = load_product_texts(data / "products.parquet", {"id": "product_uid"})
         self.ids = list(texts)
         self.titles = [texts[i] for i in self.ids]
         self.train = self._queries(data / "judgments-train.parquet")
         self.dev = self._queries(data / "judgments-dev.parquet")
+        self.bm25: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        if bm25 is not None:
+            self._load_bm25(bm25)
         if quick:
             self._shrink(300, 50, 2000)
+
+    def _load_bm25(self, path: Path) -> None:
+        """BM25's top 100 (indices into the titles, scores) per train and dev query."""
+        lists = np.load(path)
+        index = {pid: i for i, pid in enumerate(self.ids)}
+        local = np.array([index.get(str(u), -1) for u in lists["product_uid"]] + [-1])
+        for split in ("train", "dev"):
+            self.bm25[split] = {
+                str(q): (local[i][i >= 0], s[i >= 0])
+                for q, i, s in zip(
+                    lists[f"{split}_qid"],
+                    lists[f"{split}_idx"],
+                    lists[f"{split}_score"],
+                    strict=True,
+                )
+            }
 
     def _queries(self, path: Path) -> dict[str, tuple[str, dict[int, float]]]:
         index = {pid: i for i, pid in enumerate(self.ids)}
@@ -180,6 +227,11 @@ class HomeDepot:
         for split in (self.train, self.dev):
             for qid, (query, judged_rels) in split.items():
                 split[qid] = (query, {new[p]: r for p, r in judged_rels.items()})
+        remap = np.array([new.get(i, -1) for i in range(max(new) + 1)] + [-1])
+        for lists in self.bm25.values():
+            for qid, (idx, scores) in lists.items():
+                kept = remap[np.minimum(idx, len(remap) - 1)]
+                lists[qid] = (kept[kept >= 0], scores[kept >= 0])
 
 
 def load_model(path: str, max_length: int, device: str) -> Any:
@@ -191,9 +243,36 @@ def load_model(path: str, max_length: int, device: str) -> Any:
 
 
 def evaluate(model: Any, data: HomeDepot) -> dict[str, float]:
-    """Dense full-corpus nDCG@10 and Recall@100 over the dev queries, exact search."""
+    """Dense full-corpus nDCG@10 and Recall@100 over the dev queries, exact search; with
+    --bm25, the same fused with BM25's top 100 (DBSF, offline)."""
     queries = list(data.dev.values())
-    ranked = model_top_k(model, [q for q, _ in queries], data.titles, 100, batch_size=512)
+    docs = model.encode(data.titles, batch_size=512, normalize_embeddings=True)
+    qs = model.encode([q for q, _ in queries], batch_size=512, normalize_embeddings=True)
+    sims = qs @ docs.T
+    dense = [np.argsort(-row)[:100] for row in sims]
+    out = {f"dense_{k}": v for k, v in score(dense, queries).items()}
+    if data.bm25:
+        fused = []
+        for row, top, qid in zip(sims, dense, data.dev, strict=True):
+            idx, bm = data.bm25["dev"].get(qid, (np.zeros(0, int), np.zeros(0)))
+            total: dict[int, float] = {}
+            for ids, values in ((top, row[top]), (idx, bm)):
+                for i, v in zip(ids, dbsf(values), strict=True):
+                    total[int(i)] = total.get(int(i), 0.0) + v
+            fused.append(np.array(sorted(total, key=total.__getitem__, reverse=True)[:100]))
+        out |= {f"fused_{k}": v for k, v in score(fused, queries).items()}
+    return out
+
+
+def dbsf(values: np.ndarray) -> np.ndarray:
+    """Qdrant's distribution-based score fusion: mean +- 3 sigma mapped to [0, 1]."""
+    if len(values) == 0:
+        return values
+    lo, hi = values.mean() - 3 * values.std(), values.mean() + 3 * values.std()
+    return np.clip((values - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+
+
+def score(ranked: list[np.ndarray], queries: list) -> dict[str, float]:
     ndcgs, recalls = [], []
     for (_, judged), top in zip(queries, ranked, strict=True):
         gains = {p: PROTOCOL.gain(r) for p, r in judged.items()}
@@ -208,6 +287,32 @@ def evaluate(model: Any, data: HomeDepot) -> dict[str, float]:
     return {"ndcg10": float(np.mean(ndcgs)), "r100": float(np.mean(recalls))}
 
 
+def teacher_lists(
+    knobs: Knobs, data: HomeDepot, base: tuple[np.ndarray, dict[str, np.ndarray]] | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train query id -> (candidate indices, teacher logits): BM25's top k, or for "fused"
+    the union of BM25's and the base model's top k scored by the sum of both z-scores."""
+    out = {}
+    for qid, (idx, scores) in data.bm25["train"].items():
+        if qid not in data.train or len(idx) < 2:
+            continue
+        idx, scores = idx[: knobs.distill_k], scores[: knobs.distill_k].astype(np.float32)
+        if knobs.teacher == "fused":
+            assert base is not None
+            docs, queries = base
+            sims = docs @ queries[qid]
+            dense_top = np.argsort(-sims)[: knobs.distill_k]
+            bm = dict(zip(idx.tolist(), scores.tolist(), strict=True))
+            idx = np.array(sorted(set(idx.tolist()) | set(dense_top.tolist())))
+            scores = zscore(np.array([bm.get(i, 0.0) for i in idx])) + zscore(sims[idx])
+        out[qid] = (idx, zscore(scores) / knobs.teacher_temperature)
+    return out
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / max(float(values.std()), 1e-6)
+
+
 def mine(model: Any, data: HomeDepot) -> dict[str, list[int]]:
     """Query id -> the model's top 110 products (settings filter and cut them)."""
     qids = list(data.train)
@@ -218,6 +323,9 @@ def mine(model: Any, data: HomeDepot) -> dict[str, list[int]]:
 def pairs(knobs: Knobs, data: HomeDepot, mined: dict[str, list[int]] | None) -> list[Pair]:
     rng = random.Random(knobs.seed)
     exclude_from = knobs.threshold if knobs.exclude_from is None else knobs.exclude_from
+    lexical_top10 = {
+        q: set(idx[:10].tolist()) for q, (idx, _) in data.bm25.get("train", {}).items()
+    }
     out = []
     for qid, (query, judged) in data.train.items():
         positives = [p for p, r in judged.items() if r >= knobs.threshold]
@@ -236,10 +344,13 @@ def pairs(knobs: Knobs, data: HomeDepot, mined: dict[str, list[int]] | None) -> 
             while len(negatives) < knobs.negatives:
                 negatives.append(rng.randrange(len(data.titles)))
             weight = PROTOCOL.gain(judged[p]) if knobs.weighted else 1.0
-            out.append(Pair(query, p, negatives, weight, frozenset(positives)))
+            if knobs.bm25_miss_weight != 1.0 and p not in lexical_top10.get(qid, ()):
+                weight *= knobs.bm25_miss_weight
+            out.append(Pair(qid, query, p, negatives, weight, frozenset(positives)))
     for p in rng.sample(range(len(data.titles)), min(knobs.synthetic, len(data.titles))):
         negatives = [rng.randrange(len(data.titles)) for _ in range(knobs.negatives)]
-        out.append(Pair(pseudo_query(data.titles[p], rng), p, negatives, 1.0, frozenset([p])))
+        query = pseudo_query(data.titles[p], rng)
+        out.append(Pair("", query, p, negatives, 1.0, frozenset([p])))
     return out
 
 
@@ -290,10 +401,16 @@ def batches(rows: list[Pair], size: int, rng: random.Random, steps: int) -> list
 
 
 def train(
-    knobs: Knobs, data: HomeDepot, model_path: str, mined: dict | None, device: str
+    knobs: Knobs,
+    data: HomeDepot,
+    model_path: str,
+    mined: dict | None,
+    device: str,
+    teacher: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[Any, float]:
     """The trained model and the mean fraction of the score matrix the margin mask hid."""
     torch.manual_seed(knobs.seed)
+    draw = random.Random(knobs.seed + 1)
     model = load_model(model_path, knobs.max_length, device)
     rows = pairs(knobs, data, mined)
     total = int(len(rows) // knobs.batch_size * knobs.epochs)
@@ -328,6 +445,8 @@ def train(
                 scores, labels, identity, knobs.temperature, margin
             )
             masked += margin_mask.float().mean().item() / max(1, total)
+        if knobs.distill and teacher:
+            loss = loss + knobs.distill * distillation(knobs, batch, q, teacher, data, model, draw)
         if knobs.symmetric:
             back = d[: len(batch)] @ q.T / knobs.temperature
             loss = loss + knobs.symmetric * F.cross_entropy(back, labels)
@@ -337,6 +456,39 @@ def train(
         schedule.step()
     model.eval()
     return model, masked
+
+
+def distillation(
+    knobs: Knobs,
+    batch: list[Pair],
+    q: torch.Tensor,
+    teacher: dict[str, tuple[np.ndarray, np.ndarray]],
+    data: HomeDepot,
+    model: Any,
+    draw: random.Random,
+) -> torch.Tensor:
+    """KL(teacher || student) over `distill_n` of each query's teacher candidates."""
+    rows = [i for i, b in enumerate(batch) if b.qid in teacher]
+    picks, targets = [], []
+    for i in rows:
+        idx, logits = teacher[batch[i].qid]
+        chosen = sorted(draw.sample(range(len(idx)), min(knobs.distill_n, len(idx))))
+        picks.append(idx[chosen])
+        targets.append(torch.tensor(logits[chosen], dtype=torch.float32))
+    if not rows:
+        return q.sum() * 0.0
+    device = q.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(TrainConfig())):
+        d = embed(model, [data.titles[int(j)] for p in picks for j in p], device.type)
+    loss = q.new_zeros(())
+    start = 0
+    for i, p, target in zip(rows, picks, targets, strict=True):
+        student = d[start : start + len(p)] @ q[i] / knobs.temperature
+        start += len(p)
+        loss = loss + F.kl_div(
+            F.log_softmax(student, 0), F.softmax(target.to(device), 0), reduction="sum"
+        )
+    return loss / len(rows)
 
 
 def embed(model: Any, texts: list[str], device: str) -> torch.Tensor:
@@ -353,20 +505,44 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="base model dir (default: resolved)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--bm25",
+        type=Path,
+        default=None,
+        help="BM25 top 100 per train and dev query (benchmarks/bm25_lists.py): the set "
+        "distill's teacher, and fused figures",
+    )
     args = parser.parse_args()
     if args.model is None:
         from shopsearch.encoders import resolve_base_model
 
         args.model = str(resolve_base_model(None))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = HomeDepot(args.data, args.quick)
+    data = HomeDepot(args.data, args.quick, args.bm25)
     settings = {
         name: Knobs(**values)
         for name, values in SETS[args.set].items()
         if not args.only or name in args.only
     }
     start = time.perf_counter()
-    mined = {"base": mine(load_model(args.model, 32, device), data)}
+    base_model = load_model(args.model, 32, device)
+    mined = {"base": mine(base_model, data)}
+    base = None
+    if any(k.distill and k.teacher == "fused" for k in settings.values()):
+        base = (
+            base_model.encode(data.titles, batch_size=512, normalize_embeddings=True),
+            dict(
+                zip(
+                    data.train,
+                    base_model.encode(
+                        [q for q, _ in data.train.values()],
+                        batch_size=512,
+                        normalize_embeddings=True,
+                    ),
+                    strict=True,
+                )
+            ),
+        )
     print(
         f"{len(data.train)} train queries mined in {time.perf_counter() - start:.0f} s", flush=True
     )
@@ -376,7 +552,8 @@ def main() -> int:
         if knobs.mined_by not in mined and knobs.mined_by != "none":
             mined[knobs.mined_by] = mine(kept[knobs.mined_by], data)
         start = time.perf_counter()
-        model, masked = train(knobs, data, args.model, mined.get(knobs.mined_by), device)
+        teacher = teacher_lists(knobs, data, base) if knobs.distill else None
+        model, masked = train(knobs, data, args.model, mined.get(knobs.mined_by), device, teacher)
         seconds = time.perf_counter() - start
         results[name] = {
             **evaluate(model, data),
@@ -386,7 +563,7 @@ def main() -> int:
         }
         if knobs.keep:
             kept[name] = model
-        figures = {k: results[name][k] for k in ("ndcg10", "r100", "train_s", "margin_masked")}
+        figures = {k: v for k, v in results[name].items() if k != "knobs"}
         print(name, json.dumps(figures), flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))

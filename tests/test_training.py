@@ -128,6 +128,17 @@ def test_mining_excludes_judged_positives(tiny: dict[str, Path], method: str) ->
         assert 5 in model_top_k(model, [own], [texts[i] for i in ids], 3)[0].tolist()
 
 
+def test_bm25_index_scores_rank_its_top_k() -> None:
+    index = Bm25Index(["cordless drill", "drill bit set", "garden hose", "hose reel cart"])
+    scores = index.scores("drill hose")
+    assert scores.shape == (4,) and (scores > 0).all()
+    assert index.scores("ladder").tolist() == [0.0, 0.0, 0.0, 0.0]
+    # A shorter title carries more of the query's weight per word (length normalisation).
+    assert scores[0] > scores[1] and scores[2] > scores[3]
+    top = index.top_k("drill hose", 3).tolist()
+    assert top == sorted(range(4), key=lambda i: -scores[i])[:3]
+
+
 @needs_homedepot
 def test_stage2_groups_variable_size(tiny: dict[str, Path]) -> None:
     judgments = load_judgments(tiny["judgments"], parse_grade_map(None))

@@ -310,13 +310,18 @@ class Bm25Index:
             for t, (d, _) in self._postings.items()
         }
 
-    def top_k(self, query: str, k: int) -> np.ndarray:
-        """Indices of the k best documents (fewer when fewer match), best first."""
+    def scores(self, query: str) -> np.ndarray:
+        """The query's BM25 score for every document (0 where no token matches)."""
         scores = np.zeros(self._n, dtype=np.float32)
         for token in set(self._model.embed_query(query).indices):
             if token in self._postings:
                 docs, weights = self._postings[token]
                 scores[docs] += self._idf[token] * weights
+        return scores
+
+    def top_k(self, query: str, k: int) -> np.ndarray:
+        """Indices of the k best documents (fewer when fewer match), best first."""
+        scores = self.scores(query)
         matched = np.flatnonzero(scores > 0)
         if matched.size > k:
             matched = matched[np.argpartition(-scores[matched], k - 1)[:k]]
