@@ -92,6 +92,7 @@ class Knobs:
     distill_n: int = 16  # candidates drawn from that list per query and step
     teacher_temperature: float = 0.5  # on the teacher's z-scores
     bm25_miss_weight: float = 1.0  # weight of a pair whose positive is not in BM25's top 10
+    bm25_negatives: int = 0  # more negatives a pair, from BM25's top 50 (--bm25)
 
 
 EXCLUDE_2 = {"exclude_from": 2.0}
@@ -153,6 +154,12 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "miss2": {"bm25_miss_weight": 2.0},
         "miss2_s7": {"bm25_miss_weight": 2.0, "seed": 7},
         "miss2_s13": {"bm25_miss_weight": 2.0, "seed": 13},
+        "lexneg": {"bm25_negatives": 1},
+        "lexneg_s7": {"bm25_negatives": 1, "seed": 7},
+        "lexneg_s13": {"bm25_negatives": 1, "seed": 13},
+        "lexonly": {"bm25_negatives": 1, "negatives": 0},
+        "lexonly_s7": {"bm25_negatives": 1, "negatives": 0, "seed": 7},
+        "lexonly_s13": {"bm25_negatives": 1, "negatives": 0, "seed": 13},
     },
     "mask": {
         "fn_s42": {"margin": -0.1},
@@ -336,6 +343,11 @@ def pairs(knobs: Knobs, data: HomeDepot, mined: dict[str, list[int]] | None) -> 
             for i in (mined or {}).get(qid, [])
             if i not in excluded and data.titles[i] not in excluded_titles
         ][knobs.skip_top : knobs.skip_top + knobs.top_k]
+        lexical = [
+            int(i)
+            for i in data.bm25.get("train", {}).get(qid, ([], []))[0]
+            if i not in excluded and data.titles[i] not in excluded_titles
+        ][:50]
         below = knobs.judged_negatives_below
         judged_bad = [p for p, r in judged.items() if below is not None and r < below]
         for p in positives:
@@ -343,6 +355,7 @@ def pairs(knobs: Knobs, data: HomeDepot, mined: dict[str, list[int]] | None) -> 
             negatives += rng.sample(pool, min(knobs.negatives - len(negatives), len(pool)))
             while len(negatives) < knobs.negatives:
                 negatives.append(rng.randrange(len(data.titles)))
+            negatives += rng.sample(lexical, min(knobs.bm25_negatives, len(lexical)))
             weight = PROTOCOL.gain(judged[p]) if knobs.weighted else 1.0
             if knobs.bm25_miss_weight != 1.0 and p not in lexical_top10.get(qid, ()):
                 weight *= knobs.bm25_miss_weight
