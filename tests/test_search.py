@@ -15,6 +15,7 @@ from qdrant_client import QdrantClient
 
 from shopsearch.encoders.onnx_encoder import OnnxEncoder
 from shopsearch.errors import EncoderMismatchError, UsageError
+from shopsearch.evaluation.systems import system_name
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
 from shopsearch.qdrant.backend import (
@@ -29,8 +30,8 @@ from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.edge import EdgeBackend, _read_ahead
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
-from shopsearch.qdrant.server import ServerBackend
+from shopsearch.qdrant.search import DEFAULT_BM25_WEIGHT, ProductSearch, Query, SearchOptions
+from shopsearch.qdrant.server import ServerBackend, supports_weighted_rrf
 from shopsearch.qdrant.variants import MAX_DEPTH, collapse, deeper_limit
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
@@ -160,7 +161,7 @@ def test_read_ahead_advises_every_byte_in_steps_the_kernel_honours(tmp_path, adv
 def test_edge_and_server_agree_on_rrf_fusion(edge, server, encoder):
     """RRF fuses ranks, and engines order tied BM25 scores differently, so this compares
     the queries whose BM25 candidates have no ties (checked here, on both engines)."""
-    options = SearchOptions(mode=SearchMode.HYBRID, fusion=FusionMethod.RRF, top_k=10)
+    options = SearchOptions(mode=SearchMode.HYBRID, bm25_weight=1.0, top_k=10)  # plain RRF
     bm25_all = SearchOptions(mode=SearchMode.BM25, top_k=options.candidates)
     compared = 0
     for text in TIE_FREE_QUERIES:
@@ -602,6 +603,15 @@ def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, serve
         SearchOptions(fusion=FusionMethod.DBSF, bm25_weight=3.0)
     with pytest.raises(UsageError, match="above 0"):
         SearchOptions(bm25_weight=0.0)
+
+
+def test_rrf_weighs_bm25_by_default_and_old_servers_are_named():
+    assert SearchOptions().rrf_bm25_weight == DEFAULT_BM25_WEIGHT == 3.0
+    assert SearchOptions(fusion=FusionMethod.DBSF).bm25_weight is None  # no weight to reject
+    assert system_name(SearchOptions()) == "hybrid-rrf"
+    assert system_name(SearchOptions(bm25_weight=1.0)) == "hybrid-rrf-bm25x1"
+    assert not supports_weighted_rrf("1.16.3")
+    assert all(map(supports_weighted_rrf, ["1.17.0", "1.20.1-rc1", "2.0.0", "unknown"]))
 
 
 def test_a_parent_listed_as_a_product_is_one_family_with_its_variants():

@@ -58,7 +58,7 @@ def evaluate(
     fusion: Annotated[FusionMethod, typer.Option("--fusion", help="rrf or dbsf.")] = (
         FusionMethod.RRF
     ),
-    bm25_weight: opt.Bm25Weight = 1.0,
+    bm25_weight: opt.Bm25Weight = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 100,
     candidates: Annotated[
         int, typer.Option("--candidates", min=1, help="Per-retriever depth before fusion.")

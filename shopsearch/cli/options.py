@@ -54,10 +54,12 @@ Threads = Annotated[
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Bm25Weight = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--bm25-weight",
-        help="RRF: weight of the BM25 list against the dense list's 1.",
+        help="RRF: weight of the BM25 list against the dense list's 1 [default: 3]; "
+        "1 for plain RRF.",
+        show_default=False,
     ),
 ]
 FixTypos = Annotated[

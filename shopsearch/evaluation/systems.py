@@ -14,7 +14,7 @@ from typing import Any
 from shopsearch.evaluation.evaluate import System
 from shopsearch.evaluation.judgments import Judgments
 from shopsearch.evaluation.runs import search_rankings
-from shopsearch.qdrant.backend import SearchMode
+from shopsearch.qdrant.backend import FusionMethod, SearchMode
 from shopsearch.qdrant.filters import Match
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 
@@ -25,7 +25,7 @@ def system_name(options: SearchOptions) -> str:
     name = options.mode.value
     if options.mode is SearchMode.HYBRID:
         name += f"-{options.fusion.value}"
-        if options.bm25_weight != 1.0:
+        if options.bm25_weight is not None:  # None: the default weight
             name += f"-bm25x{options.bm25_weight:g}"
     return name
 
@@ -62,6 +62,8 @@ def search_system(
     detail = [options.mode.value]
     if options.mode is SearchMode.HYBRID:
         detail.append(f"fusion={options.fusion.value}")
+        if options.fusion is FusionMethod.RRF:
+            detail.append(f"bm25_weight={options.rrf_bm25_weight:g}")
     if options.mode is not SearchMode.BM25:
         detail.append("exact" if options.exact else "HNSW")
     detail.append(f"top_k={options.top_k}")

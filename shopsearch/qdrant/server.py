@@ -8,6 +8,7 @@ which speaks the same client API.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -39,6 +40,18 @@ from shopsearch.qdrant.schema import (
     FieldType,
 )
 
+WEIGHTED_RRF_SINCE = (1, 17)
+
+
+def supports_weighted_rrf(version: str) -> bool:
+    """Whether a Qdrant server of this version ("1.16.3", "1.17.0-rc1") takes RRF weights;
+    a version it cannot read is given the benefit of the doubt."""
+    parts = re.findall(r"\d+", version)[:2]
+    if len(parts) < 2:
+        return True
+    return (int(parts[0]), int(parts[1])) >= WEIGHTED_RRF_SINCE
+
+
 _INDEX_TYPES = {
     FieldType.KEYWORD: models.PayloadSchemaType.KEYWORD,
     FieldType.FLOAT: models.PayloadSchemaType.FLOAT,
@@ -58,6 +71,18 @@ class ServerBackend:
         self.collection = collection
         self._location = location
         self.index = index or IndexSettings()
+        self._server_version: str | None = None
+
+    def _check_weighted_rrf(self) -> None:
+        """Servers before 1.17 reject RRF weights with a bare 400: name the fix instead."""
+        if self._server_version is None:
+            self._server_version = self.client.info().version
+        if not supports_weighted_rrf(self._server_version):
+            raise UsageError(
+                f"the Qdrant server at {self._location} is version {self._server_version}: "
+                "weighted RRF (any --bm25-weight but 1, the default included) needs Qdrant "
+                ">= 1.17. Upgrade the server, or pass --bm25-weight 1"
+            )
 
     @classmethod
     def connect(
@@ -182,6 +207,8 @@ class ServerBackend:
         return self.client.count(self.collection, exact=True).count
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        if any(r.fusion is FusionMethod.RRF and rrf_weights(r.bm25_weight) for r in requests):
+            self._check_weighted_rrf()
         try:
             responses = self.client.query_batch_points(
                 self.collection, [_query_request(r) for r in requests]
@@ -213,13 +240,7 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
             query=_sparse(req.sparse), using=SPARSE_VECTOR, filter=flt, **common
         )
     if req.fusion is FusionMethod.RRF:
-        weights = rrf_weights(req.bm25_weight)
-        if weights is None:
-            fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K))
-        elif "weights" in models.Rrf.model_fields:
-            fusion = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=weights))
-        else:  # weighted RRF came with Qdrant 1.17, server and client
-            raise UsageError("--bm25-weight needs qdrant-client and a Qdrant server >= 1.17")
+        fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=rrf_weights(req.bm25_weight)))
     else:
         fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
     prefetch = [
