@@ -607,7 +607,8 @@ def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, serve
 
 def test_rrf_weighs_bm25_by_default_and_old_servers_are_named():
     assert SearchOptions().rrf_bm25_weight == DEFAULT_BM25_WEIGHT == 3.0
-    assert SearchOptions(fusion=FusionMethod.DBSF).bm25_weight is None  # no weight to reject
+    assert SearchOptions(fusion=FusionMethod.DBSF).rrf_bm25_weight == 1.0  # no RRF, no weight
+    assert SearchOptions(mode=SearchMode.DENSE).rrf_bm25_weight == 1.0
     assert system_name(SearchOptions()) == "hybrid-rrf"
     assert system_name(SearchOptions(bm25_weight=1.0)) == "hybrid-rrf-bm25x1"
     assert not supports_weighted_rrf("1.16.3")

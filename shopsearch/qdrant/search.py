@@ -72,6 +72,9 @@ class SearchOptions:
 
     @property
     def rrf_bm25_weight(self) -> float:
+        """The BM25 list's weight in this search's fusion: 1 where there is no RRF."""
+        if self.mode is not SearchMode.HYBRID or self.fusion is not FusionMethod.RRF:
+            return 1.0
         return DEFAULT_BM25_WEIGHT if self.bm25_weight is None else self.bm25_weight
 
 

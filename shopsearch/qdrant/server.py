@@ -76,7 +76,10 @@ class ServerBackend:
     def _check_weighted_rrf(self) -> None:
         """Servers before 1.17 reject RRF weights with a bare 400: name the fix instead."""
         if self._server_version is None:
-            self._server_version = self.client.info().version
+            try:
+                self._server_version = self.client.info().version
+            except UnexpectedResponse:  # a key that may query but not read the root
+                self._server_version = "unknown"
         if not supports_weighted_rrf(self._server_version):
             raise UsageError(
                 f"the Qdrant server at {self._location} is version {self._server_version}: "
@@ -207,7 +210,7 @@ class ServerBackend:
         return self.client.count(self.collection, exact=True).count
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        if any(r.fusion is FusionMethod.RRF and rrf_weights(r.bm25_weight) for r in requests):
+        if any(_weighted_rrf(r) for r in requests):
             self._check_weighted_rrf()
         try:
             responses = self.client.query_batch_points(
@@ -219,6 +222,14 @@ class ServerBackend:
             [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
             for response in responses
         ]
+
+
+def _weighted_rrf(req: SearchRequest) -> bool:
+    return (
+        req.mode is SearchMode.HYBRID
+        and req.fusion is FusionMethod.RRF
+        and rrf_weights(req.bm25_weight) is not None
+    )
 
 
 def _query_request(req: SearchRequest) -> models.QueryRequest:
