@@ -114,6 +114,7 @@ def query(
             "filters": filters or [],
             "mode": mode.value,
             "fusion": fusion.value if mode is SearchMode.HYBRID else None,
+            "bm25_weight": options.rrf_bm25_weight if options.fused_by_rrf else None,
             "results": [
                 {"score": h.score, **h.payload, "other_variants": list(h.other_variants)}
                 for h in hits

@@ -14,7 +14,7 @@ from typing import Any
 from shopsearch.evaluation.evaluate import System
 from shopsearch.evaluation.judgments import Judgments
 from shopsearch.evaluation.runs import search_rankings
-from shopsearch.qdrant.backend import FusionMethod, SearchMode
+from shopsearch.qdrant.backend import SearchMode
 from shopsearch.qdrant.filters import Match
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 
@@ -62,7 +62,7 @@ def search_system(
     detail = [options.mode.value]
     if options.mode is SearchMode.HYBRID:
         detail.append(f"fusion={options.fusion.value}")
-        if options.fusion is FusionMethod.RRF:
+        if options.fused_by_rrf:
             detail.append(f"bm25_weight={options.rrf_bm25_weight:g}")
     if options.mode is not SearchMode.BM25:
         detail.append("exact" if options.exact else "HNSW")

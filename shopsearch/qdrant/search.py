@@ -71,9 +71,13 @@ class SearchOptions:
             raise UsageError("--bm25-weight weighs RRF's lists: it goes with --fusion rrf")
 
     @property
+    def fused_by_rrf(self) -> bool:
+        return self.mode is SearchMode.HYBRID and self.fusion is FusionMethod.RRF
+
+    @property
     def rrf_bm25_weight(self) -> float:
         """The BM25 list's weight in this search's fusion: 1 where there is no RRF."""
-        if self.mode is not SearchMode.HYBRID or self.fusion is not FusionMethod.RRF:
+        if not self.fused_by_rrf:
             return 1.0
         return DEFAULT_BM25_WEIGHT if self.bm25_weight is None else self.bm25_weight
 
