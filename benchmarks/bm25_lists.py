@@ -44,7 +44,7 @@ def main() -> int:
         scores = np.zeros((len(queries), DEPTH), dtype=np.float32)
         for row, text in enumerate(queries.values()):
             all_scores = index.scores(text)
-            ranked = index.top_k(text, DEPTH)
+            ranked = index.best(all_scores, DEPTH)
             top[row, : len(ranked)] = ranked
             scores[row, : len(ranked)] = all_scores[ranked]
         arrays |= {

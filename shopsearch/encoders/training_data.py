@@ -321,7 +321,11 @@ class Bm25Index:
 
     def top_k(self, query: str, k: int) -> np.ndarray:
         """Indices of the k best documents (fewer when fewer match), best first."""
-        scores = self.scores(query)
+        return self.best(self.scores(query), k)
+
+    @staticmethod
+    def best(scores: np.ndarray, k: int) -> np.ndarray:
+        """Indices of the k highest of `scores` above 0, best first (ties in index order)."""
         matched = np.flatnonzero(scores > 0)
         if matched.size > k:
             matched = matched[np.argpartition(-scores[matched], k - 1)[:k]]
