@@ -419,3 +419,28 @@ def test_evaluate_library_without_collection():
     assert ev.systems[1].missing_queries == 1
     c = ev.comparisons["full"]["bad"][ALL]["nDCG@10"]
     assert c.delta < 0 and c.n == 2
+
+
+def test_tied_scores_count_as_the_expectation_over_their_orders():
+    """An engine's order among equal scores is arbitrary: both orders score the same, the
+    mean of the two untied rankings."""
+    scheme = GradeScheme("numeric", lo=1, hi=3)
+    jq = JudgedQuery("q", "x", {"a": 3.0, "b": 1.0, "c": 2.5})
+    config = MetricConfig(ndcg_ks=(1, 10), recall_ks=(1,))
+    ab = query_metrics(jq, ["a", "b"], [0.5, 0.5], scheme, config, "full")
+    ba = query_metrics(jq, ["b", "a"], [0.5, 0.5], scheme, config, "full")
+    untied = [
+        query_metrics(jq, order, [0.6, 0.5], scheme, config, "full")
+        for order in (["a", "b"], ["b", "a"])
+    ]
+    for name in ("nDCG@1", "nDCG@10", "Recall@1", "MRR"):
+        want = (untied[0][name] + untied[1][name]) / 2
+        assert ab[name] == pytest.approx(want) and ba[name] == pytest.approx(want), name
+    assert ab["nDCG@1"] == pytest.approx(0.5)  # a (gain 1) or b (gain 0) first, equally likely
+
+
+def test_a_product_listed_twice_counts_once():
+    scheme = GradeScheme("numeric", lo=1, hi=3)
+    jq = JudgedQuery("q", "x", {"a": 3.0, "b": 1.0})
+    m = query_metrics(jq, ["a", "a", "a"], [0.9, 0.8, 0.7], scheme, MetricConfig(), "full")
+    assert m["nDCG@10"] == pytest.approx(1.0) and m["Recall@100"] == pytest.approx(1.0)

@@ -11,10 +11,16 @@ paired significance tests can use. Conventions (each matches trec_eval where it 
   fraction the system orders correctly, a tie counting 1/2. In full-corpus mode a product not
   retrieved ranks below every retrieved one; pairs with neither retrieved are skipped (the
   system said nothing about them).
+- Ties: products with equal scores form a tied group, scored as the expectation over the
+  group's orders (McSherry & Najork, ECIR 2008): gains and relevance averaged over the group
+  for nDCG and Recall, the hypergeometric expectation for RR. An engine's order among equal
+  scores is arbitrary (identical titles embed identically; BM25 ties often), and trec_eval's
+  tie break by product id would make a metric depend on how ids sort.
+- A product listed twice counts once, at its first rank.
 Two modes: "full" scores the ranking as retrieved from the whole catalog (unjudged products
 have gain 0); "rerank" scores only the query's judged products in the system's order, and
-those the system gave no score (e.g. no BM25 term in common) form one tied group at the end,
-whose gains are averaged: the exact expectation over the group's orders.
+those the system gave no score (e.g. no BM25 term in common) form one more tied group at the
+end.
 """
 
 from __future__ import annotations
@@ -71,25 +77,43 @@ def recall(relevant: np.ndarray, n_relevant: int, k: int) -> float:
     return float(np.sum(np.asarray(relevant, dtype=float)[:k]) / n_relevant)
 
 
-def reciprocal_rank(relevant: np.ndarray, n_relevant: int, tie_start: int | None = None) -> float:
-    """1/rank of the first relevant item; with a tied tail from `tie_start`, the expectation
-    over the tail's random orders (P(first relevant at tail offset j) is hypergeometric)."""
+def tie_starts(scores: np.ndarray) -> np.ndarray:
+    """Where each run of equal scores starts in a ranking (best first)."""
+    sc = np.asarray(scores, dtype=float)
+    return np.concatenate(([0], np.flatnonzero(sc[1:] != sc[:-1]) + 1)) if sc.size else sc
+
+
+def tie_averaged(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each value replaced by its tied group's mean: DCG and recall are linear in the value at
+    each rank, so this is their expectation over the group's orders."""
+    vals = np.asarray(values, dtype=float)
+    if vals.size == 0:
+        return vals
+    sizes = np.diff(np.append(starts, vals.size))
+    return np.repeat(np.add.reduceat(vals, starts) / sizes, sizes)
+
+
+def reciprocal_rank(
+    relevant: np.ndarray, n_relevant: int, starts: np.ndarray | None = None
+) -> float:
+    """1/rank of the first relevant item; with tied groups (`starts`, see `tie_starts`), the
+    expectation over the orders of the group holding the first relevant item (its position
+    in the group is hypergeometric)."""
     if n_relevant == 0:
         return math.nan
     rel = np.asarray(relevant, dtype=float)
-    head = rel if tie_start is None else rel[:tie_start]
-    hits = np.flatnonzero(head > 0)
-    if hits.size:
+    hits = np.flatnonzero(rel > 0)
+    if not hits.size:
+        return 0.0
+    if starts is None:
         return 1.0 / (hits[0] + 1)
-    if tie_start is None:
-        return 0.0
-    m = rel.size - tie_start
-    r = round(rel[tie_start:].sum() if m else 0)
-    if r == 0:
-        return 0.0
+    group = int(np.searchsorted(starts, hits[0], side="right")) - 1
+    start = int(starts[group])
+    end = int(starts[group + 1]) if group + 1 < len(starts) else rel.size
+    m, r = end - start, round(rel[start:end].sum())
     # P(first relevant at offset j) = C(m-j-1, r-1) / C(m, r)
     total = math.comb(m, r)
-    return sum(math.comb(m - j - 1, r - 1) / total / (tie_start + j + 1) for j in range(m - r + 1))
+    return sum(math.comb(m - j - 1, r - 1) / total / (start + j + 1) for j in range(m - r + 1))
 
 
 def order_accuracy(
@@ -130,27 +154,22 @@ def query_metrics(
     grades = judged.grades
     all_gains = np.array([scheme.gain(g) for g in grades.values()], dtype=float)
     n_rel = sum(scheme.is_relevant(g) for g in grades.values())
-    tie_start: int | None = None
-    ids = list(product_ids)
-    if mode == "rerank":
-        seen: set[str] = set()
-        ids = [p for p in ids if p in grades and not (p in seen or seen.add(p))]
-        tie_start = len(ids)
-        ids += [p for p in grades if p not in seen]
+    first: dict[str, float] = {}
+    for p, s in zip(product_ids, scores, strict=True):
+        if p not in first and (mode == "full" or p in grades):
+            first[p] = float(s)
+    if mode == "rerank":  # the judged products without a score tie below the scored ones
+        first.update({p: -math.inf for p in grades if p not in first})
+    ids = list(first)
+    starts = tie_starts(np.array(list(first.values())))
     gains = np.array([scheme.gain(grades[p]) if p in grades else 0.0 for p in ids], dtype=float)
     rel = np.array([p in grades and scheme.is_relevant(grades[p]) for p in ids], dtype=float)
-    if tie_start is not None and tie_start < len(ids):
-        gains[tie_start:] = gains[tie_start:].mean()
-        rel_tail = rel.copy()
-        rel_tail[tie_start:] = rel[tie_start:].mean()
-    else:
-        rel_tail = rel
     out: dict[str, float] = {}
     for k in config.ndcg_ks:
-        out[f"nDCG@{k}"] = ndcg(gains, all_gains, k)
+        out[f"nDCG@{k}"] = ndcg(tie_averaged(gains, starts), all_gains, k)
     for k in config.recall_ks:
-        out[f"Recall@{k}"] = recall(rel_tail, n_rel, k)
-    out["MRR"] = reciprocal_rank(rel, n_rel, tie_start)
+        out[f"Recall@{k}"] = recall(tie_averaged(rel, starts), n_rel, k)
+    out["MRR"] = reciprocal_rank(rel, n_rel, starts)
     out.update(_order_accuracies(judged, product_ids, scores, scheme, mode))
     return out
 
