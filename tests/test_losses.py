@@ -279,3 +279,5 @@ def test_config_and_citation() -> None:
         "guide": None,
         "known_positives": 1,
     }
+    named = FalseNegativeMaskedContrastiveLoss(model=None, guide_name="runs/stage1/model")
+    assert named.get_config_dict()["guide"] is None  # a name without a guide names nothing

@@ -73,6 +73,9 @@ def test_grade_maps() -> None:
     assert bins.positive_threshold == 2.5 and bins.relevance(2.33) == 2.33
     esci = parse_grade_map("esci")
     assert [esci.level(x) for x in ("Exact", "substitute", "C", "I")] == [3, 2, 1, 0]
+    # ROAR's anchor positive: a level all of whose grades are stage-1 positives.
+    assert bins.positive_level == 3 and esci.positive_level == 2
+    assert parse_grade_map(None, positive_threshold=2.4).positive_level == 3
     assert esci.positive_threshold == 2.0
     custom = parse_grade_map("good=2,ok=1,bad=0", positive_threshold=1)
     assert custom.level("OK") == 1 and custom.positive_threshold == 1.0

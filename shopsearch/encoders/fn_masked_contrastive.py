@@ -106,6 +106,7 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
         guide: Any | None = None,
         symmetric: bool = False,
         known_positives: Iterable[tuple[int, int]] | None = None,
+        guide_name: str | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -114,6 +115,8 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
         self.temperature = float(temperature)
         self.margin = None if margin is None else float(margin)
         self.guide = guide
+        # A model loaded from a path does not know its own name; the config should.
+        self.guide_name = None if guide is None else guide_name or type(guide).__name__
         self.symmetric = bool(symmetric)
         pairs = list(known_positives or [])
         keys = (
@@ -211,7 +214,7 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
             "temperature": self.temperature,
             "margin": self.margin,
             "symmetric": self.symmetric,
-            "guide": None if self.guide is None else type(self.guide).__name__,
+            "guide": self.guide_name,
             "known_positives": int(self.known_pair_keys.numel()),
         }
 

@@ -120,7 +120,9 @@ class ROARLoss(nn.Module):
     With ``anchor_weight`` lambda > 0 the stage-1 loss (FN-masked InfoNCE, query vs. its best
     candidate against the other queries' candidates in the batch; the query's own other candidates
     are identity-masked, ROAR orders them) is added as lambda * L_anchor so stage 2 keeps
-    retrieving.
+    retrieving. Only a query whose best candidate is a stage-1 positive (level >=
+    ``anchor_min_grade``; training passes `GradeMap.positive_level`) is anchored: a Complement
+    is not a retrieval positive.
 
     Inputs, as produced by `ROARDataCollator`: ``sentence_features`` = [queries (B), candidates
     (all queries' candidates, flattened row by row)] and ``labels`` [B, K] int grades padded with

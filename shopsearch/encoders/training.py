@@ -229,6 +229,7 @@ def _stage1(
         guide=guide,
         symmetric=cfg.symmetric,
         known_positives=known,
+        guide_name=cfg.guide_model,
     )
     return _fit(cfg, 1, model, loss, dataset, None, cfg.batch_size, dev, texts, stage_dir, report)
 
@@ -317,6 +318,7 @@ def _stage2(
         anchor_weight=cfg.anchor_weight,
         anchor_temperature=cfg.temperature,
         anchor_margin=cfg.margin,
+        anchor_min_grade=judgments.grade_map.positive_level,
     )
     collator = ROARDataCollator(preprocess_fn=model.preprocess)
     return _fit(

@@ -76,6 +76,14 @@ class GradeMap:
             raise UsageError("grade is NaN")
         return number
 
+    @property
+    def positive_level(self) -> int:
+        """The lowest level all of whose judgments are positives (relevance >= the threshold):
+        what ROAR's retrieval anchor may take as a query's positive, as stage 1 would."""
+        if self.labels is not None:
+            return math.ceil(self.positive_threshold)
+        return int(np.searchsorted(np.asarray(self.bins), self.positive_threshold)) + 1
+
     def level(self, value: Any) -> int:
         if self.labels is not None:
             key = str(value).strip().lower()
