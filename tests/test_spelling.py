@@ -17,6 +17,9 @@ VOCABULARY = {
     "faint": 1,
     "saint": 2,
     "café": 4,
+    "speakers": 7,
+    "outer": 9,
+    "routers": 1,
 }
 
 
@@ -43,6 +46,16 @@ def test_an_unknown_word_becomes_the_catalog_word_one_edit_away(typos, typed, se
 def test_of_several_words_one_edit_away_the_most_used_wins(typos):
     assert typos.correct("xaint") == "paint"  # paint 60, faint 1, saint 2: all one edit
     assert typos.correct("saint") == "saint"  # a catalog word is never changed
+
+
+def test_a_word_keeping_its_first_letter_wins_over_a_more_used_one(typos):
+    assert typos.correct("router") == "routers"  # outer (9) is one edit away too
+    assert TypoCorrector({"wall": 9}).correct("zall") == "wall"  # if nothing else
+
+
+def test_a_common_word_the_catalog_lacks_is_meant_as_typed(typos):
+    assert typos.correct("sneakers") == "sneakers"  # not "speakers", one edit away
+    assert typos.correct("speakrs") == "speakers"  # not a word: still corrected
 
 
 @pytest.mark.parametrize(
