@@ -152,6 +152,14 @@ def test_int8_vectors_depend_on_batch_mates_but_only_slightly(
     assert cosines.min() >= 0.95
 
 
+def test_int8_queries_do_not_depend_on_the_queries_beside_them(
+    int8: OnnxEncoder, queries: list[str]
+) -> None:
+    """`query --batch` and `eval` must rank as `shopsearch query` does, one query at a time."""
+    single = np.vstack([int8.encode_queries([text]) for text in queries])
+    np.testing.assert_allclose(int8.encode_queries(queries), single, atol=1e-6)
+
+
 def test_length_batching_matches_one_at_a_time(
     exported_model: Path, queries: list[str], documents: list[str]
 ) -> None:

@@ -114,15 +114,25 @@ class OnnxEncoder(ManifestIdentity):
         return self._manifest
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed search queries (with the model's query prompt, if it has one)."""
-        return self.encode(texts, self._manifest.query_prefix)
+        """Embed search queries (with the model's query prompt, if it has one).
+
+        int8 queries are embedded one per run: dynamic quantisation scales activations over the
+        whole batch tensor (padding included), so a batched query's vector would depend on the
+        queries beside it (cosine 0.987 for "shirt" alone and beside two others), and `query
+        --batch` and `eval` would rank differently from `shopsearch query`. Product texts keep
+        their batches (RESULTS.md section 1's throughput); their vectors move as slightly."""
+        one_per_run = self._precision == "int8"
+        return self.encode(texts, self._manifest.query_prefix, 1 if one_per_run else None)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed product texts (with the model's document prompt, if it has one)."""
         return self.encode(texts, self._manifest.document_prefix)
 
-    def encode(self, texts: Sequence[str], prefix: str = "") -> np.ndarray:
-        """Embed `texts` with `prefix` prepended: float32 array of shape (len(texts), dimension)."""
+    def encode(
+        self, texts: Sequence[str], prefix: str = "", batch_size: int | None = None
+    ) -> np.ndarray:
+        """Embed `texts` with `prefix` prepended: float32 array of shape (len(texts), dimension).
+        `batch_size` overrides the encoder's own."""
         if isinstance(texts, str):
             raise UsageError("encode takes a sequence of texts, not a single string")
         count = len(texts)
@@ -135,7 +145,8 @@ class OnnxEncoder(ManifestIdentity):
         encodings = self._tokenizer.encode_batch(inputs)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=count)
         order = np.argsort(lengths, kind="stable")
-        chunks = [order[i : i + self._batch_size] for i in range(0, count, self._batch_size)]
+        size = batch_size or self._batch_size
+        chunks = [order[i : i + size] for i in range(0, count, size)]
         result = np.empty((count, self.dimension), dtype=np.float32)
         if len(chunks) == 1 or self._threads == 1:
             for chunk in chunks:
