@@ -6,9 +6,14 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint install clean
 
+# torch's CPU build: PyPI's Linux torch wheel pulls several GB of CUDA libraries. An index
+# that cannot be reached (offline mirrors) is skipped after one quick retry.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
 $(BIN)/shopsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --retries 1 --timeout 20 torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e '.[train,dev]'
 	touch $@
 

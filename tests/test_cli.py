@@ -253,3 +253,32 @@ def test_variants_of_one_product_are_one_result_unless_all_are_asked_for(demo_en
     assert len(json.loads(every)["results"]) == 4
     table = run_cli("query", "drill", *where, env_extra={**env, "COLUMNS": "200"}).stdout
     assert "(+2 variants)" in table
+
+
+def test_version_and_short_help_need_no_command():
+    from shopsearch import __version__
+
+    assert run_cli("--version").stdout.strip() == f"shopsearch {__version__}"
+    assert "Usage: shopsearch query" in run_cli("query", "-h").stdout
+
+
+def test_export_never_overwrites_the_default_encoder_with_another_model(exported_model):
+    other = run_cli("model", "export", "some/other-model", check=False)
+    assert other.returncode == 2 and "--out is needed" in other.stderr
+    clash = run_cli(
+        "model",
+        "export",
+        "some/other-model",
+        "--out",
+        str(exported_model),
+        "--if-missing",
+        check=False,
+    )
+    assert (
+        clash.returncode == 2
+        and "already holds sentence-transformers/all-MiniLM-L6-v2" in clash.stderr
+    )
+    kept = json.loads(
+        run_cli("model", "export", "--out", str(exported_model), "--if-missing", "--json").stdout
+    )
+    assert kept["exported"] is False and len(kept["fingerprint"]) == 64

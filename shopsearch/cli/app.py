@@ -25,9 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("commands_train", "train"),
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
-    "model": ("Export and inspect encoders.", {"export": ("commands_model", "export")}),
+    "model": ("Export encoders to ONNX.", {"export": ("commands_model", "export")}),
 }
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="shopsearch",
     help="Semantic, filtered, hybrid product search for online shops.",
@@ -35,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
 )
 _registered: set[str] = set()
 
@@ -51,7 +53,7 @@ def register(names: set[str] | None = None) -> typer.Typer:
             app.command(name)(_load(module, function))
         else:
             help_text, sub = GROUPS[name]
-            group = typer.Typer(help=help_text, no_args_is_help=True)
+            group = typer.Typer(help=help_text, no_args_is_help=True, context_settings=HELP_OPTIONS)
             for sub_name, (module, function) in sub.items():
                 group.command(sub_name)(_load(module, function))
             app.add_typer(group, name=name)
@@ -72,15 +74,25 @@ def _invoked(argv: list[str]) -> set[str] | None:
     return None
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from shopsearch import __version__
 
         print(f"shopsearch {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        # Eager: handled while parsing, before click asks for a command.
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def main(argv: list[str] | None = None) -> int:

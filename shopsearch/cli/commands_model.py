@@ -23,7 +23,12 @@ def export(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output directory [default: the default model directory]."),
+        typer.Option(
+            "--out",
+            help="Output directory [default: the default model directory, "
+            "$SHOPSEARCH_MODEL_DIR or ~/.cache/shopsearch/models/all-MiniLM-L6-v2; "
+            "only for the default model].",
+        ),
     ] = None,
     quantize: Annotated[
         bool, typer.Option("--quantize/--no-quantize", help="Also write an int8 model.")
@@ -35,22 +40,36 @@ def export(
 ) -> None:
     """Export a sentence-transformers model to ONNX (fp32 + int8) with a manifest."""
     from shopsearch.encoders.manifest import Manifest
-    from shopsearch.encoders.resolve import default_model_dir
+    from shopsearch.encoders.resolve import DEFAULT_BASE_MODEL, default_model_dir
+    from shopsearch.errors import UsageError
 
+    if out is None and model not in (None, DEFAULT_BASE_MODEL):
+        # The default directory holds the encoder the default collections were built with.
+        raise UsageError(
+            f"--out is needed to export {model}: the default directory is the default model's"
+        )
     target = out or default_model_dir()
-    if if_missing and (target / "manifest.json").is_file():
-        manifest = Manifest.load(target)
-        Console(stderr=True).print(f"model already exported at {target}")
-    else:
+    exported = not (if_missing and (target / "manifest.json").is_file())
+    if exported:
         from shopsearch.encoders.export import export_model
 
         with Console(stderr=True).status(f"exporting to {target}") as status:
             manifest = export_model(model, target, quantize=quantize, progress=status.update)
+    else:
+        manifest = Manifest.load(target)
+        wanted = model or DEFAULT_BASE_MODEL
+        if model is not None and wanted != manifest.model_name:
+            raise UsageError(
+                f"{target} already holds {manifest.model_name}, not {wanted}: pick another --out"
+            )
     if as_json:
-        json.dump({"dir": str(target), **manifest.to_dict()}, sys.stdout, indent=2)
+        doc = {"dir": str(target), "exported": exported, "fingerprint": manifest.fingerprint}
+        json.dump({**doc, **manifest.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
+    done = "exported" if exported else "already exported (--if-missing)"
     Console(highlight=False).print(
-        f"exported {manifest.model_name} (dim {manifest.dimension}) to {target}: "
+        f"{done} {manifest.model_name} (dim {manifest.dimension}) to {target}: "
         + ", ".join(f"{k}={v}" for k, v in manifest.files.items())
+        + f"\nfingerprint {manifest.fingerprint}"
     )
