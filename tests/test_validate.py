@@ -55,6 +55,9 @@ def test_pyarrow_map_attributes_and_list_category():
         ({"title": 3.5j}, "title", "must be text"),
         ({"price": float("nan")}, "price", "price is NaN"),
         ({"price": "abc"}, "price", "'abc' is not a number"),
+        ({"price": "19,99"}, "price", "'19,99' is not a number (expected digits with a decimal"),
+        ({"price": "1.299,00"}, "price", "'1.299,00' is not a number"),
+        ({"price": "1,2345.00"}, "price", "'1,2345.00' is not a number"),
         ({"price": -1}, "price", "out of range"),
         ({"price": math.inf}, "price", "out of range"),
         ({"in_stock": "maybe"}, "in_stock", "must be true or false"),
@@ -68,6 +71,14 @@ def test_bad_rows_are_rejected_with_field_and_reason(data, field, reason):
     assert result.row == 7
     assert result.field == field
     assert reason in result.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "price"),
+    [("19.99", 19.99), ("1,299.00", 1299.0), ("1,000,000", 1e6), (" 12,345.5 ", 12345.5)],
+)
+def test_price_commas_are_read_only_as_thousands_separators(text, price):
+    assert validate(row(price=text)).price == price
 
 
 def test_unreadable_row_keeps_reader_error():

@@ -21,6 +21,10 @@ MAX_TEXT_CHARS = 50_000  # description
 MAX_SHORT_CHARS = 2_000  # brand, color, size, urls, ...
 MAX_ATTRIBUTES = 200
 _CATEGORY_SPLIT = re.compile(r"\s*(?:>>|>|/|\|)\s*")
+# A comma in a price only groups thousands: "1,299.00". "19,99" (a decimal comma) is
+# rejected rather than read as 1999, a price off by a factor of 100.
+_GROUPED_PRICE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_PRICE_FORMAT = "expected digits with a decimal point, commas only between thousands: 1,299.50"
 _TRUE = {"true", "yes", "y", "1", "in stock", "instock", "t"}
 _FALSE = {"false", "no", "n", "0", "out of stock", "outofstock", "f"}
 _SHORT_FIELDS = ("brand", "currency", "color", "size", "parent_id", "url", "image_url")
@@ -168,10 +172,15 @@ def _price(value: Any) -> float | None:
     if isinstance(value, bool):
         raise BadField("price", "price must be a number, got a boolean")
     if isinstance(value, str):
+        text = value.strip()
+        if "," in text and _GROUPED_PRICE.fullmatch(text):
+            text = text.replace(",", "")
         try:
-            value = float(value.strip().replace(",", ""))
+            value = float(text)
         except ValueError:
-            raise BadField("price", f"price {value.strip()[:40]!r} is not a number") from None
+            raise BadField(
+                "price", f"price {value.strip()[:40]!r} is not a number ({_PRICE_FORMAT})"
+            ) from None
     if not isinstance(value, int | float):
         raise BadField("price", f"price must be a number, got {_describe(value)}")
     price = float(value)
