@@ -74,6 +74,20 @@ def test_bad_rows_are_rejected_with_field_and_reason(data, field, reason):
 
 
 @pytest.mark.parametrize(
+    ("text", "levels"),
+    [
+        ("Music > Band T-Shirts/Tops", ("Music", "Band T-Shirts/Tops")),
+        ("Hardware >> Bolts > 1/4 in. | zinc", ("Hardware", "Bolts", "1/4 in. | zinc")),
+        ("Men/Tops", ("Men", "Tops")),
+        ("Home | Garden", ("Home", "Garden")),
+        ("Garden", ("Garden",)),
+    ],
+)
+def test_category_splits_on_gt_and_on_slash_or_bar_only_without_one(text, levels):
+    assert validate(row(category=text)).category == levels
+
+
+@pytest.mark.parametrize(
     ("text", "price"),
     [("19.99", 19.99), ("1,299.00", 1299.0), ("1,000,000", 1e6), (" 12,345.5 ", 12345.5)],
 )

@@ -20,7 +20,8 @@ MAX_TITLE_CHARS = 1_000
 MAX_TEXT_CHARS = 50_000  # description
 MAX_SHORT_CHARS = 2_000  # brand, color, size, urls, ...
 MAX_ATTRIBUTES = 200
-_CATEGORY_SPLIT = re.compile(r"\s*(?:>>|>|/|\|)\s*")
+_CATEGORY_PATH = re.compile(r"\s*>>?\s*")
+_CATEGORY_PATH_NO_GT = re.compile(r"\s*[/|]\s*")
 # A comma in a price only groups thousands: "1,299.00". "19,99" (a decimal comma) is
 # rejected rather than read as 1999, a price off by a factor of 100.
 _GROUPED_PRICE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
@@ -157,13 +158,20 @@ def _category(value: Any) -> tuple[str, ...] | None:
             try:
                 value = json.loads(stripped)
             except json.JSONDecodeError:
-                value = _CATEGORY_SPLIT.split(stripped)
+                value = _category_levels(stripped)
         else:
-            value = _CATEGORY_SPLIT.split(stripped)
+            value = _category_levels(stripped)
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise BadField("category", f"category must be text or a list, got {_describe(value)}")
     parts = tuple(p for p in (_text("category", v, MAX_SHORT_CHARS) for v in value) if p)
     return parts or None
+
+
+def _category_levels(path: str) -> list[str]:
+    """'>' is the documented separator, and a level may itself contain '/' or '|'
+    ("Band T-Shirts/Tops", "1/4 in."); only a path with no '>' at all, as some exports
+    write them ("Men/Tops"), is split on '/' and '|'."""
+    return (_CATEGORY_PATH if ">" in path else _CATEGORY_PATH_NO_GT).split(path)
 
 
 def _price(value: Any) -> float | None:
