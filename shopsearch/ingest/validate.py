@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from shopsearch.ingest.readers import RawRow
@@ -102,14 +103,25 @@ def validate(raw: RawRow) -> Product | Reject:
         return Reject(raw.row, product_id, bad.field, bad.reason)
 
 
+def _missing(value: Any) -> bool:
+    """None, or the float NaN that pandas and Spark write for a missing value."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _integral(value: Any) -> Any:
+    """100.0 -> 100: pandas turns an integer column with a gap into floats, and the id
+    or size it held is "100", not "100.0"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _id(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         raise BadField("id", "missing id")
+    value = _integral(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise BadField("id", f"id must be a string or integer, got {_describe(value)}")
+        raise BadField("id", f"id must be a string or integer, got {_describe(value)}")
     text = _clean(str(value), "id")
     if not text:
         raise BadField("id", "missing id")
@@ -119,12 +131,12 @@ def _id(value: Any) -> str:
 
 
 def _text(field: str, value: Any, max_chars: int, required: bool = False) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         if required:
             raise BadField(field, f"missing {field}")
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
+        value = str(_integral(value))
     if not isinstance(value, str):
         raise BadField(field, f"{field} must be text, got {_describe(value)}")
     text = " ".join(_clean(value, field).split())
@@ -150,7 +162,7 @@ def _clean(text: str, field: str) -> str:
 
 
 def _category(value: Any) -> tuple[str, ...] | None:
-    if value is None:
+    if _missing(value):
         return None
     if isinstance(value, str):
         stripped = value.strip()
@@ -179,6 +191,8 @@ def _price(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         raise BadField("price", "price must be a number, got a boolean")
+    if isinstance(value, Decimal):  # a Spark/parquet decimal column
+        value = math.nan if value.is_nan() else float(value)
     if isinstance(value, str):
         text = value.strip()
         if "," in text and _GROUPED_PRICE.fullmatch(text):
@@ -200,9 +214,11 @@ def _price(value: Any) -> float | None:
 
 
 def _bool(field: str, value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
+    if _missing(value):
+        return None
+    if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, int | float) and value in (0, 1):  # 1.0: a pandas column with gaps
         return bool(value)
     if isinstance(value, str):
         lowered = value.strip().lower()
@@ -216,7 +232,7 @@ def _bool(field: str, value: Any) -> bool | None:
 
 
 def _attributes(value: Any) -> dict[str, str] | None:
-    if value is None:
+    if _missing(value):
         return None
     if isinstance(value, str):
         if not value.strip():
@@ -237,11 +253,11 @@ def _attributes(value: Any) -> dict[str, str] | None:
     attributes: dict[str, str] = {}
     for key, item in value.items():
         name = _text("attributes", str(key), MAX_SHORT_CHARS)
-        if name is None or item is None:
+        if name is None or _missing(item):
             continue
-        if isinstance(item, list | dict):
-            item = json.dumps(item, ensure_ascii=False)
-        text = _text("attributes", str(item), MAX_SHORT_CHARS)
+        if isinstance(item, list | dict):  # default=str: a nested Decimal or date
+            item = json.dumps(item, ensure_ascii=False, default=str)
+        text = _text("attributes", str(_integral(item)), MAX_SHORT_CHARS)
         if text is not None:
             attributes[name] = text
     return attributes or None
