@@ -69,3 +69,29 @@ def test_unknown_extension_and_missing_file(tmp_path):
         CatalogReader(tmp_path / "c.xlsx")
     with pytest.raises(CatalogError, match="not found"):
         CatalogReader(tmp_path / "missing.parquet")
+
+
+def test_csv_row_with_wrong_cell_count_is_one_reject_in_place(tmp_path):
+    path = tmp_path / "c.csv"
+    lines = [f"R{i},Item {i},{i}" for i in range(1, 3001)]
+    lines[2499] = "R2500,Item 2500, big, 20"  # an unquoted comma
+    lines[9] = 'R10,"two\nlines",10'
+    path.write_text("id,title,price\n" + "\n".join(lines) + "\nR3001,short\n", encoding="utf-8")
+    got = rows(CatalogReader(path), batch_size=256)
+    assert [r.row for r in got] == list(range(1, 3002))
+    assert got[2499].data is None
+    assert got[2499].error == (
+        "4 cells where the header has 3 (an unquoted comma or quote?): 'R2500,Item 2500, big, 20'"
+    )
+    assert got[2500].data["id"] == "R2501" and got[2498].data["id"] == "R2499"
+    assert got[3000].data is None and "2 cells" in got[3000].error
+
+
+def test_csv_cell_bigger_than_a_block_is_read(tmp_path):
+    path = tmp_path / "c.csv"
+    lines = [f"R{i},Item {i},{'x' * 2_400_000 if i == 6 else 'd'}" for i in range(1, 11)]
+    path.write_text("id,title,description\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    got = rows(CatalogReader(path), batch_size=2)
+    assert [r.data["id"] for r in got] == [f"R{i}" for i in range(1, 11)]
+    assert [r.row for r in got] == list(range(1, 11))
+    assert len(got[5].data["description"]) == 2_400_000
