@@ -6,6 +6,7 @@ import pytest
 
 from shopsearch.errors import CatalogError, UsageError
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
+from shopsearch.ingest.validate import Reject, validate
 
 
 def rows(reader, batch_size=2):
@@ -30,7 +31,17 @@ def test_csv_with_multiline_cells_and_bad_utf8(tmp_path):
     assert [r.row for r in got] == [1, 2, 3]
     assert got[0].data["description"] == "two\nlines"
     assert got[1].data is None and "not valid UTF-8" in got[1].error
+    assert (got[1].id, got[1].field) == ("2", "title")
     assert got[2].data["description"] is None
+
+
+def test_csv_bad_utf8_reject_names_the_id_and_field(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"sku,title,body\nA1,Drill,caf\xe9\nA\xff2,Saw,ok\n")
+    reader = CatalogReader(path, parse_column_map(["id=sku", "description=body"]))
+    first, second = (validate(r) for r in rows(reader))
+    assert first == Reject(1, "A1", "description", "column 'body' is not valid UTF-8")
+    assert second == Reject(2, None, "id", "column 'sku' is not valid UTF-8")
 
 
 def test_jsonl_bad_lines_become_row_errors(tmp_path):

@@ -37,6 +37,8 @@ class RawRow:
     row: int
     data: dict[str, Any] | None  # catalog field -> raw value; None when unreadable
     error: str | None = None
+    id: str | None = None  # of an unreadable row, when its id could still be read
+    field: str | None = None  # the catalog field that made it unreadable, when one did
 
 
 def parse_column_map(
@@ -209,16 +211,21 @@ class CatalogReader:
             yield pending
 
     def _csv_row(self, row: int, rec: dict[str, bytes | None]) -> RawRow:
+        """A badly encoded cell rejects the row under its id, when the id itself decodes:
+        a reject without one would stop `--prune`, as any product could be missing."""
         decoded: dict[str, Any] = {}
+        bad: str | None = None
         for column, raw in rec.items():
-            if raw is None or raw == b"":
-                decoded[column] = None
-                continue
             try:
-                decoded[column] = raw.decode("utf-8")
+                decoded[column] = raw.decode("utf-8") if raw else None
             except UnicodeDecodeError:
-                return RawRow(row, None, f"column '{column}' is not valid UTF-8")
-        return self._row(row, decoded)
+                decoded[column] = None
+                bad = bad or column
+        if bad is None:
+            return self._row(row, decoded)
+        field = next(f for f, c in self.columns.items() if c == bad)
+        error = f"column '{bad}' is not valid UTF-8"
+        return RawRow(row, None, error, id=decoded[self.columns["id"]], field=field)
 
     def _jsonl_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
         pending: list[RawRow] = []

@@ -82,7 +82,11 @@ class BadField(ValueError):
 
 def validate(raw: RawRow) -> Product | Reject:
     if raw.data is None:
-        return Reject(raw.row, None, None, raw.error or "unreadable row")
+        try:
+            named = _id(raw.id)
+        except BadField:
+            named = None
+        return Reject(raw.row, named, raw.field, raw.error or "unreadable row")
     data = raw.data
     product_id: str | None = None
     try:
