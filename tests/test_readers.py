@@ -50,6 +50,7 @@ def test_jsonl_bad_lines_become_row_errors(tmp_path):
         json.dumps({"id": "1", "title": "A"}) + "\n{broken\n\n[1, 2]\n", encoding="utf-8"
     )
     got = rows(CatalogReader(path), batch_size=10)
+    assert [r.row for r in got] == [1, 2, 4]  # line numbers: the blank line 3 counts
     assert got[0].data == {
         "id": "1",
         "title": "A",
@@ -57,6 +58,18 @@ def test_jsonl_bad_lines_become_row_errors(tmp_path):
     }
     assert "invalid JSON" in got[1].error
     assert "not a JSON object" in got[2].error
+
+
+def test_jsonl_leading_bom_is_skipped(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"id": "1", "title": "A"}\n{"id": "2", "title": "\xef\xbb\xbfB"}\n'
+    )
+    got = rows(CatalogReader(path))
+    assert [(r.error, r.data["id"], r.data["title"]) for r in got] == [
+        (None, "1", "A"),
+        (None, "2", "\ufeffB"),  # only the file's first bytes are a BOM
+    ]
 
 
 def test_missing_required_column_is_a_clear_error(tmp_path):

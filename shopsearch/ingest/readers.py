@@ -9,6 +9,7 @@ for the rejects file.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -231,11 +232,11 @@ class CatalogReader:
         pending: list[RawRow] = []
         try:
             with self.path.open("rb") as fh:
-                row = 0
-                for line in fh:
+                for row, line in enumerate(fh, 1):  # a row is its line number: blank ones count
+                    if row == 1:
+                        line = line.removeprefix(codecs.BOM_UTF8)  # as CSV's utf-8-sig
                     if not line.strip():
                         continue
-                    row += 1
                     pending.append(self._jsonl_row(row, line))
                     if len(pending) >= batch_size:
                         yield pending
