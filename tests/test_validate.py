@@ -59,7 +59,7 @@ def test_pyarrow_map_attributes_and_list_category():
         ({"title": "surrogate \udcff"}, "title", "bad encoding"),
         ({"title": 3.5j}, "title", "must be text"),
         ({"price": float("nan")}, "price", "price is NaN"),
-        ({"price": "abc"}, "price", "'abc' is not a number"),
+        ({"price": "abc"}, "price", "price 'abc' is not a number"),
         ({"price": "19,99"}, "price", "'19,99' is not a number (expected digits with a decimal"),
         ({"price": "1.299,00"}, "price", "'1.299,00' is not a number"),
         ({"price": "1,2345.00"}, "price", "'1,2345.00' is not a number"),

@@ -204,9 +204,8 @@ def _price(value: Any) -> float | None:
         try:
             value = float(text)
         except ValueError:
-            raise BadField(
-                "price", f"price {value.strip()[:40]!r} is not a number ({_PRICE_FORMAT})"
-            ) from None
+            hint = f" ({_PRICE_FORMAT})" if "," in text else ""
+            raise BadField("price", f"price {value.strip()[:40]!r} is not a number{hint}") from None
     if not isinstance(value, int | float):
         raise BadField("price", f"price must be a number, got {_describe(value)}")
     price = float(value)
