@@ -6,6 +6,7 @@ import pytest
 
 from shopsearch.errors import CatalogError, UsageError
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
+from shopsearch.ingest.validate import Reject, validate
 
 
 def rows(reader, batch_size=2):
@@ -30,7 +31,17 @@ def test_csv_with_multiline_cells_and_bad_utf8(tmp_path):
     assert [r.row for r in got] == [1, 2, 3]
     assert got[0].data["description"] == "two\nlines"
     assert got[1].data is None and "not valid UTF-8" in got[1].error
+    assert (got[1].id, got[1].field) == ("2", "title")
     assert got[2].data["description"] is None
+
+
+def test_csv_bad_utf8_reject_names_the_id_and_field(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"sku,title,body\nA1,Drill,caf\xe9\nA\xff2,Saw,ok\n")
+    reader = CatalogReader(path, parse_column_map(["id=sku", "description=body"]))
+    first, second = (validate(r) for r in rows(reader))
+    assert first == Reject(1, "A1", "description", "column 'body' is not valid UTF-8")
+    assert second == Reject(2, None, "id", "column 'sku' is not valid UTF-8")
 
 
 def test_jsonl_bad_lines_become_row_errors(tmp_path):
@@ -39,6 +50,7 @@ def test_jsonl_bad_lines_become_row_errors(tmp_path):
         json.dumps({"id": "1", "title": "A"}) + "\n{broken\n\n[1, 2]\n", encoding="utf-8"
     )
     got = rows(CatalogReader(path), batch_size=10)
+    assert [r.row for r in got] == [1, 2, 4]  # line numbers: the blank line 3 counts
     assert got[0].data == {
         "id": "1",
         "title": "A",
@@ -46,6 +58,18 @@ def test_jsonl_bad_lines_become_row_errors(tmp_path):
     }
     assert "invalid JSON" in got[1].error
     assert "not a JSON object" in got[2].error
+
+
+def test_jsonl_leading_bom_is_skipped(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"id": "1", "title": "A"}\n{"id": "2", "title": "\xef\xbb\xbfB"}\n'
+    )
+    got = rows(CatalogReader(path))
+    assert [(r.error, r.data["id"], r.data["title"]) for r in got] == [
+        (None, "1", "A"),
+        (None, "2", "\ufeffB"),  # only the file's first bytes are a BOM
+    ]
 
 
 def test_missing_required_column_is_a_clear_error(tmp_path):
@@ -69,3 +93,29 @@ def test_unknown_extension_and_missing_file(tmp_path):
         CatalogReader(tmp_path / "c.xlsx")
     with pytest.raises(CatalogError, match="not found"):
         CatalogReader(tmp_path / "missing.parquet")
+
+
+def test_csv_row_with_wrong_cell_count_is_one_reject_in_place(tmp_path):
+    path = tmp_path / "c.csv"
+    lines = [f"R{i},Item {i},{i}" for i in range(1, 3001)]
+    lines[2499] = "R2500,Item 2500, big, 20"  # an unquoted comma
+    lines[9] = 'R10,"two\nlines",10'
+    path.write_text("id,title,price\n" + "\n".join(lines) + "\nR3001,short\n", encoding="utf-8")
+    got = rows(CatalogReader(path), batch_size=256)
+    assert [r.row for r in got] == list(range(1, 3002))
+    assert got[2499].data is None
+    assert got[2499].error == (
+        "4 cells where the header has 3 (an unquoted comma or quote?): 'R2500,Item 2500, big, 20'"
+    )
+    assert got[2500].data["id"] == "R2501" and got[2498].data["id"] == "R2499"
+    assert got[3000].data is None and "2 cells" in got[3000].error
+
+
+def test_csv_cell_bigger_than_a_block_is_read(tmp_path):
+    path = tmp_path / "c.csv"
+    lines = [f"R{i},Item {i},{'x' * 2_400_000 if i == 6 else 'd'}" for i in range(1, 11)]
+    path.write_text("id,title,description\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    got = rows(CatalogReader(path), batch_size=2)
+    assert [r.data["id"] for r in got] == [f"R{i}" for i in range(1, 11)]
+    assert [r.row for r in got] == list(range(1, 11))
+    assert len(got[5].data["description"]) == 2_400_000

@@ -52,11 +52,22 @@ class ProductTextTemplate:
         parts = []
         for part in self.template.split("|"):
             try:
-                names = [f for _, f, _, _ in string.Formatter().parse(part) if f is not None]
+                fields = [
+                    (f, s, c) for _, f, s, c in string.Formatter().parse(part) if f is not None
+                ]
             except ValueError as exc:
                 raise UsageError(f"bad --template {self.template!r}: {exc}") from None
+            names = [name for name, _, _ in fields]
             if any(not n.isidentifier() for n in names):
                 raise UsageError(f"bad --template {self.template!r}: use plain {{field}} names")
+            for name, spec, conversion in fields:
+                # Every value is rendered as text, so '{price:.2f}' or '{brand!x}' would
+                # only fail later, product by product, mid-ingest.
+                if spec or conversion:
+                    raise UsageError(
+                        f"bad --template part {part.strip()!r}: no format specs or "
+                        f"conversions ('!', ':'); write {{{name}}}"
+                    )
             parts.append((part.strip(), names))
         return parts
 

@@ -1,13 +1,15 @@
 """Catalog readers: parquet, CSV and JSONL, streamed in batches of plain dicts.
 
 Parquet is read row group by row group and only the mapped columns; CSV is parsed by
-pyarrow in blocks as raw bytes, so one badly encoded cell rejects its row instead of
-aborting the file; JSONL is read line by line so a broken line is one reject with its line
-number. Every row carries its 1-based position for the rejects file.
+pyarrow in blocks as raw bytes, so one badly encoded cell, or a row with the wrong number
+of cells, rejects its row instead of aborting the file; JSONL is read line by line so a
+broken line is one reject with its line number. Every row carries its 1-based position
+for the rejects file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +25,12 @@ from shopsearch.errors import CatalogError, UsageError
 from shopsearch.ingest.fields import CATALOG_FIELDS, REQUIRED_FIELDS
 
 FORMATS = ("parquet", "csv", "jsonl")
+CSV_BLOCK_BYTES = 1 << 20  # pyarrow's default
+CSV_MAX_BLOCK_BYTES = 256 << 20  # the largest cell a CSV may hold
+
+
+class _BlockTooSmall(Exception):
+    """A CSV cell does not fit in pyarrow's block."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,8 @@ class RawRow:
     row: int
     data: dict[str, Any] | None  # catalog field -> raw value; None when unreadable
     error: str | None = None
+    id: str | None = None  # of an unreadable row, when its id could still be read
+    field: str | None = None  # the catalog field that made it unreadable, when one did
 
 
 def parse_column_map(
@@ -125,50 +135,108 @@ class CatalogReader:
             raise CatalogError(f"cannot read {self.path} after row {row}: {exc}") from exc
 
     def _csv_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
+        """pyarrow needs a whole cell in one block; a cell that does not fit is retried
+        with bigger blocks (the rows already yielded are skipped), so a huge description is
+        read, then rejected for its length, rather than aborting the file."""
+        block_size = CSV_BLOCK_BYTES
+        done = 0  # rows yielded so far
+        while True:
+            try:
+                for rows in self._csv_pass(batch_size, block_size, skip=done):
+                    done = rows[-1].row
+                    yield rows
+                return
+            except _BlockTooSmall as exc:
+                if block_size >= CSV_MAX_BLOCK_BYTES:
+                    raise CatalogError(
+                        f"cannot parse {self.path}: a row after row {done} has a cell over "
+                        f"{CSV_MAX_BLOCK_BYTES >> 20} MB"
+                    ) from exc
+                block_size *= 4
+
+    def _csv_pass(self, batch_size: int, block_size: int, skip: int) -> Iterator[list[RawRow]]:
+        """One read of the file. A row with the wrong number of cells is a reject: pyarrow
+        reports it (numbered, as reading is serial) before the block holding it is converted,
+        so it is slotted in among the good rows in file order."""
         source = list(dict.fromkeys(self.columns.values()))
         convert = pacsv.ConvertOptions(
             include_columns=source,
             column_types={c: pa.binary() for c in source},
             strings_can_be_null=False,
         )
-        parse = pacsv.ParseOptions(newlines_in_values=True)
+        malformed: dict[int, RawRow] = {}
+
+        def on_invalid(bad: pacsv.InvalidRow) -> str:
+            if bad.number is None:
+                return "error"  # no position: the reject could not be placed
+            row = bad.number - 1  # pyarrow counts the header
+            cells = f"{bad.actual_columns} cell{'s' if bad.actual_columns != 1 else ''}"
+            malformed[row] = RawRow(
+                row,
+                None,
+                f"{cells} where the header has {bad.expected_columns} "
+                f"(an unquoted comma or quote?): {bad.text[:80]!r}",
+            )
+            return "skip"
+
+        read = pacsv.ReadOptions(block_size=block_size, use_threads=False)
+        parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid)
         row = 0
         pending: list[RawRow] = []
+
+        def add(raw: RawRow) -> None:
+            if raw.row > skip:
+                pending.append(raw)
+
         try:
-            with pacsv.open_csv(self.path, parse_options=parse, convert_options=convert) as rd:
+            with pacsv.open_csv(
+                self.path, read_options=read, parse_options=parse, convert_options=convert
+            ) as rd:
                 for batch in rd:
                     for rec in batch.to_pylist():
                         row += 1
-                        pending.append(self._csv_row(row, rec))
+                        while row in malformed:
+                            add(malformed.pop(row))
+                            row += 1
+                        add(self._csv_row(row, rec))
                         if len(pending) >= batch_size:
                             yield pending
                             pending = []
         except (OSError, pa.ArrowException) as exc:
+            if "straddl" in str(exc):  # "straddling object straddles two block boundaries"
+                raise _BlockTooSmall from exc
             raise CatalogError(f"cannot parse {self.path} after row {row}: {exc}") from exc
+        for late in sorted(malformed):  # after the last good row
+            add(malformed.pop(late))
         if pending:
             yield pending
 
     def _csv_row(self, row: int, rec: dict[str, bytes | None]) -> RawRow:
+        """A badly encoded cell rejects the row under its id, when the id itself decodes:
+        a reject without one would stop `--prune`, as any product could be missing."""
         decoded: dict[str, Any] = {}
+        bad: str | None = None
         for column, raw in rec.items():
-            if raw is None or raw == b"":
-                decoded[column] = None
-                continue
             try:
-                decoded[column] = raw.decode("utf-8")
+                decoded[column] = raw.decode("utf-8") if raw else None
             except UnicodeDecodeError:
-                return RawRow(row, None, f"column '{column}' is not valid UTF-8")
-        return self._row(row, decoded)
+                decoded[column] = None
+                bad = bad or column
+        if bad is None:
+            return self._row(row, decoded)
+        field = next(f for f, c in self.columns.items() if c == bad)
+        error = f"column '{bad}' is not valid UTF-8"
+        return RawRow(row, None, error, id=decoded[self.columns["id"]], field=field)
 
     def _jsonl_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
         pending: list[RawRow] = []
         try:
             with self.path.open("rb") as fh:
-                row = 0
-                for line in fh:
+                for row, line in enumerate(fh, 1):  # a row is its line number: blank ones count
+                    if row == 1:
+                        line = line.removeprefix(codecs.BOM_UTF8)  # as CSV's utf-8-sig
                     if not line.strip():
                         continue
-                    row += 1
                     pending.append(self._jsonl_row(row, line))
                     if len(pending) >= batch_size:
                         yield pending

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from shopsearch.ingest.readers import RawRow
@@ -20,7 +21,12 @@ MAX_TITLE_CHARS = 1_000
 MAX_TEXT_CHARS = 50_000  # description
 MAX_SHORT_CHARS = 2_000  # brand, color, size, urls, ...
 MAX_ATTRIBUTES = 200
-_CATEGORY_SPLIT = re.compile(r"\s*(?:>>|>|/|\|)\s*")
+_CATEGORY_PATH = re.compile(r"\s*>>?\s*")
+_CATEGORY_PATH_NO_GT = re.compile(r"\s*[/|]\s*")
+# A comma in a price only groups thousands: "1,299.00". "19,99" (a decimal comma) is
+# rejected rather than read as 1999, a price off by a factor of 100.
+_GROUPED_PRICE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_PRICE_FORMAT = "expected digits with a decimal point, commas only between thousands: 1,299.50"
 _TRUE = {"true", "yes", "y", "1", "in stock", "instock", "t"}
 _FALSE = {"false", "no", "n", "0", "out of stock", "outofstock", "f"}
 _SHORT_FIELDS = ("brand", "currency", "color", "size", "parent_id", "url", "image_url")
@@ -76,7 +82,11 @@ class BadField(ValueError):
 
 def validate(raw: RawRow) -> Product | Reject:
     if raw.data is None:
-        return Reject(raw.row, None, None, raw.error or "unreadable row")
+        try:
+            named = _id(raw.id)
+        except BadField:
+            named = None
+        return Reject(raw.row, named, raw.field, raw.error or "unreadable row")
     data = raw.data
     product_id: str | None = None
     try:
@@ -97,14 +107,25 @@ def validate(raw: RawRow) -> Product | Reject:
         return Reject(raw.row, product_id, bad.field, bad.reason)
 
 
+def _missing(value: Any) -> bool:
+    """None, or the float NaN that pandas and Spark write for a missing value."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _integral(value: Any) -> Any:
+    """100.0 -> 100: pandas turns an integer column with a gap into floats, and the id
+    or size it held is "100", not "100.0"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _id(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         raise BadField("id", "missing id")
+    value = _integral(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise BadField("id", f"id must be a string or integer, got {_describe(value)}")
+        raise BadField("id", f"id must be a string or integer, got {_describe(value)}")
     text = _clean(str(value), "id")
     if not text:
         raise BadField("id", "missing id")
@@ -114,12 +135,12 @@ def _id(value: Any) -> str:
 
 
 def _text(field: str, value: Any, max_chars: int, required: bool = False) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         if required:
             raise BadField(field, f"missing {field}")
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
+        value = str(_integral(value))
     if not isinstance(value, str):
         raise BadField(field, f"{field} must be text, got {_describe(value)}")
     text = " ".join(_clean(value, field).split())
@@ -145,7 +166,7 @@ def _clean(text: str, field: str) -> str:
 
 
 def _category(value: Any) -> tuple[str, ...] | None:
-    if value is None:
+    if _missing(value):
         return None
     if isinstance(value, str):
         stripped = value.strip()
@@ -153,13 +174,20 @@ def _category(value: Any) -> tuple[str, ...] | None:
             try:
                 value = json.loads(stripped)
             except json.JSONDecodeError:
-                value = _CATEGORY_SPLIT.split(stripped)
+                value = _category_levels(stripped)
         else:
-            value = _CATEGORY_SPLIT.split(stripped)
+            value = _category_levels(stripped)
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise BadField("category", f"category must be text or a list, got {_describe(value)}")
     parts = tuple(p for p in (_text("category", v, MAX_SHORT_CHARS) for v in value) if p)
     return parts or None
+
+
+def _category_levels(path: str) -> list[str]:
+    """'>' is the documented separator, and a level may itself contain '/' or '|'
+    ("Band T-Shirts/Tops", "1/4 in."); only a path with no '>' at all, as some exports
+    write them ("Men/Tops"), is split on '/' and '|'."""
+    return (_CATEGORY_PATH if ">" in path else _CATEGORY_PATH_NO_GT).split(path)
 
 
 def _price(value: Any) -> float | None:
@@ -167,11 +195,17 @@ def _price(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         raise BadField("price", "price must be a number, got a boolean")
+    if isinstance(value, Decimal):  # a Spark/parquet decimal column
+        value = math.nan if value.is_nan() else float(value)
     if isinstance(value, str):
+        text = value.strip()
+        if "," in text and _GROUPED_PRICE.fullmatch(text):
+            text = text.replace(",", "")
         try:
-            value = float(value.strip().replace(",", ""))
+            value = float(text)
         except ValueError:
-            raise BadField("price", f"price {value.strip()[:40]!r} is not a number") from None
+            hint = f" ({_PRICE_FORMAT})" if "," in text else ""
+            raise BadField("price", f"price {value.strip()[:40]!r} is not a number{hint}") from None
     if not isinstance(value, int | float):
         raise BadField("price", f"price must be a number, got {_describe(value)}")
     price = float(value)
@@ -183,9 +217,11 @@ def _price(value: Any) -> float | None:
 
 
 def _bool(field: str, value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
+    if _missing(value):
+        return None
+    if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, int | float) and value in (0, 1):  # 1.0: a pandas column with gaps
         return bool(value)
     if isinstance(value, str):
         lowered = value.strip().lower()
@@ -199,7 +235,7 @@ def _bool(field: str, value: Any) -> bool | None:
 
 
 def _attributes(value: Any) -> dict[str, str] | None:
-    if value is None:
+    if _missing(value):
         return None
     if isinstance(value, str):
         if not value.strip():
@@ -220,11 +256,11 @@ def _attributes(value: Any) -> dict[str, str] | None:
     attributes: dict[str, str] = {}
     for key, item in value.items():
         name = _text("attributes", str(key), MAX_SHORT_CHARS)
-        if name is None or item is None:
+        if name is None or _missing(item):
             continue
-        if isinstance(item, list | dict):
-            item = json.dumps(item, ensure_ascii=False)
-        text = _text("attributes", str(item), MAX_SHORT_CHARS)
+        if isinstance(item, list | dict):  # default=str: a nested Decimal or date
+            item = json.dumps(item, ensure_ascii=False, default=str)
+        text = _text("attributes", str(_integral(item)), MAX_SHORT_CHARS)
         if text is not None:
             attributes[name] = text
     return attributes or None
