@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import threading
 import time
@@ -88,6 +89,7 @@ def ingest_catalog(
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if bm25 is not None:
         bm25.check()
+    _RejectsFile.check(rejects_path, reader.path)
     started = time.perf_counter()
     report = IngestReport(catalog=str(reader.path), collection=backend.location)
     collection = _Collection.open(backend, encoder, template, bm25, recreate)
@@ -284,6 +286,24 @@ class _RejectsFile:
         self.path = path
         self._fh: IO[str] | None = None
 
+    @staticmethod
+    def check(path: Path, catalog: Path) -> None:
+        """Refuse, before any work, a path whose file cannot be replaced: a stale rejects file
+        is deleted at the start, so the catalog itself would be lost, and a path that cannot
+        be written would otherwise fail at the first bad row, mid-ingest."""
+        if path.is_dir():
+            raise UsageError(f"--rejects {path} is a directory: name a file")
+        if _same_file(path, catalog):
+            raise UsageError(f"--rejects {path} is the catalog itself: name another file")
+        existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+        writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        if not writable:
+            raise UsageError(
+                f"--rejects {path} cannot be written: {existing} is not a writable directory"
+            )
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(f"--rejects {path} cannot be written")
+
     def __enter__(self) -> _RejectsFile:
         self.path.unlink(missing_ok=True)  # a stale file would describe another run
         return self
@@ -301,6 +321,13 @@ class _RejectsFile:
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
             self._fh.close()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 _DONE = object()
