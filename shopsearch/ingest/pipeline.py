@@ -93,39 +93,47 @@ def ingest_catalog(
     started = time.perf_counter()
     report = IngestReport(catalog=str(reader.path), collection=backend.location)
     collection = _Collection.open(backend, encoder, template, bm25, recreate)
+    target = collection.backend  # `backend`, or where --recreate builds its replacement
     seen: dict[str, int] = {}
     listed = _ListedProducts()
     pending: list[Future[None]] = []
-    with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
-        for raw_rows in _prefetched(reader.batches(batch_size)):
-            products, rejects = _validate_batch(raw_rows, seen)
-            rejects_file.write(rejects)
-            listed.add_rejects(rejects)
-            points = collection.points(products)
-            report.unchanged += len(products) - len(points)
-            while len(pending) >= MAX_PENDING_UPSERTS:
-                pending.pop(0).result()
-            pending.append(writer.submit(backend.upsert, points))
-            report.read += len(raw_rows)
-            report.upserted += len(products)
-            report.rejected += len(rejects)
-            if on_rows:
-                on_rows(len(raw_rows))
-        for fut in pending:
-            fut.result()
-    collection.ensure_created([])  # an empty catalog still leaves an empty collection
-    if prune and not collection.created:
-        report.not_pruned = listed.why_not_prunable(seen)
-        if report.not_pruned is None:
-            report.pruned = listed.prune(backend, seen)
-    report.vocabulary_words = collection.write_vocabulary(
-        replace=prune and report.not_pruned is None
-    )
-    indexing = time.perf_counter()
-    backend.finish_writes()
-    report.index_seconds = round(time.perf_counter() - indexing, 3)
+    try:
+        with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
+            for raw_rows in _prefetched(reader.batches(batch_size)):
+                products, rejects = _validate_batch(raw_rows, seen)
+                rejects_file.write(rejects)
+                listed.add_rejects(rejects)
+                points = collection.points(products)
+                report.unchanged += len(products) - len(points)
+                while len(pending) >= MAX_PENDING_UPSERTS:
+                    pending.pop(0).result()
+                pending.append(writer.submit(target.upsert, points))
+                report.read += len(raw_rows)
+                report.upserted += len(products)
+                report.rejected += len(rejects)
+                if on_rows:
+                    on_rows(len(raw_rows))
+            for fut in pending:
+                fut.result()
+        collection.ensure_created([])  # an empty catalog still leaves an empty collection
+        if prune and not collection.created:
+            report.not_pruned = listed.why_not_prunable(seen)
+            if report.not_pruned is None:
+                report.pruned = listed.prune(target, seen)
+        report.vocabulary_words = collection.write_vocabulary(
+            replace=prune and report.not_pruned is None
+        )
+        indexing = time.perf_counter()
+        target.finish_writes()
+        report.index_seconds = round(time.perf_counter() - indexing, 3)
+        report.points_in_collection = target.count()
+    except BaseException:
+        if target is not backend:
+            target.drop()  # the old collection stays as it was
+        raise
+    if target is not backend:
+        backend.replace_with(target)
     report.created = collection.created
-    report.points_in_collection = backend.count()
     report.rejects_file = str(rejects_path) if report.rejected else None
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -142,6 +150,7 @@ class _Collection:
         template: ProductTextTemplate,
         bm25: qdrant_edge.Bm25 | None,
         new_bm25: Bm25Settings | None = None,
+        drop_first: bool = False,
     ) -> None:
         self.backend = backend
         self.encoder = encoder
@@ -149,6 +158,7 @@ class _Collection:
         self.bm25 = bm25  # None until the collection exists
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
+        self.drop_first = drop_first  # --recreate on a server: the old collection goes
         self.words: Counter[str] = Counter()
 
     @classmethod
@@ -162,8 +172,9 @@ class _Collection:
     ) -> _Collection:
         meta = backend.read_meta()
         if meta is not None and recreate:
-            backend.drop()
-            meta = None
+            target = backend.replacement()
+            new_template = template or ProductTextTemplate()
+            return cls(target, encoder, new_template, None, bm25, drop_first=target is backend)
         if meta is None:
             return cls(backend, encoder, template or ProductTextTemplate(), None, bm25)
         meta.check_encoder(encoder_info(encoder))
@@ -187,6 +198,8 @@ class _Collection:
             meta = CollectionMeta(
                 encoder_info(self.encoder), settings.to_dict(), self.template.template
             )
+            if self.drop_first:  # only now that the catalog's first products are ready
+                self.backend.drop()
             self.backend.create(meta)
             self.created = True
             self.bm25 = settings.model()
