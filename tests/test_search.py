@@ -470,8 +470,17 @@ def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
     kept = {p["product_id"]: p for p in _all_payloads(backend, encoder)}
     assert set(kept) == {"drill", "hammer", "saw", "reel"}
     assert kept["saw"]["price"] == 99 and kept["drill"]["title"] == "Cordless drill, 18V"
-    # The vocabulary is the catalog's alone now: "garden" went with the hose.
-    assert set(backend.read_vocabulary()) == {"cordless", "drill", "claw", "hammer", "hose", "reel"}
+    # The vocabulary is the catalog's alone now: "garden" went with the hose; the saw kept its.
+    assert set(backend.read_vocabulary()) == {
+        "cordless",
+        "drill",
+        "claw",
+        "hammer",
+        "mitre",
+        "saw",
+        "hose",
+        "reel",
+    }
 
     # A row without an id could be any product: nothing is pruned, and the report says why.
     unnamed = _jsonl(
@@ -485,6 +494,39 @@ def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
     report = ingest(empty, backend, encoder, tmp_path, prune=True)
     assert report.pruned == 0 and report.points_in_collection == 4
     assert "lists no products" in report.not_pruned
+    backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_product_kept_as_stored_by_a_prune_keeps_its_words(backend_name, encoder, tmp_path):
+    if backend_name == "edge":
+        backend = EdgeBackend(tmp_path / "products")
+    else:
+        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    desk = {
+        "id": "V2",
+        "title": "Desk",
+        "brand": "Oakwood",
+        "category": "furniture > office",
+        "attributes": {"Finish": "Walnut veneer", "Legs": "Steel"},
+        "price": 120,
+    }
+    ingest(
+        _jsonl(tmp_path / "a.jsonl", [{"id": "V1", "title": "Disk drive", "price": 50}, desk]),
+        backend,
+        encoder,
+        tmp_path,
+    )
+    words = backend.read_vocabulary()
+    assert {"desk", "oakwood", "furniture", "walnut", "legs"} <= set(words)
+    rejected = {**desk, "price": "120 EUR"}
+    again = _jsonl(
+        tmp_path / "b.jsonl", [{"id": "V1", "title": "Disk drive", "price": 50}, rejected]
+    )
+    report = ingest(again, backend, encoder, tmp_path, prune=True)
+    assert (report.rejected, report.pruned, report.not_pruned) == (1, 0, None)
+    assert backend.read_vocabulary() == words
+    assert ProductSearch(backend, encoder).searched_text(Query("desk")) == "desk"
     backend.close()
 
 

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,6 +120,7 @@ def ingest_catalog(
             report.not_pruned = listed.why_not_prunable(seen)
             if report.not_pruned is None:
                 report.pruned = listed.prune(target, seen)
+                collection.count_stored_words(listed.rejected_ids - seen.keys())
         report.vocabulary_words = collection.write_vocabulary(
             replace=prune and report.not_pruned is None
         )
@@ -213,12 +214,23 @@ class _Collection:
         self.backend.write_vocabulary(words)
         return len(words)
 
+    def count_stored_words(self, product_ids: Iterable[str]) -> None:
+        """Count the words of products kept as stored because their rows were rejected: a
+        pruned collection's vocabulary is this catalog's alone, and they are in it."""
+        ids = [point_id(pid) for pid in product_ids]
+        for start in range(0, len(ids), ID_PAGE):
+            stored = self.backend.payloads(ids[start : start + ID_PAGE]).values()
+            self._count_words([self.template.render(_stored_product(p)) for p in stored])
+
+    def _count_words(self, texts: list[str]) -> None:
+        self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
+
     def points(self, products: list[Product]) -> list[ProductPoint]:
         if not products:
             return []
         texts = [self.template.render(p) for p in products]
         bm25 = self.ensure_created(texts)
-        self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
+        self._count_words(texts)
         ids = [point_id(p.id) for p in products]
         payloads = [p.payload() for p in products]
         if not self.created:  # an existing collection may hold some of these already
@@ -240,6 +252,14 @@ class _Collection:
                 )
             )
         return points
+
+
+def _stored_product(payload: dict[str, Any]) -> Product:
+    """The product a stored payload was made of (`Product.payload` the other way round)."""
+    fields = {k: v for k, v in payload.items() if k in Product.__dataclass_fields__}
+    if fields.get("category"):
+        fields["category"] = tuple(fields["category"])
+    return Product(id=payload["product_id"], **fields)
 
 
 def _validate_batch(
