@@ -82,7 +82,7 @@ def ingest_catalog(
 ) -> IngestReport:
     """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
 
-    `template` and `bm25` (its k and b; avg_len is fitted to the catalog) shape a new
+    `template` and `bm25` (its k and b; avg_len is fitted to the first batch) shape a new
     collection; an existing one must have been built with the same.
     """
     if batch_size < 1:
