@@ -187,6 +187,30 @@ def test_ingest_prune_reports_what_it_deleted_or_why_it_did_not(demo_env, tmp_pa
     assert "warning: nothing pruned: row 2 has no product id" in proc.stderr
 
 
+def test_a_rejects_path_that_is_the_catalog_or_unwritable_is_refused_before_any_work(
+    demo_env, tmp_path
+):
+    env, _ = demo_env
+    catalog = tmp_path / "victim.csv"
+    catalog.write_text("id,title,price\nV1,Disk drive,50\nV2,Desk,cheap\n", encoding="utf-8")
+    (tmp_path / "link.csv").symlink_to(catalog)
+    (tmp_path / "somedir").mkdir()
+    refused = {
+        catalog: "is the catalog itself",
+        tmp_path / "link.csv": "is the catalog itself",
+        tmp_path / "somedir": "is a directory",
+        catalog / "rejects.jsonl": f"cannot be written: {catalog} is not a writable directory",
+    }
+    for rejects, reason in refused.items():
+        args = ("ingest", str(catalog), "-c", "refused", "--rejects", str(rejects))
+        proc = run_cli(*args, env_extra=env, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert f"error: --rejects {rejects} {reason}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert catalog.read_text(encoding="utf-8").endswith("V2,Desk,cheap\n")
+    assert run_cli("info", "-c", "refused", env_extra=env, check=False).returncode == 1
+
+
 def test_bad_bm25_flag_exits_2_naming_it_and_creates_nothing(demo_env, tmp_path):
     env, _ = demo_env
     proc = run_cli("ingest", str(DEMO), "--bm25-k", "-1", "-c", "bad", env_extra=env, check=False)

@@ -14,7 +14,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from shopsearch.encoders.onnx_encoder import OnnxEncoder
-from shopsearch.errors import EncoderMismatchError, UsageError
+from shopsearch.errors import CatalogError, EncoderMismatchError, UsageError
 from shopsearch.evaluation.systems import system_name
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
@@ -369,6 +369,74 @@ def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, 
     backend.close()
 
 
+def _titles(path, titles):
+    return _jsonl(path, [{"id": f"{path.stem}-{i}", "title": t} for i, t in enumerate(titles)])
+
+
+TOOLS = ["Cordless drill", "Claw hammer", "Mitre saw"]
+GARDEN = ["Garden hose", "Hose reel", "Cordless trimmer", "Lawn mower"]
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_recreate_whose_catalog_cannot_be_read_leaves_the_old_collection(
+    backend_name, encoder, tmp_path
+):
+    if backend_name == "edge":
+        backend = EdgeBackend(tmp_path / "products")
+    else:
+        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    ingest(_titles(tmp_path / "tools.jsonl", TOOLS), backend, encoder, tmp_path)
+    tools_words = backend.read_vocabulary()
+    broken = tmp_path / "broken.csv"
+    broken.write_text("id,title\nb1,Rake\nb2,Spade,extra\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="Expected 2 columns, got 3"):
+        ingest(broken, backend, encoder, tmp_path, recreate=True)
+    assert backend.count() == 3 and backend.read_vocabulary() == tools_words
+    report = ingest(
+        _titles(tmp_path / "garden.jsonl", GARDEN), backend, encoder, tmp_path, recreate=True
+    )
+    assert report.created and report.points_in_collection == backend.count() == 4
+    assert set(backend.read_vocabulary()) == {
+        "garden",
+        "hose",
+        "reel",
+        "cordless",
+        "trimmer",
+        "lawn",
+        "mower",
+    }
+    backend.close()
+
+
+def test_an_interrupted_edge_recreate_leaves_the_old_collection_and_no_leftovers(encoder, tmp_path):
+    data = tmp_path / "data"
+    backend = EdgeBackend(data / "products")
+    ingest(_titles(tmp_path / "tools.jsonl", TOOLS), backend, encoder, tmp_path)
+    garden = _titles(tmp_path / "garden.jsonl", GARDEN)
+
+    def ctrl_c(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # after the first batch went into the new shard
+        ingest(garden, backend, encoder, tmp_path, recreate=True, on_rows=ctrl_c)
+    assert os.listdir(data) == ["products"]
+    assert backend.count() == 3 and "drill" in backend.read_vocabulary()
+    search = ProductSearch(backend, encoder)
+    assert search.search(Query("drill"), SearchOptions(top_k=1))[0].payload["title"] == TOOLS[0]
+    backend.close()
+    # What a killed run leaves behind does not stop the next one.
+    (data / ".products.recreating" / "shard").mkdir(parents=True)
+    (data / ".products.recreating" / "shopsearch.json").write_text("{", encoding="utf-8")
+    (data / ".products.replaced").mkdir()
+    report = ingest(garden, backend, encoder, tmp_path, recreate=True)
+    assert report.created and report.points_in_collection == 4
+    assert os.listdir(data) == ["products"]
+    assert backend.count() == 4 and "drill" not in backend.read_vocabulary()
+    search = ProductSearch(backend, encoder)
+    assert search.search(Query("mower"), SearchOptions(top_k=1))[0].payload["title"] == GARDEN[3]
+    backend.close()
+
+
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
 def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
     backend_name, encoder, tmp_path
@@ -402,8 +470,17 @@ def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
     kept = {p["product_id"]: p for p in _all_payloads(backend, encoder)}
     assert set(kept) == {"drill", "hammer", "saw", "reel"}
     assert kept["saw"]["price"] == 99 and kept["drill"]["title"] == "Cordless drill, 18V"
-    # The vocabulary is the catalog's alone now: "garden" went with the hose.
-    assert set(backend.read_vocabulary()) == {"cordless", "drill", "claw", "hammer", "hose", "reel"}
+    # The vocabulary is the catalog's alone now: "garden" went with the hose; the saw kept its.
+    assert set(backend.read_vocabulary()) == {
+        "cordless",
+        "drill",
+        "claw",
+        "hammer",
+        "mitre",
+        "saw",
+        "hose",
+        "reel",
+    }
 
     # A row without an id could be any product: nothing is pruned, and the report says why.
     unnamed = _jsonl(
@@ -417,6 +494,39 @@ def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
     report = ingest(empty, backend, encoder, tmp_path, prune=True)
     assert report.pruned == 0 and report.points_in_collection == 4
     assert "lists no products" in report.not_pruned
+    backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_product_kept_as_stored_by_a_prune_keeps_its_words(backend_name, encoder, tmp_path):
+    if backend_name == "edge":
+        backend = EdgeBackend(tmp_path / "products")
+    else:
+        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    desk = {
+        "id": "V2",
+        "title": "Desk",
+        "brand": "Oakwood",
+        "category": "furniture > office",
+        "attributes": {"Finish": "Walnut veneer", "Legs": "Steel"},
+        "price": 120,
+    }
+    ingest(
+        _jsonl(tmp_path / "a.jsonl", [{"id": "V1", "title": "Disk drive", "price": 50}, desk]),
+        backend,
+        encoder,
+        tmp_path,
+    )
+    words = backend.read_vocabulary()
+    assert {"desk", "oakwood", "furniture", "walnut", "legs"} <= set(words)
+    rejected = {**desk, "price": "120 EUR"}
+    again = _jsonl(
+        tmp_path / "b.jsonl", [{"id": "V1", "title": "Disk drive", "price": 50}, rejected]
+    )
+    report = ingest(again, backend, encoder, tmp_path, prune=True)
+    assert (report.rejected, report.pruned, report.not_pruned) == (1, 0, None)
+    assert backend.read_vocabulary() == words
+    assert ProductSearch(backend, encoder).searched_text(Query("desk")) == "desk"
     backend.close()
 
 

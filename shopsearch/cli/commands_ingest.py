@@ -50,7 +50,12 @@ def ingest(
         typer.Option("--rejects", help="Where bad rows go [default: ./<catalog>.rejects.jsonl]."),
     ] = None,
     recreate: Annotated[
-        bool, typer.Option("--recreate", help="Drop the collection first and build it anew.")
+        bool,
+        typer.Option(
+            "--recreate",
+            help="Build the collection anew; the old one stays until the new one is built "
+            "(on a Qdrant server: until the catalog's first products are read).",
+        ),
     ] = False,
     prune: Annotated[
         bool,

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,49 +82,59 @@ def ingest_catalog(
 ) -> IngestReport:
     """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
 
-    `template` and `bm25` (its k and b; avg_len is fitted to the catalog) shape a new
+    `template` and `bm25` (its k and b; avg_len is fitted to the first batch) shape a new
     collection; an existing one must have been built with the same.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if bm25 is not None:
         bm25.check()
+    _RejectsFile.check(rejects_path, reader.path)
     started = time.perf_counter()
     report = IngestReport(catalog=str(reader.path), collection=backend.location)
     collection = _Collection.open(backend, encoder, template, bm25, recreate)
+    target = collection.backend  # `backend`, or where --recreate builds its replacement
     seen: dict[str, int] = {}
     listed = _ListedProducts()
     pending: list[Future[None]] = []
-    with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
-        for raw_rows in _prefetched(reader.batches(batch_size)):
-            products, rejects = _validate_batch(raw_rows, seen)
-            rejects_file.write(rejects)
-            listed.add_rejects(rejects)
-            points = collection.points(products)
-            report.unchanged += len(products) - len(points)
-            while len(pending) >= MAX_PENDING_UPSERTS:
-                pending.pop(0).result()
-            pending.append(writer.submit(backend.upsert, points))
-            report.read += len(raw_rows)
-            report.upserted += len(products)
-            report.rejected += len(rejects)
-            if on_rows:
-                on_rows(len(raw_rows))
-        for fut in pending:
-            fut.result()
-    collection.ensure_created([])  # an empty catalog still leaves an empty collection
-    if prune and not collection.created:
-        report.not_pruned = listed.why_not_prunable(seen)
-        if report.not_pruned is None:
-            report.pruned = listed.prune(backend, seen)
-    report.vocabulary_words = collection.write_vocabulary(
-        replace=prune and report.not_pruned is None
-    )
-    indexing = time.perf_counter()
-    backend.finish_writes()
-    report.index_seconds = round(time.perf_counter() - indexing, 3)
+    try:
+        with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
+            for raw_rows in _prefetched(reader.batches(batch_size)):
+                products, rejects = _validate_batch(raw_rows, seen)
+                rejects_file.write(rejects)
+                listed.add_rejects(rejects)
+                points = collection.points(products)
+                report.unchanged += len(products) - len(points)
+                while len(pending) >= MAX_PENDING_UPSERTS:
+                    pending.pop(0).result()
+                pending.append(writer.submit(target.upsert, points))
+                report.read += len(raw_rows)
+                report.upserted += len(products)
+                report.rejected += len(rejects)
+                if on_rows:
+                    on_rows(len(raw_rows))
+            for fut in pending:
+                fut.result()
+        collection.ensure_created([])  # an empty catalog still leaves an empty collection
+        if prune and not collection.created:
+            report.not_pruned = listed.why_not_prunable(seen)
+            if report.not_pruned is None:
+                report.pruned = listed.prune(target, seen)
+                collection.count_stored_words(listed.rejected_ids - seen.keys())
+        report.vocabulary_words = collection.write_vocabulary(
+            replace=prune and report.not_pruned is None
+        )
+        indexing = time.perf_counter()
+        target.finish_writes()
+        report.index_seconds = round(time.perf_counter() - indexing, 3)
+        report.points_in_collection = target.count()
+    except BaseException:
+        if target is not backend:
+            target.drop()  # the old collection stays as it was
+        raise
+    if target is not backend:
+        backend.replace_with(target)
     report.created = collection.created
-    report.points_in_collection = backend.count()
     report.rejects_file = str(rejects_path) if report.rejected else None
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -140,6 +151,7 @@ class _Collection:
         template: ProductTextTemplate,
         bm25: qdrant_edge.Bm25 | None,
         new_bm25: Bm25Settings | None = None,
+        drop_first: bool = False,
     ) -> None:
         self.backend = backend
         self.encoder = encoder
@@ -147,6 +159,7 @@ class _Collection:
         self.bm25 = bm25  # None until the collection exists
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
+        self.drop_first = drop_first  # --recreate on a server: the old collection goes
         self.words: Counter[str] = Counter()
 
     @classmethod
@@ -160,8 +173,9 @@ class _Collection:
     ) -> _Collection:
         meta = backend.read_meta()
         if meta is not None and recreate:
-            backend.drop()
-            meta = None
+            target = backend.replacement()
+            new_template = template or ProductTextTemplate()
+            return cls(target, encoder, new_template, None, bm25, drop_first=target is backend)
         if meta is None:
             return cls(backend, encoder, template or ProductTextTemplate(), None, bm25)
         meta.check_encoder(encoder_info(encoder))
@@ -185,6 +199,8 @@ class _Collection:
             meta = CollectionMeta(
                 encoder_info(self.encoder), settings.to_dict(), self.template.template
             )
+            if self.drop_first:  # only now that the catalog's first products are ready
+                self.backend.drop()
             self.backend.create(meta)
             self.created = True
             self.bm25 = settings.model()
@@ -198,12 +214,23 @@ class _Collection:
         self.backend.write_vocabulary(words)
         return len(words)
 
+    def count_stored_words(self, product_ids: Iterable[str]) -> None:
+        """Count the words of products kept as stored because their rows were rejected: a
+        pruned collection's vocabulary is this catalog's alone, and they are in it."""
+        ids = [point_id(pid) for pid in product_ids]
+        for start in range(0, len(ids), ID_PAGE):
+            stored = self.backend.payloads(ids[start : start + ID_PAGE]).values()
+            self._count_words([self.template.render(_stored_product(p)) for p in stored])
+
+    def _count_words(self, texts: list[str]) -> None:
+        self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
+
     def points(self, products: list[Product]) -> list[ProductPoint]:
         if not products:
             return []
         texts = [self.template.render(p) for p in products]
         bm25 = self.ensure_created(texts)
-        self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
+        self._count_words(texts)
         ids = [point_id(p.id) for p in products]
         payloads = [p.payload() for p in products]
         if not self.created:  # an existing collection may hold some of these already
@@ -225,6 +252,14 @@ class _Collection:
                 )
             )
         return points
+
+
+def _stored_product(payload: dict[str, Any]) -> Product:
+    """The product a stored payload was made of (`Product.payload` the other way round)."""
+    fields = {k: v for k, v in payload.items() if k in Product.__dataclass_fields__}
+    if fields.get("category"):
+        fields["category"] = tuple(fields["category"])
+    return Product(id=payload["product_id"], **fields)
 
 
 def _validate_batch(
@@ -284,6 +319,24 @@ class _RejectsFile:
         self.path = path
         self._fh: IO[str] | None = None
 
+    @staticmethod
+    def check(path: Path, catalog: Path) -> None:
+        """Refuse, before any work, a path whose file cannot be replaced: a stale rejects file
+        is deleted at the start, so the catalog itself would be lost, and a path that cannot
+        be written would otherwise fail at the first bad row, mid-ingest."""
+        if path.is_dir():
+            raise UsageError(f"--rejects {path} is a directory: name a file")
+        if _same_file(path, catalog):
+            raise UsageError(f"--rejects {path} is the catalog itself: name another file")
+        existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+        writable = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        if not writable:
+            raise UsageError(
+                f"--rejects {path} cannot be written: {existing} is not a writable directory"
+            )
+        if path.exists() and not os.access(path, os.W_OK):
+            raise UsageError(f"--rejects {path} cannot be written")
+
     def __enter__(self) -> _RejectsFile:
         self.path.unlink(missing_ok=True)  # a stale file would describe another run
         return self
@@ -301,6 +354,13 @@ class _RejectsFile:
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
             self._fh.close()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 _DONE = object()

@@ -139,6 +139,17 @@ class Backend(Protocol):
 
     def drop(self) -> None: ...
 
+    def replacement(self) -> Backend:
+        """Where `ingest --recreate` builds the new collection, so that a run that fails
+        leaves the old one as it was: Edge, an empty sibling directory; a server, whose
+        collections cannot be renamed under the services querying them, this backend
+        itself (ingest drops the old collection just before creating the new one)."""
+        ...
+
+    def replace_with(self, built: Backend) -> None:
+        """Make `built`, this backend's complete `replacement()`, the collection."""
+        ...
+
     def upsert(self, points: Sequence[ProductPoint]) -> None: ...
 
     def point_ids(self) -> Iterator[str]:

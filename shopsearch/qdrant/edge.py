@@ -5,6 +5,8 @@ indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
     <dir>/shard/            the Edge shard
     <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
     <dir>/vocabulary.json   {"words": {word: products using it}}, for typo tolerance
+`ingest --recreate` builds the new collection in `.<name>.recreating` beside <dir>, and
+renames it to <dir> once complete (the old one passes through `.<name>.replaced`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shopsearch.qdrant.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
+    Backend,
     FusionMethod,
     Hit,
     IndexSettings,
@@ -145,6 +148,28 @@ class EdgeBackend:
         self.close()
         if self.directory.exists():
             shutil.rmtree(self.directory)
+
+    def replacement(self) -> EdgeBackend:
+        staging = self._sibling("recreating")
+        if staging.exists():  # left by a --recreate that was killed
+            shutil.rmtree(staging)
+        return EdgeBackend(staging, self.index)
+
+    def replace_with(self, built: Backend) -> None:
+        """Two renames: the old collection steps aside, the new one takes its place."""
+        assert isinstance(built, EdgeBackend)
+        built.close()
+        self.close()
+        old = self._sibling("replaced")
+        if old.exists():
+            shutil.rmtree(old)
+        if self.directory.exists():
+            self.directory.rename(old)
+        built.directory.rename(self.directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _sibling(self, purpose: str) -> Path:
+        return self.directory.with_name(f".{self.directory.name}.{purpose}")
 
     def close(self) -> None:
         if self._shard is not None:

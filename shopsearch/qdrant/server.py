@@ -20,6 +20,7 @@ from shopsearch.qdrant.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
+    Backend,
     FusionMethod,
     Hit,
     IndexSettings,
@@ -160,6 +161,12 @@ class ServerBackend:
     def drop(self) -> None:
         if self.client.collection_exists(self.collection):
             self.client.delete_collection(self.collection)
+
+    def replacement(self) -> ServerBackend:
+        return self
+
+    def replace_with(self, built: Backend) -> None:
+        """Built in place."""
 
     def close(self) -> None:
         self.client.close()
