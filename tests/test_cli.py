@@ -306,3 +306,22 @@ def test_export_never_overwrites_the_default_encoder_with_another_model(exported
         run_cli("model", "export", "--out", str(exported_model), "--if-missing", "--json").stdout
     )
     assert kept["exported"] is False and len(kept["fingerprint"]) == 64
+
+
+def test_a_catalog_whose_every_row_is_rejected_is_an_error(demo_env, tmp_path):
+    env, _ = demo_env
+    catalog = tmp_path / "no-ids.jsonl"
+    catalog.write_text('{"product_id": "a", "title": "x"}\n{"product_id": "b", "title": "y"}\n')
+    proc = run_cli(
+        "ingest",
+        str(catalog),
+        "-c",
+        "noids",
+        "--rejects",
+        str(tmp_path / "r.jsonl"),
+        env_extra=env,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "read 2 = upserted 0 + rejected 2" in proc.stdout
+    assert "no product ingested: all 2 rows were rejected" in proc.stderr

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shopsearch.cli import options as opt
-from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, ingest_catalog
+from shopsearch.errors import CatalogError
+from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, IngestReport, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
 from shopsearch.qdrant.bm25 import Bm25Settings
@@ -116,7 +117,18 @@ def ingest(
     if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return
+    else:
+        _print_summary(report, prune)
+    if report.read and not report.upserted:
+        # Every row rejected is a catalog this command could not read (e.g. JSONL whose ids
+        # sit under another key), not a success.
+        raise CatalogError(
+            f"no product ingested: all {report.rejected} rows were rejected "
+            f"(reasons in {report.rejects_file}; --map id=FIELD if the ids have another name)"
+        )
+
+
+def _print_summary(report: IngestReport, prune: bool) -> None:
     out = Console(highlight=False)
     out.print(
         f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
