@@ -72,6 +72,36 @@ def test_a_column_no_shown_product_fills_is_left_out():
     assert "brand" in columns([])  # an empty result keeps the full header
 
 
+def test_markup_in_queries_and_catalog_values_is_shown_as_typed():
+    """rich reads `[...]` as markup: unescaped, `[/]` crashed the table and `[bold]` vanished."""
+    from rich.console import Console
+
+    from shopsearch.cli.render import results_table
+    from shopsearch.qdrant.backend import Hit, SearchMode
+
+    payload = {
+        "title": "[b]cable",
+        "brand": "Acme [/b]",
+        "category": ["electronics", "hdmi [pack of 2]"],
+        "price": 3.0,
+        "currency": "[u]",
+    }
+    console = Console(width=200, record=True)
+    console.print(
+        results_table("shoes [/]", "[bold red]shoes", [Hit("1", 0.5, payload)], SearchMode.HYBRID)
+    )
+    out = console.export_text()
+    for shown in ("'[bold red]shoes'", "'shoes [/]'", "[b]cable", "Acme [/b]", "3.00 [u]"):
+        assert shown in out
+    assert "electronics > hdmi [pack of 2]" in out
+
+
+def test_a_query_with_markup_runs(demo_env):
+    env, _ = demo_env
+    proc = run_cli("query", "shoes [/]", env_extra={**env, "COLUMNS": "200"})
+    assert "'shoes [/]' (hybrid)" in proc.stdout and "Traceback" not in proc.stderr
+
+
 def test_a_misspelled_query_is_corrected_and_the_output_says_so(demo_env):
     env, _ = demo_env
     typed = "womens casul shoes"

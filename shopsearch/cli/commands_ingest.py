@@ -107,12 +107,12 @@ def ingest(
     finally:
         backend.close()
     if report.not_pruned:
-        err.print(f"warning: nothing pruned: {report.not_pruned}", highlight=False)
+        err.print(f"warning: nothing pruned: {report.not_pruned}", highlight=False, markup=False)
     if as_json:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)  # paths may hold [...]
     out.print(
         f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
         f"  ({report.seconds:.1f} s incl. {report.index_seconds:.1f} s indexing, "

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from shopsearch.cli import options as opt
 
@@ -40,17 +41,20 @@ def export(
     target = out or default_model_dir()
     if if_missing and (target / "manifest.json").is_file():
         manifest = Manifest.load(target)
-        Console(stderr=True).print(f"model already exported at {target}")
+        Console(stderr=True).print(f"model already exported at {target}", markup=False)
     else:
         from shopsearch.encoders.export import export_model
 
-        with Console(stderr=True).status(f"exporting to {target}") as status:
-            manifest = export_model(model, target, quantize=quantize, progress=status.update)
+        # Text, not str: rich would read `[...]` in a path or message as markup.
+        with Console(stderr=True).status(Text(f"exporting to {target}")) as status:
+            manifest = export_model(
+                model, target, quantize=quantize, progress=lambda m: status.update(Text(m))
+            )
     if as_json:
         json.dump({"dir": str(target), **manifest.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    Console(highlight=False).print(
+    Console(highlight=False, markup=False).print(
         f"exported {manifest.model_name} (dim {manifest.dimension}) to {target}: "
         + ", ".join(f"{k}={v}" for k, v in manifest.files.items())
     )

@@ -175,7 +175,7 @@ def train(
         product_columns=parse_column_map(column_map or []),
         judgment_columns=_judgment_map(judgment_map or []),
     )
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, markup=False)  # messages name paths
     results = run_training(
         judgments, products, out, config, dev_judgments, progress=lambda m: console.print(m)
     )
@@ -197,7 +197,7 @@ def train(
         sys.stdout.write("\n")
         return
     final = results[-1].model_dir
-    Console(highlight=False).print(
+    Console(highlight=False, markup=False).print(
         f"trained stage {', '.join(str(r.stage) for r in results)} -> {final}\n"
         f"export it with: shopsearch model export {final} --out DIR"
     )
