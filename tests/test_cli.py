@@ -153,6 +153,19 @@ def test_bad_filter_exits_nonzero_naming_it(demo_env, expr, message):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["query", "info"])
+def test_an_unreachable_server_exits_1_naming_its_url(command, closed_port):
+    for url in (
+        f"http://127.0.0.1:{closed_port}",
+        f"127.0.0.1:{closed_port}",
+    ):  # with and without a scheme
+        args = ["shoes"] if command == "query" else []
+        proc = run_cli(command, *args, "--qdrant-url", url, check=False)
+        assert proc.returncode == 1
+        assert f"cannot reach Qdrant at {url} " in proc.stderr
+        assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
+
+
 def test_batch_mode_writes_the_run_format(demo_env):
     env, tmp = demo_env
     batch = tmp / "queries.jsonl"

@@ -4,7 +4,10 @@ the real exported model."""
 import itertools
 import json
 import os
+import re
+import threading
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from shopsearch.encoders.onnx_encoder import OnnxEncoder
-from shopsearch.errors import EncoderMismatchError, UsageError
+from shopsearch.errors import EncoderMismatchError, ServerError, UsageError
 from shopsearch.evaluation.systems import system_name
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
@@ -622,3 +625,50 @@ def test_a_parent_listed_as_a_product_is_one_family_with_its_variants():
     page = collapse([parent, variant, other], top_k=10)
     assert [h.point_id for h in page] == ["p1", "p3"]
     assert page[0].other_variants == ("drill-18v",) and page[1].other_variants == ()
+
+
+def test_an_unreachable_server_is_an_error_naming_its_url(closed_port):
+    url = f"http://127.0.0.1:{closed_port}"
+    backend = ServerBackend.connect(url, "products")
+    with pytest.raises(ServerError, match=f"cannot reach Qdrant at {re.escape(url)} "):
+        backend.read_meta()
+    bm25 = SearchRequest(dense=None, sparse=SparseVec([1], [1.0]), mode=SearchMode.BM25)
+    with pytest.raises(ServerError, match="cannot reach Qdrant"):
+        backend.search_batch([bm25])
+    with pytest.raises(UsageError, match="bad --qdrant-url"):
+        ServerBackend.connect("ftp://127.0.0.1", "products")
+
+
+@pytest.fixture
+def refusing_server():
+    """A local HTTP server that answers every request 403, as Qdrant answers a wrong key."""
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": {"error": "Invalid api-key"}}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_PUT = do_DELETE = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_a_refused_api_key_is_an_error_naming_the_flag(refusing_server):
+    backend = ServerBackend.connect(refusing_server, "products", api_key="wrong")
+    with pytest.raises(ServerError, match=r"refused the request \(HTTP 403 Forbidden\).*--api-key"):
+        backend.read_meta()
+    with pytest.raises(ServerError, match="HTTP 403"):
+        backend.count()
