@@ -166,6 +166,27 @@ def test_an_unreachable_server_exits_1_naming_its_url(command, closed_port):
         assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bm25-weight", "inf"], "--bm25-weight must be a finite number above 0 (got inf)"),
+        (["--bm25-weight", "nan"], "--bm25-weight must be a finite number above 0 (got nan)"),
+        (["--mode", "dense", "--bm25-weight", "2"], "--bm25-weight weighs a hybrid search's lists"),
+    ],
+)
+def test_an_unusable_bm25_weight_exits_2_before_any_output(flags, message):
+    proc = run_cli("query", "shoes", *flags, "--json", check=False)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stdout == ""
+
+
+def test_json_output_is_strict_json(capsys):
+    from shopsearch.cli.output import print_json
+
+    print_json({"ndcg": float("nan"), "loss": [float("inf"), 1.5], "name": "é"})
+    strict = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    assert strict == {"ndcg": None, "loss": [None, 1.5], "name": "é"}
+
+
 def test_batch_mode_writes_the_run_format(demo_env):
     env, tmp = demo_env
     batch = tmp / "queries.jsonl"

@@ -3,6 +3,7 @@ the real exported model."""
 
 import itertools
 import json
+import math
 import os
 import re
 import threading
@@ -606,6 +607,22 @@ def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, serve
         SearchOptions(fusion=FusionMethod.DBSF, bm25_weight=3.0)
     with pytest.raises(UsageError, match="above 0"):
         SearchOptions(bm25_weight=0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bm25_weight": math.inf}, "--bm25-weight must be a finite number above 0"),
+        ({"bm25_weight": math.nan}, "--bm25-weight must be a finite number above 0"),
+        ({"bm25_weight": -1.0}, "--bm25-weight must be a finite number above 0"),
+        ({"bm25_weight": 2.0, "mode": SearchMode.DENSE}, "--mode dense has none"),
+        ({"bm25_weight": 1.0, "mode": SearchMode.BM25}, "--mode bm25 has none"),
+        ({"bm25_weight": 2.0, "fusion": FusionMethod.DBSF}, "--fusion dbsf has none"),
+    ],
+)
+def test_a_weight_the_search_cannot_use_is_refused_naming_the_flags(options, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        SearchOptions(**options)
 
 
 def test_rrf_weighs_bm25_by_default_and_old_servers_are_named():

@@ -6,9 +6,7 @@ collection (`--mode`, repeatable); everything else lives in `shopsearch.evaluati
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.evaluate import ALL, Evaluation, System
 from shopsearch.evaluation.evaluate import evaluate as score_systems
@@ -154,6 +153,9 @@ def evaluate(
     if modes:
         from shopsearch.qdrant.search import SearchOptions
 
+        if bm25_weight is not None and SearchMode.HYBRID not in modes:
+            raise UsageError("--bm25-weight weighs hybrid searches: add --mode hybrid")
+
         searched = SearchOptions(
             fusion=fusion,
             bm25_weight=bm25_weight,
@@ -188,8 +190,7 @@ def evaluate(
 
         write_report(ev, report)
     if as_json:
-        json.dump(ev.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(ev.to_dict())
         return
     _print_tables(ev, Console(highlight=False))
     if report is not None:
@@ -225,7 +226,9 @@ def _search_systems(
         search = ProductSearch(backend, encoder)
         with Progress(console=Console(stderr=True), transient=True) as progress:
             for mode in dict.fromkeys(modes):
-                options = replace(searched, mode=mode)
+                # --bm25-weight weighs the hybrid systems; the others compare against them.
+                weight = searched.bm25_weight if mode is SearchMode.HYBRID else None
+                options = replace(searched, mode=mode, bm25_weight=weight)
                 total = len(judged.queries) * (2 if rerank else 1)
                 task = progress.add_task(f"searching ({mode.value})", total=total)
                 out.append(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
@@ -109,8 +108,7 @@ def ingest(
     if report.not_pruned:
         err.print(f"warning: nothing pruned: {report.not_pruned}", highlight=False, markup=False)
     if as_json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(report.to_dict())
         return
     out = Console(highlight=False, markup=False)  # paths may hold [...]
     out.print(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 
 
 def export(
@@ -51,8 +50,7 @@ def export(
                 model, target, quantize=quantize, progress=lambda m: status.update(Text(m))
             )
     if as_json:
-        json.dump({"dir": str(target), **manifest.to_dict()}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({"dir": str(target), **manifest.to_dict()})
         return
     Console(highlight=False, markup=False).print(
         f"exported {manifest.model_name} (dim {manifest.dimension}) to {target}: "

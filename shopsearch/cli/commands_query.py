@@ -11,6 +11,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
@@ -120,8 +121,7 @@ def query(
                 for h in hits
             ],
         }
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json(doc, ensure_ascii=False)
         return
     from rich.console import Console  # not imported for --json: see app._print_error
 
@@ -150,8 +150,7 @@ def info(
     finally:
         backend.close()
     if as_json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
         return
     from rich.console import Console
     from rich.text import Text

@@ -6,14 +6,13 @@ optional extra); without the `train` extra the command fails with one clear mess
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from shopsearch.cli.output import print_json
 from shopsearch.errors import MissingExtraError, UsageError
 
 
@@ -193,8 +192,7 @@ def train(
             }
             for r in results
         ]
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(payload)
         return
     final = results[-1].model_dir
     Console(highlight=False, markup=False).print(
