@@ -689,3 +689,85 @@ def test_a_refused_api_key_is_an_error_naming_the_flag(refusing_server):
         backend.read_meta()
     with pytest.raises(ServerError, match="HTTP 403"):
         backend.count()
+
+
+# Keys and categories as catalogs have them: spaces, dots, slashes; categories as paths.
+FILTERED_PRODUCTS = {
+    "1": {
+        "attributes": {"Ideal For": "Women", "Model No.": "X1"},
+        "category": ["footwear", "womens footwear", "casual shoes"],
+    },
+    "2": {
+        "attributes": {"Ideal For": "Men", "Precious/Artificial Jewellery": "Artificial"},
+        "category": ["footwear", "mens footwear", "casual shoes"],
+    },
+    "3": {"attributes": {"a.b": "dotted", "Model": "X1"}, "category": ["womens footwear"]},
+}
+
+
+@pytest.fixture(scope="module")
+def filtered_backends(tmp_path_factory):
+    """FILTERED_PRODUCTS in an Edge shard and in QdrantClient(':memory:')."""
+    backends = [
+        EdgeBackend(tmp_path_factory.mktemp("filtered") / "products"),
+        ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
+    ]
+    meta = CollectionMeta(EncoderInfo("random", 4, "f" * 64), {}, "{title}")
+    points = [
+        ProductPoint(
+            point_id(pid), np.ones(4, np.float32), SparseVec([], []), {"product_id": pid, **p}
+        )
+        for pid, p in FILTERED_PRODUCTS.items()
+    ]
+    for backend in backends:
+        backend.create(meta)
+        backend.upsert(points)
+        backend.finish_writes()
+    yield backends
+    for backend in backends:
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("attributes.Ideal For=Women", {"1"}),
+        ("attributes.'Ideal For' in (Women, Men)", {"1", "2"}),
+        ('attributes."Ideal For"!=Women', {"2", "3"}),
+        ("attributes.Model No.=X1", {"1"}),  # the dot is the key's, not a nested path
+        ("attributes.Precious/Artificial Jewellery=Artificial", {"2"}),
+        ("attributes.a.b=dotted", {"3"}),
+        ("category=womens footwear > casual shoes", {"1"}),
+        ("category=footwear > casual shoes", {"1", "2"}),
+        ("category!=womens footwear > casual shoes", {"2", "3"}),
+        ("category in (mens footwear > casual shoes, footwear > womens footwear)", {"1", "2"}),
+        ("category not in (mens footwear > casual shoes, womens footwear)", set()),
+    ],
+)
+def test_attribute_keys_and_category_paths_filter_alike_on_both_backends(
+    filtered_backends, expr, expected
+):
+    request = SearchRequest(
+        dense=np.ones(4, np.float32),
+        sparse=None,
+        conditions=parse_filters([expr]),
+        mode=SearchMode.DENSE,
+        exact=True,
+    )
+    for backend in filtered_backends:
+        (hits,) = backend.search_batch([request])
+        assert {h.payload["product_id"] for h in hits} == expected, (backend.location, expr)
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_the_demo_catalogs_commonest_attribute_key_filters(
+    request, backend_name, small_catalog, encoder
+):
+    """The demo's commonest attribute key, "Ideal For" (680 of 1,002 products), has a space."""
+    backend = request.getfixturevalue(backend_name)
+    rows = pq.read_table(small_catalog).to_pylist()
+    women = {r["id"] for r in rows if dict(r["attributes"] or []).get("Ideal For") == "Women"}
+    options = SearchOptions(mode=SearchMode.DENSE, exact=True, top_k=500, collapse_variants=False)
+    query = Query("shoes", parse_filters(["attributes.Ideal For=Women"]))
+    hits = ProductSearch(backend, encoder).search(query, options)
+    assert len(women) > 40 and {h.payload["product_id"] for h in hits} == women
