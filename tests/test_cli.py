@@ -204,6 +204,17 @@ def test_batch_mode_writes_the_run_format(demo_env):
         assert set(line["results"][0]) == {"product_id", "score"}
 
 
+def test_a_batch_file_with_a_bom_and_null_ids_runs(demo_env):
+    env, tmp = demo_env
+    batch = tmp / "bom.jsonl"
+    lines = (
+        '{"query_id": null, "query": "ring"}\n{"query": "shoes"}\n{"query_id": 0, "query": "x"}\n'
+    )
+    batch.write_text(lines, encoding="utf-8-sig")  # starts with a byte-order mark
+    out = run_cli("query", "--batch", str(batch), "--top-k", "1", env_extra=env).stdout
+    assert [json.loads(x)["query_id"] for x in out.splitlines()] == ["1", "2", "0"]
+
+
 def test_bad_batch_line_is_named(demo_env):
     env, tmp = demo_env
     batch = tmp / "bad.jsonl"
