@@ -29,6 +29,7 @@ from shopsearch.qdrant.filters import Match, Range, parse_filter
         ("attributes.Ideal For in (Women, Men)", Match('attributes."Ideal For"', ("Women", "Men"))),
         ("attributes.Model No.=X1", Match('attributes."Model No."', ("X1",))),
         ("attributes.'Made in'=India", Match('attributes."Made in"', ("India",))),
+        ("attributes.Men's Size=9", Match('attributes."Men\'s Size"', ("9",))),
         (
             "attributes.Precious/Artificial Jewellery=Artificial",
             Match('attributes."Precious/Artificial Jewellery"', ("Artificial",)),

@@ -701,7 +701,10 @@ FILTERED_PRODUCTS = {
         "attributes": {"Ideal For": "Men", "Precious/Artificial Jewellery": "Artificial"},
         "category": ["footwear", "mens footwear", "casual shoes"],
     },
-    "3": {"attributes": {"a.b": "dotted", "Model": "X1"}, "category": ["womens footwear"]},
+    "3": {
+        "attributes": {"a.b": "dotted", "Model": "X1", "Men's Size": "9"},
+        "category": ["womens footwear"],
+    },
 }
 
 
@@ -737,6 +740,7 @@ def filtered_backends(tmp_path_factory):
         ("attributes.Model No.=X1", {"1"}),  # the dot is the key's, not a nested path
         ("attributes.Precious/Artificial Jewellery=Artificial", {"2"}),
         ("attributes.a.b=dotted", {"3"}),
+        ("attributes.Men's Size=9", {"3"}),
         ("category=womens footwear > casual shoes", {"1"}),
         ("category=footwear > casual shoes", {"1", "2"}),
         ("category!=womens footwear > casual shoes", {"2", "3"}),

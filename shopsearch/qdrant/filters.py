@@ -49,7 +49,7 @@ Condition = Match | Range
 
 # An attribute key runs up to the operator (spaces, dots and slashes included: catalogs have
 # "Ideal For", "Model No.", "Precious/Artificial Jewellery"), or is quoted.
-_ATTRIBUTE_KEY = r"""(?:"[^"]*"|'[^']*'|[^=!<>"']+?)"""
+_ATTRIBUTE_KEY = r"""(?:"[^"]*"|'[^']*'|[^=!<>"'\s][^=!<>"]*?)"""
 _FIELD = rf"(?P<field>{ATTRIBUTES_FIELD}\.{_ATTRIBUTE_KEY}|[A-Za-z_][\w.\-]*)"
 # A plain key in Qdrant's JSON path syntax; any other is quoted: attributes."Model No."
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z_][\w\-]*")
