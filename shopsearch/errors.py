@@ -41,6 +41,11 @@ class CollectionError(ShopsearchError):
     """The collection is missing, was not built by shopsearch, or has an incompatible schema."""
 
 
+class ServerError(CollectionError):
+    """The Qdrant server cannot be reached, refuses the API key, or fails a request; the
+    message names the URL, so a wrong `--qdrant-url` or key is fixed without a traceback."""
+
+
 class MissingExtraError(ShopsearchError):
     """A command needs an optional extra (e.g. `shopsearch[train]`) that is not installed."""
 

@@ -72,6 +72,36 @@ def test_a_column_no_shown_product_fills_is_left_out():
     assert "brand" in columns([])  # an empty result keeps the full header
 
 
+def test_markup_in_queries_and_catalog_values_is_shown_as_typed():
+    """rich reads `[...]` as markup: unescaped, `[/]` crashed the table and `[bold]` vanished."""
+    from rich.console import Console
+
+    from shopsearch.cli.render import results_table
+    from shopsearch.qdrant.backend import Hit, SearchMode
+
+    payload = {
+        "title": "[b]cable",
+        "brand": "Acme [/b]",
+        "category": ["electronics", "hdmi [pack of 2]"],
+        "price": 3.0,
+        "currency": "[u]",
+    }
+    console = Console(width=200, record=True)
+    console.print(
+        results_table("shoes [/]", "[bold red]shoes", [Hit("1", 0.5, payload)], SearchMode.HYBRID)
+    )
+    out = console.export_text()
+    for shown in ("'[bold red]shoes'", "'shoes [/]'", "[b]cable", "Acme [/b]", "3.00 [u]"):
+        assert shown in out
+    assert "electronics > hdmi [pack of 2]" in out
+
+
+def test_a_query_with_markup_runs(demo_env):
+    env, _ = demo_env
+    proc = run_cli("query", "shoes [/]", env_extra={**env, "COLUMNS": "200"})
+    assert "'shoes [/]' (hybrid)" in proc.stdout and "Traceback" not in proc.stderr
+
+
 def test_a_misspelled_query_is_corrected_and_the_output_says_so(demo_env):
     env, _ = demo_env
     typed = "womens casul shoes"
@@ -123,6 +153,40 @@ def test_bad_filter_exits_nonzero_naming_it(demo_env, expr, message):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["query", "info"])
+def test_an_unreachable_server_exits_1_naming_its_url(command, closed_port):
+    for url in (
+        f"http://127.0.0.1:{closed_port}",
+        f"127.0.0.1:{closed_port}",
+    ):  # with and without a scheme
+        args = ["shoes"] if command == "query" else []
+        proc = run_cli(command, *args, "--qdrant-url", url, check=False)
+        assert proc.returncode == 1
+        assert f"cannot reach Qdrant at {url} " in proc.stderr
+        assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bm25-weight", "inf"], "--bm25-weight must be a finite number above 0 (got inf)"),
+        (["--bm25-weight", "nan"], "--bm25-weight must be a finite number above 0 (got nan)"),
+        (["--mode", "dense", "--bm25-weight", "2"], "--bm25-weight weighs a hybrid search's lists"),
+    ],
+)
+def test_an_unusable_bm25_weight_exits_2_before_any_output(flags, message):
+    proc = run_cli("query", "shoes", *flags, "--json", check=False)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stdout == ""
+
+
+def test_json_output_is_strict_json(capsys):
+    from shopsearch.cli.output import print_json
+
+    print_json({"ndcg": float("nan"), "loss": [float("inf"), 1.5], "name": "é"})
+    strict = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    assert strict == {"ndcg": None, "loss": [None, 1.5], "name": "é"}
+
+
 def test_batch_mode_writes_the_run_format(demo_env):
     env, tmp = demo_env
     batch = tmp / "queries.jsonl"
@@ -138,6 +202,17 @@ def test_batch_mode_writes_the_run_format(demo_env):
     for line in lines:
         assert len(line["results"]) == 3
         assert set(line["results"][0]) == {"product_id", "score"}
+
+
+def test_a_batch_file_with_a_bom_and_null_ids_runs(demo_env):
+    env, tmp = demo_env
+    batch = tmp / "bom.jsonl"
+    lines = (
+        '{"query_id": null, "query": "ring"}\n{"query": "shoes"}\n{"query_id": 0, "query": "x"}\n'
+    )
+    batch.write_text(lines, encoding="utf-8-sig")  # starts with a byte-order mark
+    out = run_cli("query", "--batch", str(batch), "--top-k", "1", env_extra=env).stdout
+    assert [json.loads(x)["query_id"] for x in out.splitlines()] == ["1", "2", "0"]
 
 
 def test_bad_batch_line_is_named(demo_env):

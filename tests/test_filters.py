@@ -22,6 +22,25 @@ from shopsearch.qdrant.filters import Match, Range, parse_filter
         ("in_stock=no", Match("in_stock", (False,))),
         ("category=footwear", Match("category", ("footwear",))),
         ("attributes.Material=Cotton", Match("attributes.Material", ("Cotton",))),
+        # Keys with spaces, dots or slashes, quoted or not, reach Qdrant quoted.
+        ("attributes.Ideal For=Women", Match('attributes."Ideal For"', ("Women",))),
+        ("attributes.'Ideal For' = Women", Match('attributes."Ideal For"', ("Women",))),
+        ('attributes."Ideal For"!=Men', Match('attributes."Ideal For"', ("Men",), negate=True)),
+        ("attributes.Ideal For in (Women, Men)", Match('attributes."Ideal For"', ("Women", "Men"))),
+        ("attributes.Model No.=X1", Match('attributes."Model No."', ("X1",))),
+        ("attributes.'Made in'=India", Match('attributes."Made in"', ("India",))),
+        ("attributes.Men's Size=9", Match('attributes."Men\'s Size"', ("9",))),
+        (
+            "attributes.Precious/Artificial Jewellery=Artificial",
+            Match('attributes."Precious/Artificial Jewellery"', ("Artificial",)),
+        ),
+        # A category value with ` > ` is a path: every level must hold.
+        (
+            "category=womens footwear > casual shoes",
+            Match("category", (("womens footwear", "casual shoes"),)),
+        ),
+        ("category in (a > b, c)", Match("category", (("a", "b"), "c"))),
+        ("brand=a > b", Match("brand", ("a > b",))),  # only categories are paths
     ],
 )
 def test_parses_supported_expressions(expr, expected):
@@ -42,6 +61,10 @@ def test_parses_supported_expressions(expr, expected):
         ("price in (1,2)", "use <, <=, >, >="),
         ("price!=3", "'!=' is not supported"),
         ("attributes.=x", "unknown field"),
+        ("attributes.''=x", "unknown field"),
+        ("""attributes.'say "hi"'=x""", "a key with '\"'"),
+        ("Ideal For=Women", "expected FIELD=VALUE"),  # a key with a space is an attribute's
+        ("category=a >  > b", "empty level in category"),
     ],
 )
 def test_bad_expressions_name_themselves(expr, message):

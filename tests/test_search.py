@@ -3,8 +3,12 @@ the real exported model."""
 
 import itertools
 import json
+import math
 import os
+import re
+import threading
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from shopsearch.encoders.onnx_encoder import OnnxEncoder
-from shopsearch.errors import CatalogError, EncoderMismatchError, UsageError
+from shopsearch.errors import CatalogError, EncoderMismatchError, ServerError, UsageError
 from shopsearch.evaluation.systems import system_name
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
@@ -715,6 +719,22 @@ def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, serve
         SearchOptions(bm25_weight=0.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bm25_weight": math.inf}, "--bm25-weight must be a finite number above 0"),
+        ({"bm25_weight": math.nan}, "--bm25-weight must be a finite number above 0"),
+        ({"bm25_weight": -1.0}, "--bm25-weight must be a finite number above 0"),
+        ({"bm25_weight": 2.0, "mode": SearchMode.DENSE}, "--mode dense has none"),
+        ({"bm25_weight": 1.0, "mode": SearchMode.BM25}, "--mode bm25 has none"),
+        ({"bm25_weight": 2.0, "fusion": FusionMethod.DBSF}, "--fusion dbsf has none"),
+    ],
+)
+def test_a_weight_the_search_cannot_use_is_refused_naming_the_flags(options, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        SearchOptions(**options)
+
+
 def test_rrf_weighs_bm25_by_default_and_old_servers_are_named():
     assert SearchOptions().rrf_bm25_weight == DEFAULT_BM25_WEIGHT == 3.0
     assert SearchOptions(fusion=FusionMethod.DBSF).rrf_bm25_weight == 1.0  # no RRF, no weight
@@ -732,3 +752,136 @@ def test_a_parent_listed_as_a_product_is_one_family_with_its_variants():
     page = collapse([parent, variant, other], top_k=10)
     assert [h.point_id for h in page] == ["p1", "p3"]
     assert page[0].other_variants == ("drill-18v",) and page[1].other_variants == ()
+
+
+def test_an_unreachable_server_is_an_error_naming_its_url(closed_port):
+    url = f"http://127.0.0.1:{closed_port}"
+    backend = ServerBackend.connect(url, "products")
+    with pytest.raises(ServerError, match=f"cannot reach Qdrant at {re.escape(url)} "):
+        backend.read_meta()
+    bm25 = SearchRequest(dense=None, sparse=SparseVec([1], [1.0]), mode=SearchMode.BM25)
+    with pytest.raises(ServerError, match="cannot reach Qdrant"):
+        backend.search_batch([bm25])
+    with pytest.raises(UsageError, match="bad --qdrant-url"):
+        ServerBackend.connect("ftp://127.0.0.1", "products")
+
+
+@pytest.fixture
+def refusing_server():
+    """A local HTTP server that answers every request 403, as Qdrant answers a wrong key."""
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": {"error": "Invalid api-key"}}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_PUT = do_DELETE = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_a_refused_api_key_is_an_error_naming_the_flag(refusing_server):
+    backend = ServerBackend.connect(refusing_server, "products", api_key="wrong")
+    with pytest.raises(ServerError, match=r"refused the request \(HTTP 403 Forbidden\).*--api-key"):
+        backend.read_meta()
+    with pytest.raises(ServerError, match="HTTP 403"):
+        backend.count()
+
+
+# Keys and categories as catalogs have them: spaces, dots, slashes; categories as paths.
+FILTERED_PRODUCTS = {
+    "1": {
+        "attributes": {"Ideal For": "Women", "Model No.": "X1"},
+        "category": ["footwear", "womens footwear", "casual shoes"],
+    },
+    "2": {
+        "attributes": {"Ideal For": "Men", "Precious/Artificial Jewellery": "Artificial"},
+        "category": ["footwear", "mens footwear", "casual shoes"],
+    },
+    "3": {
+        "attributes": {"a.b": "dotted", "Model": "X1", "Men's Size": "9"},
+        "category": ["womens footwear"],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def filtered_backends(tmp_path_factory):
+    """FILTERED_PRODUCTS in an Edge shard and in QdrantClient(':memory:')."""
+    backends = [
+        EdgeBackend(tmp_path_factory.mktemp("filtered") / "products"),
+        ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
+    ]
+    meta = CollectionMeta(EncoderInfo("random", 4, "f" * 64), {}, "{title}")
+    points = [
+        ProductPoint(
+            point_id(pid), np.ones(4, np.float32), SparseVec([], []), {"product_id": pid, **p}
+        )
+        for pid, p in FILTERED_PRODUCTS.items()
+    ]
+    for backend in backends:
+        backend.create(meta)
+        backend.upsert(points)
+        backend.finish_writes()
+    yield backends
+    for backend in backends:
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("attributes.Ideal For=Women", {"1"}),
+        ("attributes.'Ideal For' in (Women, Men)", {"1", "2"}),
+        ('attributes."Ideal For"!=Women', {"2", "3"}),
+        ("attributes.Model No.=X1", {"1"}),  # the dot is the key's, not a nested path
+        ("attributes.Precious/Artificial Jewellery=Artificial", {"2"}),
+        ("attributes.a.b=dotted", {"3"}),
+        ("attributes.Men's Size=9", {"3"}),
+        ("category=womens footwear > casual shoes", {"1"}),
+        ("category=footwear > casual shoes", {"1", "2"}),
+        ("category!=womens footwear > casual shoes", {"2", "3"}),
+        ("category in (mens footwear > casual shoes, footwear > womens footwear)", {"1", "2"}),
+        ("category not in (mens footwear > casual shoes, womens footwear)", set()),
+    ],
+)
+def test_attribute_keys_and_category_paths_filter_alike_on_both_backends(
+    filtered_backends, expr, expected
+):
+    request = SearchRequest(
+        dense=np.ones(4, np.float32),
+        sparse=None,
+        conditions=parse_filters([expr]),
+        mode=SearchMode.DENSE,
+        exact=True,
+    )
+    for backend in filtered_backends:
+        (hits,) = backend.search_batch([request])
+        assert {h.payload["product_id"] for h in hits} == expected, (backend.location, expr)
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_the_demo_catalogs_commonest_attribute_key_filters(
+    request, backend_name, small_catalog, encoder
+):
+    """The demo's commonest attribute key, "Ideal For" (680 of 1,002 products), has a space."""
+    backend = request.getfixturevalue(backend_name)
+    rows = pq.read_table(small_catalog).to_pylist()
+    women = {r["id"] for r in rows if dict(r["attributes"] or []).get("Ideal For") == "Women"}
+    options = SearchOptions(mode=SearchMode.DENSE, exact=True, top_k=500, collapse_variants=False)
+    query = Query("shoes", parse_filters(["attributes.Ideal For=Women"]))
+    hits = ProductSearch(backend, encoder).search(query, options)
+    assert len(women) > 40 and {h.payload["product_id"] for h in hits} == women

@@ -6,17 +6,18 @@ collection (`--mode`, repeatable); everything else lives in `shopsearch.evaluati
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.evaluate import ALL, Evaluation, System
 from shopsearch.evaluation.evaluate import evaluate as score_systems
@@ -152,6 +153,9 @@ def evaluate(
     if modes:
         from shopsearch.qdrant.search import SearchOptions
 
+        if bm25_weight is not None and SearchMode.HYBRID not in modes:
+            raise UsageError("--bm25-weight weighs hybrid searches: add --mode hybrid")
+
         searched = SearchOptions(
             fusion=fusion,
             bm25_weight=bm25_weight,
@@ -186,12 +190,11 @@ def evaluate(
 
         write_report(ev, report)
     if as_json:
-        json.dump(ev.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(ev.to_dict())
         return
     _print_tables(ev, Console(highlight=False))
     if report is not None:
-        Console(stderr=True, highlight=False).print(f"report: {report}")
+        Console(stderr=True, highlight=False).print(f"report: {report}", markup=False)
 
 
 def _parse_range(text: str | None) -> tuple[float, float] | None:
@@ -223,7 +226,9 @@ def _search_systems(
         search = ProductSearch(backend, encoder)
         with Progress(console=Console(stderr=True), transient=True) as progress:
             for mode in dict.fromkeys(modes):
-                options = replace(searched, mode=mode)
+                # --bm25-weight weighs the hybrid systems; the others compare against them.
+                weight = searched.bm25_weight if mode is SearchMode.HYBRID else None
+                options = replace(searched, mode=mode, bm25_weight=weight)
                 total = len(judged.queries) * (2 if rerank else 1)
                 task = progress.add_task(f"searching ({mode.value})", total=total)
                 out.append(
@@ -267,19 +272,21 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def _print_tables(ev: Evaluation, console: Console) -> None:
-    baseline = ev.baseline.name
+    """System names, sources (paths) and strata (catalog categories) are the user's text:
+    escaped, or rich would read `[...]` in them as markup."""
+    baseline = escape(ev.baseline.name)
     for s in ev.systems:
         note = f" — {s.missing_queries} judged queries missing" if s.missing_queries else ""
-        console.print(f"[bold]{s.name}[/]: {s.source}{note}")
-    console.print(f"{len(ev.query_ids)} judged queries; {ev.scheme.summary()}")
+        console.print(Text.assemble((s.name, "bold"), f": {s.source}{note}"))
+    console.print(f"{len(ev.query_ids)} judged queries; {ev.scheme.summary()}", markup=False)
     for mode in MODES:
         title = "full-corpus retrieval" if mode == "full" else "re-ranking judged products"
         table = Table(title=f"{title} (mean over queries; Δ vs {baseline}, 95% CI, p)")
         table.add_column("metric")
         for s in ev.systems:
-            table.add_column(s.name, justify="right")
+            table.add_column(escape(s.name), justify="right")
         for s in ev.systems[1:]:
-            table.add_column(f"Δ {s.name}", justify="right")
+            table.add_column(f"Δ {escape(s.name)}", justify="right")
         for metric in ev.metrics:
             if ev.mean(ev.baseline, mode, metric)[1] == 0:
                 continue
@@ -297,12 +304,12 @@ def _print_tables(ev: Evaluation, console: Console) -> None:
         table.add_column("stratum")
         table.add_column("queries", justify="right")
         for s in ev.systems:
-            table.add_column(s.name, justify="right")
+            table.add_column(escape(s.name), justify="right")
         for s in ev.systems[1:]:
-            table.add_column(f"Δ {s.name}", justify="right")
+            table.add_column(f"Δ {escape(s.name)}", justify="right")
         for group in ev.groups():
             n = int(ev.mask(group).sum())
-            cells = [group[1] if group == ALL else f"{group[0]}: {group[1]}", str(n)]
+            cells = [escape(group[1] if group == ALL else f"{group[0]}: {group[1]}"), str(n)]
             cells += [_fmt(ev.mean(s, mode, key, group)[0]) for s in ev.systems]
             cells += [_delta(ev.comparisons[mode][s.name][group][key]) for s in ev.systems[1:]]
             table.add_row(*cells)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 from shopsearch.errors import CatalogError
 from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, IngestReport, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
@@ -113,10 +112,9 @@ def ingest(
     finally:
         backend.close()
     if report.not_pruned:
-        err.print(f"warning: nothing pruned: {report.not_pruned}", highlight=False)
+        err.print(f"warning: nothing pruned: {report.not_pruned}", highlight=False, markup=False)
     if as_json:
-        json.dump(report.to_dict(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(report.to_dict())
     else:
         _print_summary(report, prune)
     if report.read and not report.upserted:
@@ -129,7 +127,7 @@ def ingest(
 
 
 def _print_summary(report: IngestReport, prune: bool) -> None:
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)  # paths may hold [...]
     out.print(
         f"read {report.read} = upserted {report.upserted} + rejected {report.rejected}"
         f"  ({report.seconds:.1f} s incl. {report.index_seconds:.1f} s indexing, "

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 
 
 def export(
@@ -53,8 +53,11 @@ def export(
     if exported:
         from shopsearch.encoders.export import export_model
 
-        with Console(stderr=True).status(f"exporting to {target}") as status:
-            manifest = export_model(model, target, quantize=quantize, progress=status.update)
+        # Text, not str: rich would read `[...]` in a path or message as markup.
+        with Console(stderr=True).status(Text(f"exporting to {target}")) as status:
+            manifest = export_model(
+                model, target, quantize=quantize, progress=lambda m: status.update(Text(m))
+            )
     else:
         manifest = Manifest.load(target)
         wanted = model or DEFAULT_BASE_MODEL
@@ -64,11 +67,10 @@ def export(
             )
     if as_json:
         doc = {"dir": str(target), "exported": exported, "fingerprint": manifest.fingerprint}
-        json.dump({**doc, **manifest.to_dict()}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({**doc, **manifest.to_dict()})
         return
     done = "exported" if exported else "already exported (--if-missing)"
-    Console(highlight=False).print(
+    Console(highlight=False, markup=False).print(
         f"{done} {manifest.model_name} (dim {manifest.dimension}) to {target}: "
         + ", ".join(f"{k}={v}" for k, v in manifest.files.items())
         + f"\nfingerprint {manifest.fingerprint}"

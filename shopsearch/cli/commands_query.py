@@ -11,6 +11,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from shopsearch.cli import options as opt
+from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
@@ -120,8 +121,7 @@ def query(
                 for h in hits
             ],
         }
-        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        print_json(doc, ensure_ascii=False)
         return
     from rich.console import Console  # not imported for --json: see app._print_error
 
@@ -150,8 +150,7 @@ def info(
     finally:
         backend.close()
     if as_json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
         return
     from rich.console import Console
     from rich.text import Text
@@ -164,9 +163,11 @@ def info(
 
 
 def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
-    """Parse every line before searching anything: a bad line fails fast, naming its line."""
+    """Parse every line before searching anything: a bad line fails fast, naming its line.
+    A query without an id (or with a null one) is named by its line number."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: editors on Windows start a UTF-8 file with a byte-order mark.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read --batch {path}: {exc}") from exc
     for number, line in enumerate(lines, start=1):
@@ -184,7 +185,9 @@ def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
             raise UsageError(f"{where}: filters must be a list of strings")
         try:
             conditions = parse_filters([*raw_filters, *extra_filters])
-            yield Query(item["query"], conditions, query_id=str(item.get("query_id", number)))
+            query_id = item.get("query_id")
+            query_id = str(number if query_id is None else query_id)
+            yield Query(item["query"], conditions, query_id=query_id)
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
 

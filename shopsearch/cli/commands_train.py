@@ -6,14 +6,13 @@ optional extra); without the `train` extra the command fails with one clear mess
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from shopsearch.cli.output import print_json
 from shopsearch.errors import MissingExtraError, UsageError
 
 
@@ -175,7 +174,7 @@ def train(
         product_columns=parse_column_map(column_map or []),
         judgment_columns=_judgment_map(judgment_map or []),
     )
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, markup=False)  # messages name paths
     results = run_training(
         judgments, products, out, config, dev_judgments, progress=lambda m: console.print(m)
     )
@@ -193,11 +192,10 @@ def train(
             }
             for r in results
         ]
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(payload)
         return
     final = results[-1].model_dir
-    Console(highlight=False).print(
+    Console(highlight=False, markup=False).print(
         f"trained stage {', '.join(str(r.stage) for r in results)} -> {final}\n"
         f"export it with: shopsearch model export {final} --out DIR"
     )

@@ -1,7 +1,13 @@
-"""Human-readable result tables."""
+"""Human-readable result tables.
+
+Every query, title, brand and category reaches rich escaped: rich reads `[...]` in a plain
+string as markup, so a catalog value like `hdmi [pack of 2]` would vanish and `Acme [/b]`
+would crash the table (MarkupError).
+"""
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -20,16 +26,20 @@ def _attribute_cells(payload: dict) -> dict[str, str]:
     price = payload.get("price")
     category = payload.get("category") or []
     return {
-        "brand": str(payload.get("brand") or ""),
-        "price": "" if price is None else f"{price:,.2f} {payload.get('currency') or ''}".strip(),
-        "category": " > ".join(category[-2:]) if isinstance(category, list) else str(category),
+        "brand": escape(str(payload.get("brand") or "")),
+        "price": escape(
+            "" if price is None else f"{price:,.2f} {payload.get('currency') or ''}".strip()
+        ),
+        "category": escape(
+            " > ".join(category[-2:]) if isinstance(category, list) else str(category)
+        ),
     }
 
 
 def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) -> Table:
     """`searched`: the query as searched, typos corrected."""
     table = Table(
-        title=f"{searched!r} ({mode.value}) — {len(hits)} results",
+        title=f"{escape(repr(searched))} ({mode.value}) — {len(hits)} results",
         title_justify="left",
         caption_justify="left",
     )
@@ -48,7 +58,10 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
         table.add_row(str(rank), title, *(row[name] for name in shown), f"{hit.score:.4f}")
     captions = []
     if searched != query:
-        captions.append(f"showing results for {searched!r}: --no-fix-typos searches {query!r}")
+        captions.append(
+            f"showing results for {escape(repr(searched))}: "
+            f"--no-fix-typos searches {escape(repr(query))}"
+        )
     if not hits:
         captions.append("no products matched (filters are exact, case-sensitive matches)")
     table.caption = "\n".join(captions) or None

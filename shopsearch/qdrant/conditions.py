@@ -1,7 +1,7 @@
 """Backend-neutral conditions -> each backend's filter model.
 
-Both Qdrant APIs have the same filter shape (must / must_not of field conditions) under
-different classes, so one function takes the classes to build with.
+Both Qdrant APIs have the same filter shape (must / must_not of field conditions, filters
+nest) under different classes, so one function takes the classes to build with.
 """
 
 from __future__ import annotations
@@ -24,10 +24,25 @@ def build_filter(conditions: Sequence[Condition], m: Any) -> Any:
             rng = m.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
             must.append(m.FieldCondition(key=cond.field, range=rng))
         elif isinstance(cond, Match):
+            target = must_not if cond.negate else must
+            if any(isinstance(v, tuple) for v in cond.values):
+                target.append(_any_path(cond, m))
+                continue
             if len(cond.values) == 1:
                 match = m.MatchValue(value=cond.values[0])
             else:
                 match = m.MatchAny(any=list(cond.values))
-            target = must_not if cond.negate else must
             target.append(m.FieldCondition(key=cond.field, match=match))
     return m.Filter(must=must or None, must_not=must_not or None)
+
+
+def _any_path(cond: Match, m: Any) -> Any:
+    """A category path holds when the product's category list holds each of its levels (one
+    match per level: a list field matches a value held by any element); several values are
+    alternatives."""
+    paths = [value if isinstance(value, tuple) else (value,) for value in cond.values]
+    alternatives = [
+        m.Filter(must=[m.FieldCondition(key=cond.field, match=m.MatchValue(value=v)) for v in path])
+        for path in paths
+    ]
+    return alternatives[0] if len(alternatives) == 1 else m.Filter(should=alternatives)

@@ -7,8 +7,11 @@ Grammar (conditions are ANDed):
     FIELD in (A, B, ...)   color in (red, blue)
     FIELD not in (A, ...)  brand not in (Acme, Generic)
 Values may be quoted ('...' or "...") to keep commas or spaces. FIELD is an indexed
-payload field of the schema or `attributes.<key>`. Each backend turns the conditions into
-its own filter models, so parsing and validation live in one place.
+payload field of the schema or `attributes.<key>`, where the key is everything up to the
+operator (`attributes.Ideal For=Women`; quote a key holding = ! < > or a quote:
+`attributes.'Size (UK)'=9`). A category value with ` > ` is a path, as tables print it:
+`category=womens footwear > casual shoes` needs every level it names. Each backend turns
+the conditions into its own filter models, so parsing and validation live in one place.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from shopsearch.errors import FilterError
 from shopsearch.qdrant.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
 
 Scalar = str | float | bool
+# Category levels a product's category list must all hold ("footwear > casual shoes").
+CategoryPath = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Match:
-    field: str
-    values: tuple[Scalar, ...]  # one value: equality; several: any of them
+    field: str  # the payload key as Qdrant reads it: attributes."Ideal For"
+    values: tuple[Scalar | CategoryPath, ...]  # one value: equality; several: any of them
     negate: bool = False
 
 
@@ -42,7 +47,14 @@ class Range:
 
 Condition = Match | Range
 
-_FIELD = r"(?P<field>[A-Za-z_][\w.\-]*)"
+# An attribute key runs up to the operator (spaces, dots and slashes included: catalogs have
+# "Ideal For", "Model No.", "Precious/Artificial Jewellery"), or is quoted.
+_ATTRIBUTE_KEY = r"""(?:"[^"]*"|'[^']*'|[^=!<>"'\s][^=!<>"]*?)"""
+_FIELD = rf"(?P<field>{ATTRIBUTES_FIELD}\.{_ATTRIBUTE_KEY}|[A-Za-z_][\w.\-]*)"
+# A plain key in Qdrant's JSON path syntax; any other is quoted: attributes."Model No."
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][\w\-]*")
+_PATH_RE = re.compile(r"\s>\s")  # ` > ` makes a path, split at each `>`
+_PATH_SEPARATOR_RE = re.compile(r"\s*>\s*")
 _LIST_RE = re.compile(rf"^\s*{_FIELD}\s+(?P<op>not\s+in|in)\s*\((?P<items>.*)\)\s*$", re.I)
 _CMP_RE = re.compile(rf"^\s*{_FIELD}\s*(?P<op><=|>=|!=|==|=|<|>)\s*(?P<value>.*?)\s*$")
 _ITEM_RE = re.compile(r"""\s*("[^"]*"|'[^']*'|[^,]+)\s*(?:,|$)""")
@@ -93,11 +105,16 @@ def parse_filter(expression: str) -> Condition:
 
 
 def _check_field(expression: str, field: str) -> str:
+    """The payload key for Qdrant: an attribute key that is not a plain word is quoted, or
+    Qdrant would read its dots as nesting and reject its spaces."""
     if field in INDEXED_FIELDS:
         return field
     prefix = ATTRIBUTES_FIELD + "."
-    if field.startswith(prefix) and len(field) > len(prefix):
-        return field
+    key = _unquote(field[len(prefix) :]) if field.startswith(prefix) else ""
+    if key and '"' in key:
+        raise FilterError(f"bad --filter {expression!r}: Qdrant cannot filter a key with '\"'")
+    if key:
+        return prefix + (key if _PLAIN_KEY_RE.fullmatch(key) else f'"{key}"')
     known = ", ".join([*INDEXED_FIELDS, f"{ATTRIBUTES_FIELD}.<key>"])
     raise FilterError(f"bad --filter {expression!r}: unknown field '{field}' (filterable: {known})")
 
@@ -106,7 +123,12 @@ def _kind(field: str) -> FieldType:
     return INDEXED_FIELDS.get(field, FieldType.KEYWORD)
 
 
-def _value(expression: str, field: str, raw: str) -> Scalar:
+def _value(expression: str, field: str, raw: str) -> Scalar | CategoryPath:
+    if field == "category" and _PATH_RE.search(raw):
+        levels = tuple(level.strip() for level in _PATH_SEPARATOR_RE.split(raw))
+        if not all(levels):
+            raise FilterError(f"bad --filter {expression!r}: empty level in category {raw!r}")
+        return levels
     if _kind(field) is FieldType.BOOL:
         lowered = raw.lower()
         if lowered in _TRUE:

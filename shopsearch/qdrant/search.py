@@ -6,6 +6,7 @@ encoder is acceptable, so a query can never silently mix embedding spaces.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -65,10 +66,22 @@ class SearchOptions:
             raise UsageError(f"candidates must be at least 1 (got {self.candidates})")
         if self.bm25_weight is None:
             return
-        if not self.bm25_weight > 0:
-            raise UsageError(f"--bm25-weight must be above 0 (got {self.bm25_weight})")
+        # inf would reach Qdrant (and --json, as the invalid JSON `Infinity`); nan is no weight.
+        if not (math.isfinite(self.bm25_weight) and self.bm25_weight > 0):
+            raise UsageError(
+                f"--bm25-weight must be a finite number above 0 (got {self.bm25_weight})"
+            )
+        # A weight the search would ignore is refused, whichever flag makes it ignored.
+        if self.mode is not SearchMode.HYBRID:
+            raise UsageError(
+                f"--bm25-weight weighs a hybrid search's lists: --mode {self.mode.value} has "
+                "none (drop --bm25-weight, or use --mode hybrid)"
+            )
         if self.fusion is not FusionMethod.RRF:
-            raise UsageError("--bm25-weight weighs RRF's lists: it goes with --fusion rrf")
+            raise UsageError(
+                f"--bm25-weight weighs RRF's lists: --fusion {self.fusion.value} has none "
+                "(drop --bm25-weight, or use --fusion rrf)"
+            )
 
     @property
     def fused_by_rrf(self) -> bool:

@@ -8,14 +8,16 @@ which speaks the same client API.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from shopsearch.errors import CollectionError, UsageError
+from shopsearch.errors import CollectionError, ServerError, UsageError
 from shopsearch.qdrant.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
@@ -67,20 +69,48 @@ class ServerBackend:
         collection: str,
         location: str,
         index: IndexSettings | None = None,
+        url: str | None = None,
     ) -> None:
+        """`url`: the server's, for messages (default: `location`)."""
         self.client = client
         self.collection = collection
         self._location = location
+        self._url = url or location
         self.index = index or IndexSettings()
         self._server_version: str | None = None
+
+    @contextmanager
+    def _server(self, doing: str = "answered") -> Iterator[None]:
+        """qdrant-client raises a connection failure as ResponseHandlingException and an HTTP
+        error as UnexpectedResponse, both with a traceback of httpx frames: name the URL and
+        the fix instead. `doing`: what the server did with an HTTP error ("rejected the
+        query")."""
+        try:
+            yield
+        except ResponseHandlingException as exc:
+            raise ServerError(
+                f"cannot reach Qdrant at {self._url} ({exc.source}): is the server running, and "
+                "is --qdrant-url (QDRANT_URL) its address?"
+            ) from exc
+        except UnexpectedResponse as exc:
+            status = f"HTTP {exc.status_code} {exc.reason_phrase}".strip()
+            if exc.status_code in (401, 403):
+                raise ServerError(
+                    f"Qdrant at {self._url} refused the request ({status}): check --api-key "
+                    "(QDRANT_API_KEY)"
+                ) from exc
+            raise ServerError(
+                f"Qdrant at {self._url} {doing} with {status}: {_error_text(exc)}"
+            ) from exc
 
     def _check_weighted_rrf(self) -> None:
         """Servers before 1.17 reject RRF weights with a bare 400: name the fix instead."""
         if self._server_version is None:
-            try:
-                self._server_version = self.client.info().version
-            except UnexpectedResponse:  # a key that may query but not read the root
-                self._server_version = "unknown"
+            with self._server():
+                try:
+                    self._server_version = self.client.info().version
+                except UnexpectedResponse:  # a key that may query but not read the root
+                    self._server_version = "unknown"
         if not supports_weighted_rrf(self._server_version):
             raise UsageError(
                 f"the Qdrant server at {self._location} is version {self._server_version}: "
@@ -98,8 +128,15 @@ class ServerBackend:
     ) -> ServerBackend:
         if url == ":memory:":
             return cls(QdrantClient(":memory:"), collection, ":memory:", index)
-        client = QdrantClient(url=url, api_key=api_key)
-        return cls(client, collection, f"{url}/{collection}", index)
+        try:
+            # No compatibility check: it costs every command a request to the server, and
+            # warns (a bare UserWarning) before the error a server that is down gets anyway.
+            # The one version this project depends on is checked where it matters
+            # (_check_weighted_rrf).
+            client = QdrantClient(url=url, api_key=api_key, check_compatibility=False)
+        except ValueError as exc:  # urllib3's LocationParseError is one
+            raise UsageError(f"bad --qdrant-url (QDRANT_URL) {url!r}: {exc}") from None
+        return cls(client, collection, f"{url}/{collection}", index, url=url)
 
     @property
     def location(self) -> str:
@@ -107,9 +144,10 @@ class ServerBackend:
 
     def _metadata(self) -> dict[str, Any] | None:
         """The collection's metadata ({} when it has none); None when there is no collection."""
-        if not self.client.collection_exists(self.collection):
-            return None
-        return self.client.get_collection(self.collection).config.metadata or {}
+        with self._server():
+            if not self.client.collection_exists(self.collection):
+                return None
+            return self.client.get_collection(self.collection).config.metadata or {}
 
     def read_meta(self) -> CollectionMeta | None:
         metadata = self._metadata()
@@ -123,6 +161,10 @@ class ServerBackend:
         return CollectionMeta.from_dict(meta)
 
     def create(self, meta: CollectionMeta) -> None:
+        with self._server():
+            self._create(meta)
+
+    def _create(self, meta: CollectionMeta) -> None:
         if self.client.collection_exists(self.collection):
             raise CollectionError(f"collection '{self.collection}' already exists")
         self.client.create_collection(
@@ -156,11 +198,15 @@ class ServerBackend:
 
     def write_vocabulary(self, words: dict[str, int]) -> None:
         # Merged into the collection's metadata, beside META_KEY's.
-        self.client.update_collection(self.collection, metadata={VOCABULARY_KEY: {"words": words}})
+        with self._server():
+            self.client.update_collection(
+                self.collection, metadata={VOCABULARY_KEY: {"words": words}}
+            )
 
     def drop(self) -> None:
-        if self.client.collection_exists(self.collection):
-            self.client.delete_collection(self.collection)
+        with self._server():
+            if self.client.collection_exists(self.collection):
+                self.client.delete_collection(self.collection)
 
     def replacement(self) -> ServerBackend:
         return self
@@ -193,42 +239,55 @@ class ServerBackend:
             )
             for p in points
         ]
-        self.client.upsert(self.collection, structs, wait=True)
+        with self._server():
+            self.client.upsert(self.collection, structs, wait=True)
 
     def point_ids(self) -> Iterator[str]:
         offset: models.ExtendedPointId | None = None
         while True:
-            records, offset = self.client.scroll(
-                self.collection, limit=ID_PAGE, offset=offset, with_payload=False
-            )
+            with self._server():
+                records, offset = self.client.scroll(
+                    self.collection, limit=ID_PAGE, offset=offset, with_payload=False
+                )
             yield from (str(r.id) for r in records)
             if offset is None:
                 return
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self.client.delete(self.collection, models.PointIdsList(points=list(ids)), wait=True)
+            with self._server():
+                self.client.delete(
+                    self.collection, models.PointIdsList(points=list(ids)), wait=True
+                )
 
     def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = self.client.retrieve(self.collection, list(ids), with_payload=True)
+        with self._server():
+            records = self.client.retrieve(self.collection, list(ids), with_payload=True)
         return {str(r.id): r.payload or {} for r in records}
 
     def count(self) -> int:
-        return self.client.count(self.collection, exact=True).count
+        with self._server():
+            return self.client.count(self.collection, exact=True).count
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if any(_weighted_rrf(r) for r in requests):
             self._check_weighted_rrf()
-        try:
+        with self._server("rejected the query"):
             responses = self.client.query_batch_points(
                 self.collection, [_query_request(r) for r in requests]
             )
-        except UnexpectedResponse as exc:
-            raise CollectionError(f"Qdrant rejected the query: {exc}") from exc
         return [
             [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
             for response in responses
         ]
+
+
+def _error_text(exc: UnexpectedResponse) -> str:
+    """Qdrant's own message ({"status": {"error": ...}}), else the start of the body."""
+    try:
+        return str(json.loads(exc.content)["status"]["error"])
+    except (ValueError, KeyError, TypeError):
+        return exc.content[:200].decode("utf-8", errors="replace") or "(no body)"
 
 
 def _weighted_rrf(req: SearchRequest) -> bool:
