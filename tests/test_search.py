@@ -373,6 +373,17 @@ def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, 
     backend.close()
 
 
+def _unreadable_parquet(path):
+    """A parquet file whose footer opens but whose first data page is garbage."""
+    rows = [{"id": f"b{i}", "title": f"Rake {i}"} for i in range(8)]
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="none")
+    offset = pq.ParquetFile(path).metadata.row_group(0).column(1).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _titles(path, titles):
     return _jsonl(path, [{"id": f"{path.stem}-{i}", "title": t} for i, t in enumerate(titles)])
 
@@ -391,10 +402,14 @@ def test_a_recreate_whose_catalog_cannot_be_read_leaves_the_old_collection(
         backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
     ingest(_titles(tmp_path / "tools.jsonl", TOOLS), backend, encoder, tmp_path)
     tools_words = backend.read_vocabulary()
-    broken = tmp_path / "broken.csv"
-    broken.write_text("id,title\nb1,Rake\nb2,Spade,extra\n", encoding="utf-8")
-    with pytest.raises(CatalogError, match="Expected 2 columns, got 3"):
-        ingest(broken, backend, encoder, tmp_path, recreate=True)
+    with pytest.raises(CatalogError, match=r"broken\.parquet after row 0"):
+        ingest(
+            _unreadable_parquet(tmp_path / "broken.parquet"),
+            backend,
+            encoder,
+            tmp_path,
+            recreate=True,
+        )
     assert backend.count() == 3 and backend.read_vocabulary() == tools_words
     report = ingest(
         _titles(tmp_path / "garden.jsonl", GARDEN), backend, encoder, tmp_path, recreate=True
