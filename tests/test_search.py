@@ -373,6 +373,13 @@ def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, 
     backend.close()
 
 
+def _empty_backend(name, tmp_path):
+    """A new Edge directory or an empty in-memory server, for tests run on both backends."""
+    if name == "edge":
+        return EdgeBackend(tmp_path / "products")
+    return ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+
+
 def _unreadable_parquet(path):
     """A parquet file whose footer opens but whose first data page is garbage."""
     rows = [{"id": f"b{i}", "title": f"Rake {i}"} for i in range(8)]
@@ -396,10 +403,7 @@ GARDEN = ["Garden hose", "Hose reel", "Cordless trimmer", "Lawn mower"]
 def test_a_recreate_whose_catalog_cannot_be_read_leaves_the_old_collection(
     backend_name, encoder, tmp_path
 ):
-    if backend_name == "edge":
-        backend = EdgeBackend(tmp_path / "products")
-    else:
-        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    backend = _empty_backend(backend_name, tmp_path)
     ingest(_titles(tmp_path / "tools.jsonl", TOOLS), backend, encoder, tmp_path)
     tools_words = backend.read_vocabulary()
     with pytest.raises(CatalogError, match=r"broken\.parquet after row 0"):
@@ -460,10 +464,7 @@ def test_an_interrupted_edge_recreate_leaves_the_old_collection_and_no_leftovers
 def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
     backend_name, encoder, tmp_path
 ):
-    if backend_name == "edge":
-        backend = EdgeBackend(tmp_path / "products")
-    else:
-        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    backend = _empty_backend(backend_name, tmp_path)
     monday = _jsonl(
         tmp_path / "monday.jsonl",
         [
@@ -518,10 +519,7 @@ def test_prune_deletes_what_the_catalog_no_longer_lists_and_keeps_rejected_rows(
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
 def test_a_product_kept_as_stored_by_a_prune_keeps_its_words(backend_name, encoder, tmp_path):
-    if backend_name == "edge":
-        backend = EdgeBackend(tmp_path / "products")
-    else:
-        backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    backend = _empty_backend(backend_name, tmp_path)
     desk = {
         "id": "V2",
         "title": "Desk",
