@@ -220,7 +220,7 @@ class _Collection:
         ids = [point_id(pid) for pid in product_ids]
         for start in range(0, len(ids), ID_PAGE):
             stored = self.backend.payloads(ids[start : start + ID_PAGE]).values()
-            self._count_words([self.template.render(_stored_product(p)) for p in stored])
+            self._count_words([self.template.render(Product.from_payload(p)) for p in stored])
 
     def _count_words(self, texts: list[str]) -> None:
         self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
@@ -252,14 +252,6 @@ class _Collection:
                 )
             )
         return points
-
-
-def _stored_product(payload: dict[str, Any]) -> Product:
-    """The product a stored payload was made of (`Product.payload` the other way round)."""
-    fields = {k: v for k, v in payload.items() if k in Product.__dataclass_fields__}
-    if fields.get("category"):
-        fields["category"] = tuple(fields["category"])
-    return Product(id=payload["product_id"], **fields)
 
 
 def _validate_batch(

@@ -61,6 +61,14 @@ class Product:
             payload["category_path"] = " > ".join(self.category)
         return payload
 
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Product:
+        """The product a stored payload was made of: `payload` the other way round."""
+        fields = {k: v for k, v in payload.items() if k in cls.__dataclass_fields__}
+        if fields.get("category"):
+            fields["category"] = tuple(fields["category"])
+        return cls(id=payload["product_id"], **fields)
+
 
 @dataclass(frozen=True)
 class Reject:
