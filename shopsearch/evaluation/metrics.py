@@ -80,7 +80,9 @@ def recall(relevant: np.ndarray, n_relevant: int, k: int) -> float:
 def tie_starts(scores: np.ndarray) -> np.ndarray:
     """Where each run of equal scores starts in a ranking (best first)."""
     sc = np.asarray(scores, dtype=float)
-    return np.concatenate(([0], np.flatnonzero(sc[1:] != sc[:-1]) + 1)) if sc.size else sc
+    if not sc.size:
+        return np.zeros(0, dtype=int)
+    return np.concatenate(([0], np.flatnonzero(sc[1:] != sc[:-1]) + 1))
 
 
 def tie_averaged(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
