@@ -1,4 +1,4 @@
-"""Reproduce DESIGN.md's Home Depot dev baselines with `shopsearch eval`, end to end.
+"""Reproduce the design-time Home Depot dev baselines with `shopsearch eval`, end to end.
 
 Exports all-MiniLM-L6-v2 (unless --model-dir), ingests the 54,667 product titles into an
 embedded collection (product text = the title), then runs the CLI exactly as a user would:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLLECTION = "homedepot"
-BASELINES = {"bm25": (0.387, 0.768), "dense": (0.261, 0.677)}  # nDCG@10 / R@100, DESIGN.md
+BASELINES = {"bm25": (0.387, 0.768), "dense": (0.261, 0.677)}  # nDCG@10 / R@100 (docs/DESIGN.md)
 
 
 def cli(*args: str, capture: bool = True) -> str:

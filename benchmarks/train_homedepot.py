@@ -1,6 +1,6 @@
 """Does each training ingredient earn its place? The issue-4 ablation on Home Depot.
 
-Trains on judgments-train and scores on judgments-dev with DESIGN.md's protocol: full-corpus
+Trains on judgments-train and scores on judgments-dev with docs/DESIGN.md's protocol: full-corpus
 nDCG@10 and Recall@100 (relevance >= 2.5) over all 54,667 products, and re-ranking each query's
 judged products: nDCG@10 and pairwise order accuracy (gap 0.5). Five systems, each dense-only
 and fused with BM25 (DBSF), plus BM25 alone as the reference row:
@@ -107,7 +107,8 @@ DEFAULT_STAGE1_STEPS = 0  # one epoch of the 24,002 pairs: 376 steps of 64
 DEFAULT_STAGE2_STEPS = 200
 TIME_LIMIT_S = 90 * 60
 QUICK_STEPS, QUICK_TRAIN_QUERIES, QUICK_DEV_QUERIES, QUICK_PRODUCTS = 2, 200, 100, 2000
-DESIGN_BASELINES = [  # DESIGN.md, Home Depot dev, full corpus: (nDCG@10, Recall@100)
+# The design-time baselines (docs/DESIGN.md), Home Depot dev, full corpus: (nDCG@10, Recall@100)
+DESIGN_BASELINES = [
     ("BM25", 0.387, 0.768),
     ("all-MiniLM-L6-v2 zero-shot", 0.261, 0.677),
     ("plain MNRL, 1 epoch", 0.341, 0.771),
@@ -672,7 +673,7 @@ def render(doc: dict[str, Any]) -> str:
         "",
         table(["system", "mode", *columns, "train steps", "train s", "eval s"], rows),
         "",
-        "DESIGN.md's dev baselines (full nDCG@10 / Recall@100): "
+        "The design-time dev baselines (full nDCG@10 / Recall@100): "
         + "; ".join(f"{name} {n:.3f} / {r:.3f}" for name, n, r in doc["design_baselines"])
         + ".",
     ]

@@ -3,7 +3,11 @@
 import socket
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +26,40 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 demo products: all women's footwear first, then a mix of the rest."""
+    table = pq.read_table(DEMO)
+    rows = table.to_pylist()
+    shoes = [r for r in rows if r["category"] and "womens footwear" in r["category"]][:40]
+    rest = [r for r in rows if r not in shoes][::11][:80]
+    path = tmp_path_factory.mktemp("cat") / "small.parquet"
+    pq.write_table(pa.Table.from_pylist(shoes + rest, schema=table.schema), path, row_group_size=32)
+    return path
+
+
+@pytest.fixture(scope="session")
+def variant_catalog(small_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small catalog with its 40 women's shoes in six sizes each (one family per shoe,
+    sharing the shoe's id as parent_id; size 6 of `s1` is `s1-6`): 320 products, 40
+    families of 6 and 80 singles. The demo catalog has no parent_id column: the schema
+    gains one, else `from_pylist` would drop the field and leave no families."""
+    rows = pq.read_table(small_catalog).to_pylist()
+    shoes, rest = rows[:40], rows[40:]
+    variants = [
+        {
+            **shoe,
+            "id": f"{shoe['id']}-{size}",
+            "title": f"{shoe['title']}, size {size}",
+            "size": size,
+            "parent_id": shoe["id"],
+        }
+        for shoe in shoes
+        for size in ("6", "7", "8", "9", "10", "11")
+    ]
+    schema = pq.read_schema(small_catalog).append(pa.field("parent_id", pa.string()))
+    path = tmp_path_factory.mktemp("variants") / "variants.parquet"
+    pq.write_table(pa.Table.from_pylist(variants + rest, schema=schema), path)
+    return path

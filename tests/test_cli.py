@@ -22,6 +22,22 @@ def run_cli(*args, env_extra=None, check=True):
     return proc
 
 
+def table_rows(out):
+    """A rich table's column names and rows, each cell's folded lines joined by a space."""
+    lines = [line.strip() for line in out.splitlines()]
+    header = next(line for line in lines if line.startswith("┃"))
+    rows: list[list[str]] = []
+    for line in lines:
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if cells[0]:  # the rank: a row's first line
+            rows.append(cells)
+        else:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=True)]
+    return [name.strip() for name in header.strip("┃").split("┃")], rows
+
+
 @pytest.fixture(scope="module")
 def demo_env(exported_model, tmp_path_factory):
     """The first 200 demo products ingested through the CLI into an Edge directory."""
@@ -72,6 +88,44 @@ def test_a_column_no_shown_product_fills_is_left_out():
     assert "brand" in columns([])  # an empty result keeps the full header
 
 
+def test_variants_that_would_read_alike_show_their_color_size_or_product_id():
+    """--all-variants lists the sizes and colours of one item under one title: without color
+    and size columns (and the id where those do not differ) the rows read the same."""
+    from rich.console import Console
+
+    from shopsearch.cli.render import results_table
+    from shopsearch.qdrant.backend import Hit, SearchMode
+
+    def table(payloads):
+        hits = [Hit(str(n), 1 - n / 10, p) for n, p in enumerate(payloads)]
+        console = Console(width=100, record=True)
+        console.print(results_table("q", "q", hits, SearchMode.HYBRID))
+        return table_rows(console.export_text())
+
+    boot = {"title": "leather boots", "price": 999.0, "currency": "INR", "parent_id": "boot"}
+    variants = [
+        {**boot, "product_id": f"boot-{color}-{size}", "color": color, "size": size}
+        for color in ("Black", "Brown")
+        for size in ("7", "8")
+    ]
+    names, rows = table(variants)
+    assert names == ["#", "title", "color", "size", "price", "score"]
+    assert [row[2:4] for row in rows] == [
+        ["Black", "7"],
+        ["Black", "8"],
+        ["Brown", "7"],
+        ["Brown", "8"],
+    ]
+
+    # Variants differing only in what the table leaves out: the product id tells them apart.
+    packs = [{**boot, "product_id": f"boot-pack-{n}", "attributes": {"pack": n}} for n in "12"]
+    names, rows = table([*packs, {**boot, "title": "canvas boots", "product_id": "canvas"}])
+    assert names == ["#", "title", "id", "price", "score"]
+    assert [row[2] for row in rows] == ["boot-pack-1", "boot-pack-2", "canvas"]
+    names, _ = table([packs[0], {**boot, "title": "canvas boots", "product_id": "canvas"}])
+    assert "id" not in names  # rows that differ need no id
+
+
 def test_markup_in_queries_and_catalog_values_is_shown_as_typed():
     """rich reads `[...]` as markup: unescaped, `[/]` crashed the table and `[bold]` vanished."""
     from rich.console import Console
@@ -85,13 +139,17 @@ def test_markup_in_queries_and_catalog_values_is_shown_as_typed():
         "category": ["electronics", "hdmi [pack of 2]"],
         "price": 3.0,
         "currency": "[u]",
+        "color": "[i]red",
+        "size": "XL [/i]",
     }
+    # Two variants that read alike: the product ids tell them apart, as typed too.
+    hits = [Hit(str(n), 0.5, {**payload, "product_id": f"[s]{n}"}) for n in (1, 2)]
     console = Console(width=200, record=True)
-    console.print(
-        results_table("shoes [/]", "[bold red]shoes", [Hit("1", 0.5, payload)], SearchMode.HYBRID)
-    )
+    console.print(results_table("shoes [/]", "[bold red]shoes", hits, SearchMode.HYBRID))
     out = console.export_text()
     for shown in ("'[bold red]shoes'", "'shoes [/]'", "[b]cable", "Acme [/b]", "3.00 [u]"):
+        assert shown in out
+    for shown in ("[i]red", "XL [/i]", "[s]1", "[s]2"):
         assert shown in out
     assert "electronics > hdmi [pack of 2]" in out
 
@@ -352,6 +410,34 @@ def test_variants_of_one_product_are_one_result_unless_all_are_asked_for(demo_en
     assert len(json.loads(every)["results"]) == 4
     table = run_cli("query", "drill", *where, env_extra={**env, "COLUMNS": "200"}).stdout
     assert "(+2 variants)" in table
+
+
+def test_all_variants_are_told_apart_in_the_table_and_the_json(demo_env, variant_catalog):
+    """The 320-product catalog (40 shoes in six sizes each) through the CLI: every variant
+    row shows its size, and --json gives what a service needs to regroup them."""
+    env, tmp = demo_env
+    where = ("-c", "sizes", "--all-variants", "--top-k", "12")
+    run_cli(
+        "ingest", str(variant_catalog), "-c", "sizes", "--rejects", str(tmp / "r"), env_extra=env
+    )
+
+    results = json.loads(
+        run_cli("query", "women's casual shoes", *where, "--json", env_extra=env).stdout
+    )["results"]
+    variants = [r for r in results if "parent_id" in r]
+    assert len(results) == 12 and len(variants) >= 6
+    assert len({r["parent_id"] for r in variants}) < len(variants)  # sizes: results of their own
+    for result in variants:
+        assert result["product_id"] == f"{result['parent_id']}-{result['size']}"
+        assert result["color"] and result["other_variants"] == []
+
+    out = run_cli("query", "women's casual shoes", *where, env_extra={**env, "COLUMNS": "100"})
+    names, rows = table_rows(out.stdout)
+    assert {"color", "size"} <= set(names) and "id" not in names  # sizes differ: no id needed
+    size, color = names.index("size"), names.index("color")
+    shown = [(r.get("size", ""), r.get("color", "")) for r in results]
+    assert [(row[size], row[color]) for row in rows] == shown
+    assert len({tuple(row[1:-1]) for row in rows}) == 12  # no two rows read the same
 
 
 def test_version_and_short_help_need_no_command():

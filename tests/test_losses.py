@@ -1,6 +1,6 @@
 """The two training losses on hand-computed cases: masks entry by entry, ROAR's properties.
 
-Expected values are computed here with numpy from the formulas in DESIGN.md, never by calling
+Expected values are computed here with numpy from the formulas in docs/DESIGN.md, never by calling
 the loss a second time.
 """
 

@@ -38,24 +38,10 @@ from shopsearch.qdrant.search import DEFAULT_BM25_WEIGHT, ProductSearch, Query, 
 from shopsearch.qdrant.server import ServerBackend, supports_weighted_rrf
 from shopsearch.qdrant.variants import MAX_DEPTH, collapse, deeper_limit
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
-
 
 @pytest.fixture(scope="module")
 def encoder(exported_model):
     return OnnxEncoder.load(exported_model)
-
-
-@pytest.fixture(scope="module")
-def small_catalog(tmp_path_factory):
-    """120 demo products: all women's footwear first, then a mix of the rest."""
-    table = pq.read_table(DEMO)
-    rows = table.to_pylist()
-    shoes = [r for r in rows if r["category"] and "womens footwear" in r["category"]][:40]
-    rest = [r for r in rows if r not in shoes][::11][:80]
-    path = tmp_path_factory.mktemp("cat") / "small.parquet"
-    pq.write_table(pa.Table.from_pylist(shoes + rest, schema=table.schema), path, row_group_size=32)
-    return path
 
 
 def ingest(catalog, backend, encoder, tmp_path, **kw):
@@ -609,48 +595,30 @@ def test_quantised_index_returns_full_precision_scores(tmp_path):
     assert overlap >= 9.5, overlap
 
 
-SIZES = ("6", "7", "8", "9", "10", "11")
-
-
 @pytest.fixture(scope="module")
-def variant_backends(small_catalog, encoder, tmp_path_factory):
-    """The small catalog with its 40 women's shoes in six sizes each (one family per shoe,
-    sharing the shoe's id as parent_id): 320 products, 40 families of 6 and 80 singles."""
-    rows = pq.read_table(small_catalog).to_pylist()
-    shoes, rest = rows[:40], rows[40:]
-    variants = [
-        {
-            **shoe,
-            "id": f"{shoe['id']}-{size}",
-            "title": f"{shoe['title']}, size {size}",
-            "size": size,
-            "parent_id": shoe["id"],
-        }
-        for shoe in shoes
-        for size in SIZES
-    ]
+def variant_backends(variant_catalog, encoder, tmp_path_factory):
+    """`variant_catalog` in an Edge shard and in QdrantClient(':memory:')."""
     tmp = tmp_path_factory.mktemp("variants")
-    path = tmp / "variants.parquet"
-    pq.write_table(
-        pa.Table.from_pylist(variants + rest, schema=pq.read_schema(small_catalog)), path
-    )
     backends = {
         "edge": EdgeBackend(tmp / "products"),
         "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
     }
     for backend in backends.values():
-        ingest(path, backend, encoder, tmp)
+        ingest(variant_catalog, backend, encoder, tmp)
     yield backends
     for backend in backends.values():
         backend.close()
 
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
-def test_results_show_one_variant_per_family(variant_backends, encoder, backend_name):
+def test_results_show_one_variant_per_family(
+    variant_backends, variant_catalog, encoder, backend_name
+):
+    parents_of = {r["id"]: r["parent_id"] for r in pq.read_table(variant_catalog).to_pylist()}
     search = ProductSearch(variant_backends[backend_name], encoder)
     query = Query("women's casual shoes")
     every = search.search(query, SearchOptions(top_k=10, collapse_variants=False))
-    parents = [h.payload.get("parent_id") for h in every]
+    parents = [h.payload["parent_id"] for h in every if "parent_id" in h.payload]
     assert len(set(parents)) < len(parents)  # without collapsing, sizes crowd the page
 
     hits = search.search(query, SearchOptions(top_k=10))
@@ -660,7 +628,8 @@ def test_results_show_one_variant_per_family(variant_backends, encoder, backend_
         if "parent_id" not in hit.payload:
             assert not hit.other_variants
             continue
-        family = {f"{hit.payload['parent_id']}-{size}" for size in SIZES}
+        family = {p for p, parent in parents_of.items() if parent == hit.payload["parent_id"]}
+        assert len(family) == 6
         assert hit.payload["product_id"] in family
         assert set(hit.other_variants) <= family - {hit.payload["product_id"]}
     assert hits[0].payload["product_id"] == every[0].payload["product_id"]
@@ -683,14 +652,19 @@ def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
     the first variant of each family down a long uncollapsed ranking."""
     search = ProductSearch(variant_backends[backend_name], encoder)
     dense = SearchOptions(mode=SearchMode.DENSE, exact=True, payload_fields=["title"])
+    collapsed = 0
     for text in ("black boots", "gold ring", "canvas sneakers"):
-        long = search.search(Query(text), replace(dense, top_k=320, collapse_variants=False))
+        # An uncollapsed search adds no family fields to the payload asked for.
+        every = replace(dense, top_k=320, collapse_variants=False, payload_fields=["parent_id"])
+        long = search.search(Query(text), every)
         first: dict[str, str] = {}
         for h in long:
             first.setdefault(h.payload.get("parent_id") or h.point_id, h.point_id)
         page = search.search(Query(text), replace(dense, top_k=12))
         assert [h.point_id for h in page] == list(first.values())[:12], text
+        collapsed += sum(bool(h.other_variants) for h in page)
         assert all({"product_id", "parent_id"} <= set(h.payload) for h in page if h.other_variants)
+    assert collapsed >= 10, collapsed  # black boots, canvas sneakers: shoes in six sizes
 
 
 def test_a_deeper_search_extrapolates_the_variants_per_family():

@@ -1,8 +1,12 @@
 """Human-readable result tables.
 
-Every query, title, brand and category reaches rich escaped: rich reads `[...]` in a plain
-string as markup, so a catalog value like `hdmi [pack of 2]` would vanish and `Acme [/b]`
-would crash the table (MarkupError).
+Every query and catalog value reaches rich escaped (or as a `Text`, which reads no markup):
+rich reads `[...]` in a plain string as markup, so a catalog value like `hdmi [pack of 2]`
+would vanish and `Acme [/b]` would crash the table (MarkupError).
+
+`--all-variants` lists the sizes and colours of one item as rows of their own, often under
+one title: the color and size columns tell them apart, and where two rows would still read
+the same (variants differing in an attribute the table leaves out), the product id does.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from rich.text import Text
 from shopsearch.qdrant.backend import Hit, SearchMode
 
 # Attribute columns: (header, rich column options). One that no shown product fills is left
-# out, so that a catalog without brands (or prices) gives its titles the room.
+# out, so that a catalog without brands (or prices, or variants) gives its titles the room.
+# Folded rather than cut: a colour or size cut short no longer tells two variants apart.
 ATTRIBUTE_COLUMNS: dict[str, dict] = {
     "brand": {"ratio": 1},
+    "color": {"overflow": "fold"},
+    "size": {"overflow": "fold"},
     "price": {"justify": "right"},
     "category": {"overflow": "fold", "ratio": 2, "style": "dim"},
 }
@@ -27,6 +34,8 @@ def _attribute_cells(payload: dict) -> dict[str, str]:
     category = payload.get("category") or []
     return {
         "brand": escape(str(payload.get("brand") or "")),
+        "color": escape(str(payload.get("color") or "")),
+        "size": escape(str(payload.get("size") or "")),
         "price": escape(
             "" if price is None else f"{price:,.2f} {payload.get('currency') or ''}".strip()
         ),
@@ -34,6 +43,18 @@ def _attribute_cells(payload: dict) -> dict[str, str]:
             " > ".join(category[-2:]) if isinstance(category, list) else str(category)
         ),
     }
+
+
+def _product_id(hit: Hit) -> str:
+    return str(hit.payload.get("product_id", hit.point_id))
+
+
+def _title(hit: Hit) -> Text:
+    title = Text(str(hit.payload.get("title", _product_id(hit))))
+    if hit.other_variants:
+        more = len(hit.other_variants)
+        title.append(f" (+{more} variant{'s' if more > 1 else ''})", style="dim")
+    return title
 
 
 def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) -> Table:
@@ -44,18 +65,22 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
         caption_justify="left",
     )
     cells = [_attribute_cells(hit.payload) for hit in hits]
+    titles = [_title(hit) for hit in hits]
     shown = [name for name in ATTRIBUTE_COLUMNS if not hits or any(c[name] for c in cells)]
+    distinct = {(t.plain, *c.values()) for t, c in zip(titles, cells, strict=True)}
+    show_id = len(distinct) < len(hits)
     table.add_column("#", justify="right", style="dim")
     table.add_column("title", overflow="fold", ratio=5)
+    if show_id:
+        table.add_column("id", overflow="fold", style="dim")
     for name in shown:
         table.add_column(name, **ATTRIBUTE_COLUMNS[name])
     table.add_column("score", justify="right")
-    for rank, (hit, row) in enumerate(zip(hits, cells, strict=True), start=1):
-        title = Text(str(hit.payload.get("title", hit.payload.get("product_id", hit.point_id))))
-        if hit.other_variants:
-            more = len(hit.other_variants)
-            title.append(f" (+{more} variant{'s' if more > 1 else ''})", style="dim")
-        table.add_row(str(rank), title, *(row[name] for name in shown), f"{hit.score:.4f}")
+    for rank, (hit, title, row) in enumerate(zip(hits, titles, cells, strict=True), start=1):
+        product = [Text(_product_id(hit))] if show_id else []
+        table.add_row(
+            str(rank), title, *product, *(row[name] for name in shown), f"{hit.score:.4f}"
+        )
     captions = []
     if searched != query:
         captions.append(

@@ -4,8 +4,8 @@ Product search batches are full of false negatives: the same product twice, anot
 same query is known to like, or a near-duplicate (other size, colour, pack) of the positive.
 Plain InfoNCE / MultipleNegativesRankingLoss pushes all of them away, which teaches the encoder
 to separate things shoppers treat as interchangeable. This loss drops them from the denominator
-with two masks (DESIGN.md, "Stage 1"). It needs the `train` extra (torch, sentence-transformers)
-and is never imported on the query path.
+with two masks (docs/DESIGN.md, "Stage 1"). It needs the `train` extra (torch,
+sentence-transformers) and is never imported on the query path.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Stage 2: ROAR, a listwise loss that aligns graded groups by their relative odds.
 
 Stage 1 only knows "substitute or better". Shops also need the order below that: an exact match
-above a substitute, a substitute above a complement, a complement above junk. ROAR (DESIGN.md,
-"Stage 2 — ROAR") compares the size-normalised softmax mass of each grade group per query, only
-between consecutive non-empty grades, so variable-size groups and missing grades are handled
-without inventing pairs. Needs the `train` extra; never imported on the query path.
+above a substitute, a substitute above a complement, a complement above junk. ROAR
+(docs/DESIGN.md, "Stage 2: ROAR") compares the size-normalised softmax mass of each grade
+group per query, only between consecutive non-empty grades, so variable-size groups and
+missing grades are handled without inventing pairs. Needs the `train` extra; never imported
+on the query path.
 """
 
 from __future__ import annotations
@@ -218,9 +219,9 @@ class ROARLoss(nn.Module):
         return """
 @misc{roar,
     title={ROAR: Relative Odds Alignment for Retrieval},
-    author={unknown: see DESIGN.md},
-    note={Implemented from the paper's abstract as described in shopsearch's DESIGN.md
-          ("Stage 2 - ROAR"); authors, venue and year not recorded there},
+    author={unknown: see docs/DESIGN.md},
+    note={Implemented from the paper's abstract as described in shopsearch's
+          docs/DESIGN.md ("Stage 2: ROAR"); authors, venue and year not recorded there},
 }
 """
 

@@ -1,4 +1,4 @@
-"""The catalog fields shopsearch understands (DESIGN.md, "Catalog")."""
+"""The catalog fields shopsearch understands (docs/DESIGN.md, "Catalog and ingest")."""
 
 REQUIRED_FIELDS = ("id", "title")
 OPTIONAL_FIELDS = (
