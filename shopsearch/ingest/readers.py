@@ -258,7 +258,9 @@ class CatalogReader:
                         while row in malformed:
                             add(malformed.pop(row))
                             row += 1
-                        add(self._csv_row(row, rec, i in spanning))
+                        if i in spanning:
+                            self._check_quotes(row, rec)
+                        add(self._csv_row(row, rec))
                         if len(pending) >= batch_size:
                             yield pending
                             pending = []
@@ -327,16 +329,18 @@ class CatalogReader:
             csv.field_size_limit(limit)
         return None
 
-    def _csv_row(self, row: int, rec: dict[str, bytes | None], spans_lines: bool) -> RawRow:
+    def _check_quotes(self, row: int, rec: dict[str, bytes | None]) -> None:
+        for raw in rec.values():
+            error = raw and b"\n" in raw and self._quote_check(row, raw.decode("utf-8", "replace"))
+            if error:
+                raise error
+
+    def _csv_row(self, row: int, rec: dict[str, bytes | None]) -> RawRow:
         """A badly encoded cell rejects the row under its id, when the id itself decodes:
         a reject without one would stop `--prune`, as any product could be missing."""
         decoded: dict[str, Any] = {}
         bad: str | None = None
         for column, raw in rec.items():
-            if spans_lines and raw and b"\n" in raw:
-                error = self._quote_check(row, raw.decode("utf-8", "replace"))
-                if error:
-                    raise error
             try:
                 decoded[column] = raw.decode("utf-8") if raw else None
             except UnicodeDecodeError:
