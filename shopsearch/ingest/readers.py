@@ -221,7 +221,7 @@ class CatalogReader:
             if bad.number is None:
                 return "error"  # no position: the reject could not be placed
             row = bad.number - 1  # pyarrow counts the header
-            error = "\n" in bad.text and self._quote_check(row, bad.text)
+            error = "\n" in bad.text and self._open_quote_error(row, bad.text)
             if error:
                 unclosed.append(error)
             cells = f"{bad.actual_columns} cell{'s' if bad.actual_columns != 1 else ''}"
@@ -282,7 +282,7 @@ class CatalogReader:
         """The line `_MarkedEnd` appends: more cells than the header, so never a good row."""
         return "\x00" + "," * len(self.source_columns or ())
 
-    def _quote_check(self, row: int, text: str) -> CatalogError | None:
+    def _open_quote_error(self, row: int, text: str) -> CatalogError | None:
         """The error for `row` when `text`, a multi-line cell or the text of a row pyarrow
         could not split, is rows swallowed by an open quote; None for a good multi-line cell."""
         if text.endswith(self._end_mark):
@@ -331,9 +331,10 @@ class CatalogReader:
 
     def _check_quotes(self, row: int, rec: dict[str, bytes | None]) -> None:
         for raw in rec.values():
-            error = raw and b"\n" in raw and self._quote_check(row, raw.decode("utf-8", "replace"))
-            if error:
-                raise error
+            if raw and b"\n" in raw:
+                error = self._open_quote_error(row, raw.decode("utf-8", "replace"))
+                if error:
+                    raise error
 
     def _csv_row(self, row: int, rec: dict[str, bytes | None]) -> RawRow:
         """A badly encoded cell rejects the row under its id, when the id itself decodes:
