@@ -41,6 +41,11 @@ class CollectionError(ShopsearchError):
     """The collection is missing, was not built by shopsearch, or has an incompatible schema."""
 
 
+class CollectionBusyError(CollectionError):
+    """Another process has the collection: an ingest writing it, or (embedded Qdrant Edge,
+    one process per shard) any process holding its shard open."""
+
+
 class ServerError(CollectionError):
     """The Qdrant server cannot be reached, refuses the API key, or fails a request; the
     message names the URL, so a wrong `--qdrant-url` or key is fixed without a traceback."""

@@ -486,3 +486,39 @@ def test_a_catalog_whose_every_row_is_rejected_is_an_error(demo_env, tmp_path):
     assert proc.returncode == 1
     assert "read 2 = upserted 0 + rejected 2" in proc.stdout
     assert "no product ingested: all 2 rows were rejected" in proc.stderr
+
+
+def test_an_ingest_while_another_writes_the_collection_exits_1_and_queries_still_run(demo_env):
+    from shopsearch.qdrant.edge import EdgeBackend
+
+    env, tmp = demo_env
+    collection = Path(env["SHOPSEARCH_DATA_DIR"]) / "products"
+    catalog = tmp / "demo.parquet"  # what the collection holds: a run that got through is a no-op
+    args = ("ingest", str(catalog), "-c", "products", "--rejects", str(tmp / "busy.jsonl"))
+    with EdgeBackend(collection).writing():  # this test process is the first ingest
+        proc = run_cli(*args, "--recreate", env_extra=env, check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stderr.strip() == (
+            f"error: collection 'products' at {collection} is being written by another ingest "
+            f"(process {os.getpid()}): wait for it to finish (lock file "
+            f"{collection.parent / '.products.lock'})"
+        )
+        assert not collection.with_name(".products.recreating").exists()
+        assert json.loads(run_cli("query", "shoes", "--json", env_extra=env).stdout)["results"]
+    proc = run_cli(*args, env_extra=env)
+    assert "200 of them already stored as they are" in proc.stdout
+
+
+def test_a_csv_quote_never_closed_exits_1_naming_its_row_before_anything_is_written(
+    demo_env, tmp_path
+):
+    env, _ = demo_env
+    rows = [f"R{i},Item {i}" for i in range(1, 1001)]
+    rows[9] = 'R10,"Item 10'
+    catalog = tmp_path / "shop.csv"
+    catalog.write_text("id,title\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    args = ("ingest", str(catalog), "-c", "unclosed", "--rejects", str(tmp_path / "r.jsonl"))
+    proc = run_cli(*args, env_extra=env, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "row 10 (line 11) opens a quote that is never closed: the 990 lines" in proc.stderr
+    assert run_cli("info", "-c", "unclosed", env_extra=env, check=False).returncode == 1

@@ -119,3 +119,58 @@ def test_csv_cell_bigger_than_a_block_is_read(tmp_path):
     assert [r.data["id"] for r in got] == [f"R{i}" for i in range(1, 11)]
     assert [r.row for r in got] == list(range(1, 11))
     assert len(got[5].data["description"]) == 2_400_000
+
+
+def _thousand_rows(path, header="id,title,description", **broken):
+    """A 1,000-row CSV; `broken` maps a row number (r10=...) to its line as written."""
+    lines = [f"R{i},Item {i},desc {i}" for i in range(1, 1001)]
+    for key, line in broken.items():
+        lines[int(key[1:]) - 1] = line
+    path.write_text(f"{header}\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "line"),
+    [
+        ("id,title,description", 'R10,"Item 10 unclosed,desc 10'),  # a row pyarrow cannot split
+        ("id,title,description", 'R10,Item 10,"desc 10'),  # a good row, last column
+        ("id,title,notes", 'R10,Item 10,"desc 10'),  # a column not read
+    ],
+)
+def test_csv_quote_never_closed_stops_the_read_naming_row_and_line(tmp_path, header, line):
+    """It used to swallow the 990 rows after it: one reject, or one product with them all in
+    its description."""
+    path = _thousand_rows(tmp_path / "c.csv", header, r10=line)
+    with pytest.raises(CatalogError) as err:
+        rows(CatalogReader(path), batch_size=256)
+    assert str(err.value) == (
+        f"cannot read {path}: row 10 (line 11) opens a quote that is never closed: the 990 "
+        "lines after it would be read as one cell, and their rows lost. Close the quote; a "
+        'quote inside a quoted cell is written twice ("")'
+    )
+
+
+def test_csv_quote_closed_by_a_later_stray_quote_stops_the_read(tmp_path):
+    """Valid CSV for pyarrow: row 10's description used to hold rows 11 to 600."""
+    path = _thousand_rows(
+        tmp_path / "c.csv", r10='R10,Item 10,"desc 10', r600='R600,Item 600,desc" 600'
+    )
+    with pytest.raises(CatalogError, match=r"row 10 \(line 11\) opens a quote that closes 590"):
+        rows(CatalogReader(path))
+    stray = _thousand_rows(tmp_path / "d.csv", r10='R10,"Item 10,desc 10', r600='R600,"x" 6,y')
+    with pytest.raises(CatalogError, match=r"row 10 \(line 11\) .* 590 lines further down"):
+        rows(CatalogReader(stray))
+
+
+def test_csv_multiline_cells_that_are_text_are_read(tmp_path):
+    path = _thousand_rows(
+        tmp_path / "c.csv",
+        r3='R3,Item 3,"Includes:\ndrill, charger\n\nbattery, bits\n"',  # 1 comma: no row
+        r8='R8,"Item\n8",desc 8',
+        r1000='R1000,Item 1000,"last\nlines"',
+    )
+    got = rows(CatalogReader(path), batch_size=256)
+    assert [r.row for r in got] == list(range(1, 1001))
+    assert got[2].data["description"] == "Includes:\ndrill, charger\n\nbattery, bits\n"
+    assert got[7].data["title"] == "Item\n8" and got[999].data["description"] == "last\nlines"

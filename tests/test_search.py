@@ -18,7 +18,13 @@ import pytest
 from qdrant_client import QdrantClient
 
 from shopsearch.encoders.onnx_encoder import OnnxEncoder
-from shopsearch.errors import CatalogError, EncoderMismatchError, ServerError, UsageError
+from shopsearch.errors import (
+    CatalogError,
+    CollectionBusyError,
+    EncoderMismatchError,
+    ServerError,
+    UsageError,
+)
 from shopsearch.evaluation.systems import system_name
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
@@ -428,7 +434,7 @@ def test_an_interrupted_edge_recreate_leaves_the_old_collection_and_no_leftovers
 
     with pytest.raises(KeyboardInterrupt):  # after the first batch went into the new shard
         ingest(garden, backend, encoder, tmp_path, recreate=True, on_rows=ctrl_c)
-    assert os.listdir(data) == ["products"]
+    assert sorted(os.listdir(data)) == [".products.lock", "products"]  # the lock file stays
     assert backend.count() == 3 and "drill" in backend.read_vocabulary()
     search = ProductSearch(backend, encoder)
     assert search.search(Query("drill"), SearchOptions(top_k=1))[0].payload["title"] == TOOLS[0]
@@ -439,10 +445,52 @@ def test_an_interrupted_edge_recreate_leaves_the_old_collection_and_no_leftovers
     (data / ".products.replaced").mkdir()
     report = ingest(garden, backend, encoder, tmp_path, recreate=True)
     assert report.created and report.points_in_collection == 4
-    assert os.listdir(data) == ["products"]
+    assert sorted(os.listdir(data)) == [".products.lock", "products"]
     assert backend.count() == 4 and "drill" not in backend.read_vocabulary()
     search = ProductSearch(backend, encoder)
     assert search.search(Query("mower"), SearchOptions(top_k=1))[0].payload["title"] == GARDEN[3]
+    backend.close()
+
+
+def test_an_edge_ingest_fails_at_once_while_another_process_writes_the_collection(
+    encoder, tmp_path
+):
+    """Two --recreate runs at once used to delete each other's build directory (the second
+    one crashed the first with Edge's IO error); a plain ingest during a --recreate wrote
+    into the collection about to be swapped out. The writer lock refuses the second ingest,
+    and dies with the process that holds it."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    backend = EdgeBackend(data / "products")
+    ingest(_titles(tmp_path / "tools.jsonl", TOOLS), backend, encoder, tmp_path)
+    backend.close()
+    code = (
+        "import time\nfrom pathlib import Path\nfrom shopsearch.qdrant.edge import EdgeBackend\n"
+        f"with EdgeBackend(Path({str(backend.directory)!r})).writing():\n"
+        "    print('locked', flush=True)\n    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        garden = _titles(tmp_path / "garden.jsonl", GARDEN)
+        for recreate in (False, True):
+            with pytest.raises(CollectionBusyError) as err:
+                ingest(garden, backend, encoder, tmp_path, recreate=recreate)
+            assert str(err.value) == (
+                f"collection 'products' at {backend.directory} is being written by another "
+                f"ingest (process {holder.pid}): wait for it to finish (lock file "
+                f"{data / '.products.lock'})"
+            )
+        assert backend.count() == 3  # readers are not locked out
+        backend.close()
+        assert sorted(os.listdir(data)) == [".products.lock", "products"]  # no build started
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs in the holder
+        holder.wait()
+    report = ingest(garden, backend, encoder, tmp_path, recreate=True)
+    assert report.points_in_collection == 4
     backend.close()
 
 

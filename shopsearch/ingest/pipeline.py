@@ -83,61 +83,63 @@ def ingest_catalog(
     """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
 
     `template` and `bm25` (its k and b; avg_len is fitted to the first batch) shape a new
-    collection; an existing one must have been built with the same.
+    collection; an existing one must have been built with the same. The backend's writer
+    lock is held throughout: another ingest of the collection raises `CollectionBusyError`.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if bm25 is not None:
         bm25.check()
     _RejectsFile.check(rejects_path, reader.path)
-    started = time.perf_counter()
-    report = IngestReport(catalog=str(reader.path), collection=backend.location)
-    collection = _Collection.open(backend, encoder, template, bm25, recreate)
-    target = collection.backend  # `backend`, or where --recreate builds its replacement
-    seen: dict[str, int] = {}
-    listed = _ListedProducts()
-    pending: list[Future[None]] = []
-    try:
-        with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
-            for raw_rows in _prefetched(reader.batches(batch_size)):
-                products, rejects = _validate_batch(raw_rows, seen)
-                rejects_file.write(rejects)
-                listed.add_rejects(rejects)
-                points = collection.points(products)
-                report.unchanged += len(products) - len(points)
-                while len(pending) >= MAX_PENDING_UPSERTS:
-                    pending.pop(0).result()
-                pending.append(writer.submit(target.upsert, points))
-                report.read += len(raw_rows)
-                report.upserted += len(products)
-                report.rejected += len(rejects)
-                if on_rows:
-                    on_rows(len(raw_rows))
-            for fut in pending:
-                fut.result()
-        collection.ensure_created([])  # an empty catalog still leaves an empty collection
-        if prune and not collection.created:
-            report.not_pruned = listed.why_not_prunable(seen)
-            if report.not_pruned is None:
-                report.pruned = listed.prune(target, seen)
-                collection.count_stored_words(listed.rejected_ids - seen.keys())
-        report.vocabulary_words = collection.write_vocabulary(
-            replace=prune and report.not_pruned is None
-        )
-        indexing = time.perf_counter()
-        target.finish_writes()
-        report.index_seconds = round(time.perf_counter() - indexing, 3)
-        report.points_in_collection = target.count()
-    except BaseException:
+    with backend.writing():  # a second ingest fails here, before any work
+        started = time.perf_counter()
+        report = IngestReport(catalog=str(reader.path), collection=backend.location)
+        collection = _Collection.open(backend, encoder, template, bm25, recreate)
+        target = collection.backend  # `backend`, or where --recreate builds its replacement
+        seen: dict[str, int] = {}
+        listed = _ListedProducts()
+        pending: list[Future[None]] = []
+        try:
+            with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
+                for raw_rows in _prefetched(reader.batches(batch_size)):
+                    products, rejects = _validate_batch(raw_rows, seen)
+                    rejects_file.write(rejects)
+                    listed.add_rejects(rejects)
+                    points = collection.points(products)
+                    report.unchanged += len(products) - len(points)
+                    while len(pending) >= MAX_PENDING_UPSERTS:
+                        pending.pop(0).result()
+                    pending.append(writer.submit(target.upsert, points))
+                    report.read += len(raw_rows)
+                    report.upserted += len(products)
+                    report.rejected += len(rejects)
+                    if on_rows:
+                        on_rows(len(raw_rows))
+                for fut in pending:
+                    fut.result()
+            collection.ensure_created([])  # an empty catalog still leaves an empty collection
+            if prune and not collection.created:
+                report.not_pruned = listed.why_not_prunable(seen)
+                if report.not_pruned is None:
+                    report.pruned = listed.prune(target, seen)
+                    collection.count_stored_words(listed.rejected_ids - seen.keys())
+            report.vocabulary_words = collection.write_vocabulary(
+                replace=prune and report.not_pruned is None
+            )
+            indexing = time.perf_counter()
+            target.finish_writes()
+            report.index_seconds = round(time.perf_counter() - indexing, 3)
+            report.points_in_collection = target.count()
+        except BaseException:
+            if target is not backend:
+                target.drop()  # the old collection stays as it was
+            raise
         if target is not backend:
-            target.drop()  # the old collection stays as it was
-        raise
-    if target is not backend:
-        backend.replace_with(target)
-    report.created = collection.created
-    report.rejects_file = str(rejects_path) if report.rejected else None
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report
+            backend.replace_with(target)
+        report.created = collection.created
+        report.rejects_file = str(rejects_path) if report.rejected else None
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
 
 
 class _Collection:

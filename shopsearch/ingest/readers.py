@@ -5,12 +5,29 @@ pyarrow in blocks as raw bytes, so one badly encoded cell, or a row with the wro
 of cells, rejects its row instead of aborting the file; JSONL is read line by line so a
 broken line is one reject with its line number. Every row carries its 1-based position
 for the rejects file.
+
+A CSV quote that is never closed is the exception: it stops the read (`CatalogError`, naming
+the row and its line) instead of rejecting a row. Everything after it, up to the end of the
+file or the next quote, reads as one cell, so the rows in it are lost, not rejected: no
+reject can name them, a `--prune` would delete their products, and the rows after them
+would be numbered wrongly. Recovering them would mean guessing where the cell was meant to
+end, and a wrong guess turns the rest of a multi-line description into rows; the file needs
+its quote fixed instead. Two checks, next to free when no cell spans lines:
+- never closed: the reader appends a marker line to the file; a cell or row that swallowed
+  it ran to the end of the file (exact, in any column);
+- closed by a later stray quote: the cell is valid CSV, so only its content can tell. A
+  multi-line cell whose inner lines (all but its first and last; blank ones aside) all hold
+  as many cells as the header is taken for swallowed rows. Real descriptions rarely do (none
+  of the 591 multi-line cells of the Flipkart and ESCI samples in ../shared/data). Only the
+  columns read and the rows pyarrow cannot split are checked.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import functools
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -31,6 +49,33 @@ CSV_MAX_BLOCK_BYTES = 256 << 20  # the largest cell a CSV may hold
 
 class _BlockTooSmall(Exception):
     """A CSV cell does not fit in pyarrow's block."""
+
+
+class _MarkedEnd(io.RawIOBase):
+    """A file followed by one more line, `mark`: a quote still open at the end of the file
+    swallows the line, so the mark never arrives as a row of its own."""
+
+    def __init__(self, path: Path, mark: bytes) -> None:
+        super().__init__()
+        self._file = path.open("rb")
+        self._mark = b"\n" + mark
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        # Fills the buffer, as reading the file would: pyarrow takes a short first block
+        # for the whole file.
+        n = self._file.readinto(buffer)  # short only at the end of the file
+        if n < len(buffer) and self._mark:
+            k = min(len(buffer) - n, len(self._mark))
+            buffer[n : n + k], self._mark = self._mark[:k], self._mark[k:]
+            n += k
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 @dataclass(frozen=True)
@@ -150,7 +195,7 @@ class CatalogReader:
                 if block_size >= CSV_MAX_BLOCK_BYTES:
                     raise CatalogError(
                         f"cannot parse {self.path}: a row after row {done} has a cell over "
-                        f"{CSV_MAX_BLOCK_BYTES >> 20} MB"
+                        f"{CSV_MAX_BLOCK_BYTES >> 20} MB (or a quote that is never closed)"
                     ) from exc
                 block_size *= 4
 
@@ -165,11 +210,20 @@ class CatalogReader:
             strings_can_be_null=False,
         )
         malformed: dict[int, RawRow] = {}
+        unclosed: list[CatalogError] = []  # pyarrow ignores what its handler raises
+        end_seen = False
 
         def on_invalid(bad: pacsv.InvalidRow) -> str:
+            nonlocal end_seen
+            if bad.text == self._end_mark:
+                end_seen = True
+                return "skip"
             if bad.number is None:
                 return "error"  # no position: the reject could not be placed
             row = bad.number - 1  # pyarrow counts the header
+            error = "\n" in bad.text and self._open_quote_error(row, bad.text)
+            if error:
+                unclosed.append(error)
             cells = f"{bad.actual_columns} cell{'s' if bad.actual_columns != 1 else ''}"
             malformed[row] = RawRow(
                 row,
@@ -189,15 +243,23 @@ class CatalogReader:
                 pending.append(raw)
 
         try:
-            with pacsv.open_csv(
-                self.path, read_options=read, parse_options=parse, convert_options=convert
-            ) as rd:
+            with (
+                _MarkedEnd(self.path, self._end_mark.encode()) as source_file,
+                pacsv.open_csv(
+                    source_file, read_options=read, parse_options=parse, convert_options=convert
+                ) as rd,
+            ):
                 for batch in rd:
-                    for rec in batch.to_pylist():
+                    if unclosed:
+                        raise unclosed[0]
+                    spanning = _rows_spanning_lines(batch)
+                    for i, rec in enumerate(batch.to_pylist()):
                         row += 1
                         while row in malformed:
                             add(malformed.pop(row))
                             row += 1
+                        if i in spanning:
+                            self._check_quotes(row, rec)
                         add(self._csv_row(row, rec))
                         if len(pending) >= batch_size:
                             yield pending
@@ -206,10 +268,73 @@ class CatalogReader:
             if "straddl" in str(exc):  # "straddling object straddles two block boundaries"
                 raise _BlockTooSmall from exc
             raise CatalogError(f"cannot parse {self.path} after row {row}: {exc}") from exc
+        if unclosed:
+            raise unclosed[0]
+        if not end_seen:  # swallowed by a quote in a column not read, in the last row
+            raise self._unclosed_quote(row, None)
         for late in sorted(malformed):  # after the last good row
             add(malformed.pop(late))
         if pending:
             yield pending
+
+    @functools.cached_property
+    def _end_mark(self) -> str:
+        """The line `_MarkedEnd` appends: more cells than the header, so never a good row."""
+        return "\x00" + "," * len(self.source_columns or ())
+
+    def _open_quote_error(self, row: int, text: str) -> CatalogError | None:
+        """The error for `row` when `text`, a multi-line cell or the text of a row pyarrow
+        could not split, is rows swallowed by an open quote; None for a good multi-line cell."""
+        if text.endswith(self._end_mark):
+            return self._unclosed_quote(row, None)
+        if _holds_rows(text, len(self.source_columns or ())):
+            return self._unclosed_quote(row, text)
+        return None
+
+    def _unclosed_quote(self, row: int, closed_after: str | None) -> CatalogError:
+        """`closed_after`: the cell that a later quote closes; None: one that runs to the end."""
+        line = self._line_of_row(row)
+        at = f"row {row}" + (f" (line {line})" if line else "")
+        if closed_after is None:
+            after = _count_lines(self.path) - line if line else None
+            what = "is never closed"
+            lost = f"the {_lines(after)} after it" if after else "the lines after it"
+        else:
+            after = closed_after.count("\n")
+            what = f"closes {_lines(after)} further down"
+            lost = "those lines, which read as rows of this file,"
+        if after != 0:  # an unclosed quote on the last line swallows no row, only its own
+            what += f": {lost} would be read as one cell, and their rows lost"
+        return CatalogError(
+            f"cannot read {self.path}: {at} opens a quote that {what}. Close the quote; "
+            'a quote inside a quoted cell is written twice ("")'
+        )
+
+    def _line_of_row(self, row: int) -> int | None:
+        """The line on which data row `row` starts: a second, slower read, for an error."""
+        limit = csv.field_size_limit(CSV_MAX_BLOCK_BYTES)  # the default is 128 KB a cell
+        try:
+            with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+                reader = csv.reader(fh)
+                next(reader, None)  # the header
+                start, seen = reader.line_num + 1, 0
+                for cells in reader:
+                    seen += bool(cells)  # a blank line is no row, for pyarrow as here
+                    if seen == row:
+                        return start
+                    start = reader.line_num + 1
+        except (OSError, csv.Error):
+            pass
+        finally:
+            csv.field_size_limit(limit)
+        return None
+
+    def _check_quotes(self, row: int, rec: dict[str, bytes | None]) -> None:
+        for raw in rec.values():
+            if raw and b"\n" in raw:
+                error = self._open_quote_error(row, raw.decode("utf-8", "replace"))
+                if error:
+                    raise error
 
     def _csv_row(self, row: int, rec: dict[str, bytes | None]) -> RawRow:
         """A badly encoded cell rejects the row under its id, when the id itself decodes:
@@ -259,6 +384,33 @@ class CatalogReader:
 
     def _row(self, row: int, record: Mapping[str, Any]) -> RawRow:
         return RawRow(row, {field: record.get(col) for field, col in self.columns.items()})
+
+
+def _rows_spanning_lines(batch: pa.RecordBatch) -> set[int]:
+    """Positions of the rows with a cell that spans lines: next to free when none does, as a
+    column's bytes are searched at once."""
+    rows: set[int] = set()
+    for column in batch.columns:
+        data = column.buffers()[2]
+        if data is not None and b"\n" in data.to_pybytes():
+            rows.update(pc.indices_nonzero(pc.match_substring(column, "\n")).to_pylist())
+    return rows
+
+
+def _holds_rows(cell: str, width: int) -> bool:
+    """Whether a multi-line cell's inner lines (blank ones aside) all hold `width` cells, as
+    rows of the file swallowed by an open quote do: they hold no quote, or it would close."""
+    inner = [line for line in cell.split("\n")[1:-1] if line.strip()]
+    return bool(inner) and all(line.count(",") == width - 1 for line in inner)
+
+
+def _lines(n: int) -> str:
+    return f"{n} line{'s' * (n != 1)}"
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
 
 
 def _guess_format(path: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -138,6 +139,12 @@ class Backend(Protocol):
     def write_vocabulary(self, words: dict[str, int]) -> None: ...
 
     def drop(self) -> None: ...
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Held by an ingest for its whole run, so that a second one fails at once (with
+        `CollectionBusyError`) instead of corrupting the first's work. Edge: a file lock; a
+        server: nothing, as it serialises concurrent clients' writes itself."""
+        ...
 
     def replacement(self) -> Backend:
         """Where `ingest --recreate` builds the new collection, so that a run that fails

@@ -6,7 +6,8 @@ indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
     <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
     <dir>/vocabulary.json   {"words": {word: products using it}}, for typo tolerance
 `ingest --recreate` builds the new collection in `.<name>.recreating` beside <dir>, and
-renames it to <dir> once complete (the old one passes through `.<name>.replaced`).
+renames it to <dir> once complete (the old one passes through `.<name>.replaced`). An
+ingest holds `.<name>.lock`, beside <dir> too, as its writer lock (`EdgeBackend.writing`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from shopsearch.errors import CollectionError
+from shopsearch.errors import CollectionBusyError, CollectionError
 from shopsearch.qdrant.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
@@ -46,6 +47,11 @@ from shopsearch.qdrant.schema import (
     CollectionMeta,
     FieldType,
 )
+
+try:
+    import fcntl
+except ImportError:  # Windows: EdgeBackend.writing locks nothing
+    fcntl = None  # type: ignore[assignment]
 
 META_FILE = "shopsearch.json"
 VOCABULARY_FILE = "vocabulary.json"
@@ -149,9 +155,48 @@ class EdgeBackend:
         if self.directory.exists():
             shutil.rmtree(self.directory)
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """The writer lock, which an ingest holds from start to end, its `--recreate` build
+        and swap included: a second writer would clear the first one's build directory, or
+        write into a collection about to be swapped out (Edge's own lock is per shard, and
+        a build is another shard). Queries never take it.
+
+        An advisory `flock` on `.<name>.lock` beside the collection, not in its directory,
+        which `--recreate` replaces. The kernel releases it when its process dies, so a
+        killed ingest leaves no stale lock; the file stays, and names the last holder's pid.
+        Windows has no `fcntl`: there is no lock, and two ingests must not run at once.
+        """
+        if fcntl is None:
+            yield
+            return
+        path = self._sibling("lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = path.open("a+", encoding="utf-8")
+        except OSError as exc:
+            raise CollectionError(f"cannot create the lock file {path}: {exc}") from exc
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                pid = lock.read().strip()
+                raise CollectionBusyError(
+                    f"collection '{self.directory.name}' at {self.directory} is being written "
+                    f"by another ingest{f' (process {pid})' if pid else ''}: wait for it to "
+                    f"finish (lock file {path})"
+                ) from None
+            except OSError as exc:  # a file system without locks
+                raise CollectionError(f"cannot lock {path}: {exc}") from exc
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            yield  # closing the file releases the lock
+
     def replacement(self) -> EdgeBackend:
         staging = self._sibling("recreating")
-        if staging.exists():  # left by a --recreate that was killed
+        if staging.exists():  # left by a --recreate that was killed: writing() is held
             shutil.rmtree(staging)
         return EdgeBackend(staging, self.index)
 
@@ -290,7 +335,7 @@ def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> 
         return fn(*args)
     except Exception as exc:
         if "WouldBlock" in str(exc):
-            raise CollectionError(
+            raise CollectionBusyError(
                 f"the collection at {directory} is open in another process (an ingest?); "
                 "embedded Qdrant Edge allows one process at a time: wait for it, or use a "
                 "Qdrant server (--qdrant-url) for concurrent access"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from qdrant_client import QdrantClient, models
@@ -207,6 +207,11 @@ class ServerBackend:
         with self._server():
             if self.client.collection_exists(self.collection):
                 self.client.delete_collection(self.collection)
+
+    def writing(self) -> AbstractContextManager[None]:
+        """No lock: the server serialises writes; two ingests interleave their upserts, as
+        any two clients' do."""
+        return nullcontext()
 
     def replacement(self) -> ServerBackend:
         return self
