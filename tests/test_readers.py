@@ -174,3 +174,9 @@ def test_csv_multiline_cells_that_are_text_are_read(tmp_path):
     assert [r.row for r in got] == list(range(1, 1001))
     assert got[2].data["description"] == "Includes:\ndrill, charger\n\nbattery, bits\n"
     assert got[7].data["title"] == "Item\n8" and got[999].data["description"] == "last\nlines"
+    two = tmp_path / "two.csv"  # two columns: a line with one comma is text, not a row
+    two.write_text('id,title\nA,"Drill\nbattery, bits\ncase"\nB,Saw\n', encoding="utf-8")
+    assert [r.data["title"] for r in rows(CatalogReader(two))] == [
+        "Drill\nbattery, bits\ncase",
+        "Saw",
+    ]

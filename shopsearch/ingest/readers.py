@@ -17,9 +17,10 @@ its quote fixed instead. Two checks, next to free when no cell spans lines:
   it ran to the end of the file (exact, in any column);
 - closed by a later stray quote: the cell is valid CSV, so only its content can tell. A
   multi-line cell whose inner lines (all but its first and last; blank ones aside) all hold
-  as many cells as the header is taken for swallowed rows. Real descriptions rarely do (none
-  of the 591 multi-line cells of the Flipkart and ESCI samples in ../shared/data). Only the
-  columns read and the rows pyarrow cannot split are checked.
+  as many cells as the header is taken for swallowed rows, in a file of three columns or
+  more. Real descriptions rarely do (none of the 591 multi-line cells of the Flipkart and
+  ESCI samples in ../shared/data). Only the columns read and the rows pyarrow cannot split
+  are checked.
 """
 
 from __future__ import annotations
@@ -399,9 +400,10 @@ def _rows_spanning_lines(batch: pa.RecordBatch) -> set[int]:
 
 def _holds_rows(cell: str, width: int) -> bool:
     """Whether a multi-line cell's inner lines (blank ones aside) all hold `width` cells, as
-    rows of the file swallowed by an open quote do: they hold no quote, or it would close."""
+    rows of the file swallowed by an open quote do: they hold no quote, or it would close.
+    A file of fewer than three columns is not judged: one comma a line is common in text."""
     inner = [line for line in cell.split("\n")[1:-1] if line.strip()]
-    return bool(inner) and all(line.count(",") == width - 1 for line in inner)
+    return width >= 3 and bool(inner) and all(line.count(",") == width - 1 for line in inner)
 
 
 def _lines(n: int) -> str:
