@@ -20,6 +20,8 @@ VOCABULARY = {
     "speakers": 7,
     "outer": 9,
     "routers": 1,
+    "seater": 3,
+    "candles": 13,
 }
 
 
@@ -44,13 +46,21 @@ def test_an_unknown_word_becomes_the_catalog_word_one_edit_away(typos, typed, se
 
 
 def test_of_several_words_one_edit_away_the_most_used_wins(typos):
-    assert typos.correct("xaint") == "paint"  # paint 60, faint 1, saint 2: all one edit
+    assert typos.correct("robi") == "ryobi"  # ryobi 40, robin 3: both one edit
     assert typos.correct("saint") == "saint"  # a catalog word is never changed
 
 
 def test_a_word_keeping_its_first_letter_wins_over_a_more_used_one(typos):
     assert typos.correct("router") == "routers"  # outer (9) is one edit away too
-    assert TypoCorrector({"wall": 9}).correct("zall") == "wall"  # if nothing else
+    assert typos.correct("kyobi drill") == "ryobi drill"  # if nothing else
+
+
+def test_a_first_letter_change_is_not_made_when_another_common_word_is_as_close(typos):
+    # heated, header, theater; handles: the shopper may mean a word the catalog lacks.
+    assert typos.correct("heater") == "heater"  # not "seater"
+    assert typos.correct("sandles") == "sandles"  # not "candles"
+    # Keeping the first letter, a correction is made whatever common words are near.
+    assert typos.correct("drilk") == "drill"  # drink is one edit away too
 
 
 def test_a_common_word_the_catalog_lacks_is_meant_as_typed(typos):
