@@ -42,7 +42,7 @@ from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.qdrant.search import DEFAULT_BM25_WEIGHT, ProductSearch, Query, SearchOptions
 from shopsearch.qdrant.server import ServerBackend, supports_weighted_rrf
-from shopsearch.qdrant.variants import MAX_DEPTH, collapse, deeper_limit
+from shopsearch.qdrant.variants import MAX_DEPTH, collapse, deeper_limit, first_limit
 
 
 @pytest.fixture(scope="module")
@@ -715,7 +715,7 @@ def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
     assert collapsed >= 10, collapsed  # black boots, canvas sneakers: shoes in six sizes
 
 
-def test_a_deeper_search_extrapolates_the_variants_per_family():
+def test_search_depths_first_and_deeper():
     def hits(families, per_family):
         return [
             Hit(f"{f}-{v}", 1.0, {"parent_id": str(f)})
@@ -730,6 +730,10 @@ def test_a_deeper_search_extrapolates_the_variants_per_family():
     assert deeper_limit(40, hits(39, 1) + hits(1, 1), top_k=41) == 160  # at least 4x
     assert deeper_limit(300, hits(30, 10), top_k=100) == MAX_DEPTH
     assert deeper_limit(MAX_DEPTH, hits(100, 10), top_k=101) is None
+    # The first search reads four pages, within the depth, never less than the page.
+    assert first_limit(10) == 40
+    assert first_limit(300) == MAX_DEPTH
+    assert first_limit(2 * MAX_DEPTH) == 2 * MAX_DEPTH
 
 
 def test_a_bm25_weight_moves_rrf_towards_bm25_alike_on_both_backends(edge, server, encoder):

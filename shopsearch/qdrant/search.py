@@ -24,7 +24,7 @@ from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
 from shopsearch.qdrant.spelling import TypoCorrector
-from shopsearch.qdrant.variants import FAMILY_FIELDS, collapse, deeper_limit
+from shopsearch.qdrant.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,7 @@ class ProductSearch:
             payload = list(options.payload_fields)
             if options.collapse_variants:
                 payload += [f for f in FAMILY_FIELDS if f not in payload]
+        limit = first_limit(options.top_k) if options.collapse_variants else options.top_k
         requests = []
         for i, q in enumerate(queries):
             sparse = None
@@ -152,8 +153,8 @@ class ProductSearch:
                     mode=options.mode,
                     fusion=options.fusion,
                     bm25_weight=options.rrf_bm25_weight,
-                    limit=options.top_k,
-                    candidates=max(options.candidates, options.top_k),
+                    limit=limit,
+                    candidates=max(options.candidates, limit),
                     exact=options.exact,
                     hnsw_ef=options.hnsw_ef,
                     with_payload=payload,

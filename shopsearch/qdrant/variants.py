@@ -18,6 +18,12 @@ from shopsearch.qdrant.backend import Hit
 # Fused hits one query may look through for families: a page of 10 from families of up to
 # ~60 near-identical variants.
 MAX_DEPTH = 1000
+# The first search reads this many pages of fused hits. On 1M products in families of 19
+# (benchmarks/scale_1m.py, filtered hybrid, ef 160), a first search of 40 hits costs what one
+# of 10 does (p50 5.2 ms), and leaves 35% of queries short of 10 families, where a page of 10
+# left nearly all of them short, each then paying a second search (p50 11.6 ms in all). On the
+# 55k catalog, which has no variants, 40 hits cost +0.1 ms (3.40 vs 3.28 ms p50).
+FIRST_DEPTH = 4
 # Payload fields collapsing reads (added to a search that asks for fewer).
 FAMILY_FIELDS = ("product_id", "parent_id")
 
@@ -45,14 +51,20 @@ def collapse(hits: Sequence[Hit], top_k: int) -> list[Hit]:
     return [replace(hit, other_variants=tuple(others[key])) for key, hit in kept]
 
 
+def first_limit(top_k: int) -> int:
+    """Fused hits the first search asks for, to fill a page of `top_k` families."""
+    return max(top_k, min(MAX_DEPTH, FIRST_DEPTH * top_k))
+
+
 def deeper_limit(limit: int, hits: Sequence[Hit], top_k: int) -> int | None:
     """How many fused hits to search next, or None when `hits` (a search limited to `limit`)
     settle the page: they fill it, the catalog had no more, or the depth is spent.
 
     The next depth overshoots: at least 4x, and 3x the variants per family seen so far times
     the page. Each search repeats the prefetches, while a hit more costs only its payload. On
-    1M products in families of 19 (benchmarks/scale_1m.py) this took 2.1 searches a query
-    against 2.4 for 2x / 1.5x, and filtered hybrid p50 8.1 against 9.0 ms."""
+    1M products in families of 19 (benchmarks/scale_1m.py), after a first search of one page,
+    this took 2.1 searches a query against 2.4 for 2x / 1.5x, and filtered hybrid p50 8.1
+    against 9.0 ms."""
     families = len({family(hit) for hit in hits})
     if families >= top_k or len(hits) < limit or limit >= MAX_DEPTH:
         return None
