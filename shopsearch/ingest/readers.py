@@ -19,8 +19,8 @@ its quote fixed instead. Two checks, next to free when no cell spans lines:
   multi-line cell whose inner lines (all but its first and last; blank ones aside) all hold
   as many cells as the header is taken for swallowed rows, in a file of three columns or
   more. Real descriptions rarely do (none of the 591 multi-line cells of the Flipkart and
-  ESCI samples in ../shared/data). Only the columns read and the rows pyarrow cannot split
-  are checked.
+  ESCI product samples the project was built on). Only the columns read and the rows
+  pyarrow cannot split are checked.
 """
 
 from __future__ import annotations
