@@ -45,12 +45,8 @@ def _attribute_cells(payload: dict) -> dict[str, str]:
     }
 
 
-def _product_id(hit: Hit) -> str:
-    return str(hit.payload.get("product_id", hit.point_id))
-
-
 def _title(hit: Hit) -> Text:
-    title = Text(str(hit.payload.get("title", _product_id(hit))))
+    title = Text(str(hit.payload.get("title", hit.product_id)))
     if hit.other_variants:
         more = len(hit.other_variants)
         title.append(f" (+{more} variant{'s' if more > 1 else ''})", style="dim")
@@ -77,7 +73,7 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
         table.add_column(name, **ATTRIBUTE_COLUMNS[name])
     table.add_column("score", justify="right")
     for rank, (hit, title, row) in enumerate(zip(hits, titles, cells, strict=True), start=1):
-        product = [Text(_product_id(hit))] if show_id else []
+        product = [Text(hit.product_id)] if show_id else []
         table.add_row(
             str(rank), title, *product, *(row[name] for name in shown), f"{hit.score:.4f}"
         )

@@ -109,6 +109,11 @@ class Hit:
     # family (shopsearch.qdrant.variants).
     other_variants: tuple[str, ...] = ()
 
+    @property
+    def product_id(self) -> str:
+        """The shop's id; the point id when the search read a payload without it."""
+        return str(self.payload.get("product_id", self.point_id))
+
 
 # RRF's k: Qdrant server's default; both backends set it explicitly so they agree.
 RRF_K = 2

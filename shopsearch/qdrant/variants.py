@@ -43,7 +43,7 @@ def collapse(hits: Sequence[Hit], top_k: int) -> list[Hit]:
     for hit in hits:
         key = family(hit)
         if key in best:
-            others[key].append(str(hit.payload.get("product_id", hit.point_id)))
+            others[key].append(hit.product_id)
         else:
             best[key] = hit
             others[key] = []
