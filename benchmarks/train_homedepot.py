@@ -2,8 +2,10 @@
 
 Trains on judgments-train and scores on judgments-dev with docs/DESIGN.md's protocol: full-corpus
 nDCG@10 and Recall@100 (relevance >= 2.5) over all 54,667 products, and re-ranking each query's
-judged products: nDCG@10 and pairwise order accuracy (gap 0.5). Five systems, each dense-only
-and fused with BM25 (DBSF), plus BM25 alone as the reference row:
+judged products: nDCG@10 and pairwise order accuracy (gap 0.5). Five systems, each dense-only,
+fused with BM25 (DBSF), and fused by a learned fusion fit on the train judgments (`shopsearch
+fusion fit`, the dense and BM25 candidates ranked by a small model), plus BM25 alone as the
+reference row:
 
     zero-shot      all-MiniLM-L6-v2 as shipped
     mnrl           sentence-transformers' MultipleNegativesRankingLoss on the stage-1 pairs
@@ -20,7 +22,7 @@ variants. CoSENT sees stage 2's groups flattened to (query, product, level) pair
 stage2-batch-size x the mean group size, so a step holds as many judgments as a ROAR step.
 Each model is exported with `export_model`, the titles ingested into its own Edge collection,
 and `shopsearch eval` run as a user would (`--mode dense --exact`, `--mode hybrid --fusion
-dbsf`); paired significance (bootstrap CI, randomisation p) compares stage1-roar with stage1
+dbsf`, then `shopsearch fusion fit` and `--mode hybrid --fusion learned`); paired significance (bootstrap CI, randomisation p) compares stage1-roar with stage1
 and stage1-cosent from the saved runs.
 
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
@@ -88,11 +90,15 @@ from shopsearch.evaluation.judgments import load_judgments as load_dev_judgments
 from shopsearch.evaluation.runs import read_run
 
 SYSTEMS = ("zero-shot", "mnrl", "stage1", "stage1-cosent", "stage1-roar")
-# ablation mode -> (the `shopsearch eval` flags, the system name eval gives it)
+# ablation mode -> (the `shopsearch eval` flags, the system name eval gives it). "learned":
+# hybrid ranked by the learned fusion `shopsearch fusion fit` fits on the train judgments.
 MODES = {
     "dense": (["--mode", "dense"], "dense"),
     "fused": (["--mode", "hybrid", "--fusion", "dbsf"], "hybrid-dbsf"),
+    "learned": (["--mode", "hybrid", "--fusion", "learned"], "hybrid-learned"),
 }
+# Searched in the first `shopsearch eval`; "learned" needs its fit first, and an eval of its own.
+FIRST_MODES = ("dense", "fused")
 METRICS = (  # (eval mode, metric, column)
     ("full", "nDCG@10", "full nDCG@10"),
     ("full", "Recall@100", "Recall@100"),
@@ -287,7 +293,11 @@ class Ablation:
         record = self.eval_dir / f"{system}.json"
         if record.is_file():
             self.reused.append(str(record))
-            return json.loads(record.read_text())
+            result = json.loads(record.read_text())
+            if "learned" not in result["metrics"]:
+                self.learned(result)
+                record.write_text(json.dumps(result, indent=2) + "\n")
+            return result
         start = time.perf_counter()
         log(f"{system}: exporting {model_dir or 'the base model'}")
         export_model(
@@ -310,8 +320,29 @@ class Ablation:
         )
         upserted = json.loads(out)["upserted"]
         log(f"{system}: {upserted} products in {ingest_s:.0f} s; evaluating")
-        flags = [flag for mode_flags, _ in MODES.values() for flag in mode_flags]
-        runs = self.eval_dir / "runs" / system
+        doc = self.run_eval(system, FIRST_MODES)
+        result = {
+            "system": system,
+            "queries": doc["queries"],
+            "products": upserted,
+            "export_s": export_s,
+            "ingest_s": ingest_s,
+            "eval_s": doc["eval_s"],
+            "metrics": {mode: metrics_of(doc, MODES[mode][1]) for mode in FIRST_MODES},
+            "runs": {mode: str(self.runs_dir(system) / MODES[mode][1]) for mode in FIRST_MODES},
+        }
+        self.learned(result)
+        record.write_text(json.dumps(result, indent=2) + "\n")
+        log(f"{system}: evaluated in {time.perf_counter() - start:.0f} s")
+        return result
+
+    def runs_dir(self, system: str) -> Path:
+        return self.eval_dir / "runs" / system
+
+    def run_eval(self, system: str, modes: Iterable[str]) -> dict[str, Any]:
+        """`shopsearch eval` of the dev judgments in `modes`, dense search exact; its --json
+        document, with its wall time as eval_s."""
+        flags = [flag for mode in modes for flag in MODES[mode][0]]
         eval_s, _, out = run_shopsearch(
             "eval",
             "-j",
@@ -319,24 +350,25 @@ class Ablation:
             *flags,
             "--exact",
             "--save-runs",
-            str(runs),
+            str(self.runs_dir(system)),
             "--json",
             *self.where(system),
         )
-        doc = json.loads(out)
-        result = {
-            "system": system,
-            "queries": doc["queries"],
-            "products": upserted,
-            "export_s": export_s,
-            "ingest_s": ingest_s,
-            "eval_s": eval_s,
-            "metrics": {mode: metrics_of(doc, name) for mode, (_, name) in MODES.items()},
-            "runs": {mode: str(runs / name) for mode, (_, name) in MODES.items()},
-        }
-        record.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"{system}: evaluated in {time.perf_counter() - start:.0f} s")
-        return result
+        return {**json.loads(out), "eval_s": eval_s}
+
+    def learned(self, result: dict[str, Any]) -> None:
+        """Fit the system's learned fusion on the train judgments, then score it on dev (added
+        to `result`; a result recorded before learned fusion existed gets it here too)."""
+        system = result["system"]
+        log(f"{system}: fitting the learned fusion on {self.inputs.train_judgments.name}")
+        fit_s, _, _ = run_shopsearch(
+            "fusion", "fit", "-j", str(self.inputs.train_judgments), "--json", *self.where(system)
+        )
+        doc = self.run_eval(system, ["learned"])
+        result["metrics"]["learned"] = metrics_of(doc, MODES["learned"][1])
+        result["runs"]["learned"] = str(self.runs_dir(system) / MODES["learned"][1])
+        result["eval_s"] += fit_s + doc["eval_s"]
+        result["fusion_fit_s"] = fit_s
 
     def bm25(self, systems: Iterable[str]) -> dict[str, Any]:
         """BM25 alone, once: the reference row (it is the same in every collection, so any of
@@ -434,6 +466,8 @@ def acceptance(
         ("dense", "full nDCG@10", 0.40),
         ("fused", "full nDCG@10", 0.43),
         ("fused", "Recall@100", 0.83),
+        ("learned", "full nDCG@10", 0.43),
+        ("learned", "Recall@100", 0.83),
     ):
         value = metrics.get(("stage1-roar", mode), {}).get(column)
         if value is not None:
@@ -668,8 +702,9 @@ def render(doc: dict[str, Any]) -> str:
         f"batch {cfg['batch_size']} pairs (stage 2: {cfg['stage2_batch_size']} queries), max "
         f"length {cfg['max_length']}, lr {cfg['learning_rate']:g}, seed {cfg['seed']}; "
         f"{cfg['precision']} encoders; training on {doc['device']}. Dense: exact search; fused: "
-        "hybrid with BM25, DBSF. Train s: Trainer time of every stage (stage 1 included); "
-        "eval s: export + ingest + both modes' search.",
+        "hybrid with BM25, DBSF; learned: hybrid ranked by the learned fusion `shopsearch "
+        "fusion fit` fit on the train judgments. Train s: Trainer time of every stage (stage 1 "
+        "included); eval s: export + ingest + every mode's search + the fusion's fit.",
         "",
         table(["system", "mode", *columns, "train steps", "train s", "eval s"], rows),
         "",

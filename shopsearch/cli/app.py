@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "model": ("Export encoders to ONNX.", {"export": ("commands_model", "export")}),
+    "fusion": ("Learned fusion of dense and BM25 results.", {"fit": ("commands_fusion", "fit")}),
 }
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}

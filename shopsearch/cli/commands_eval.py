@@ -56,7 +56,7 @@ def evaluate(
             "--mode", help="Search the collection in this mode (repeatable: hybrid, dense, bm25)."
         ),
     ] = None,
-    fusion: Annotated[FusionMethod, typer.Option("--fusion", help="rrf or dbsf.")] = (
+    fusion: Annotated[FusionMethod, typer.Option("--fusion", help=opt.FUSION_HELP)] = (
         FusionMethod.RRF
     ),
     bm25_weight: opt.Bm25Weight = None,

@@ -34,7 +34,7 @@ def query(
     mode: Annotated[SearchMode, typer.Option("--mode", help="hybrid, dense or bm25.")] = (
         SearchMode.HYBRID
     ),
-    fusion: Annotated[FusionMethod, typer.Option("--fusion", help="rrf or dbsf.")] = (
+    fusion: Annotated[FusionMethod, typer.Option("--fusion", help=opt.FUSION_HELP)] = (
         FusionMethod.RRF
     ),
     bm25_weight: opt.Bm25Weight = None,

@@ -62,6 +62,9 @@ Bm25Weight = Annotated[
         show_default=False,
     ),
 ]
+FUSION_HELP = (
+    "rrf, dbsf, or learned (the model `shopsearch fusion fit` stored with the collection)."
+)
 FixTypos = Annotated[
     bool,
     typer.Option(

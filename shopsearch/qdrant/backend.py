@@ -32,6 +32,9 @@ class SearchMode(str, Enum):
 class FusionMethod(str, Enum):
     RRF = "rrf"
     DBSF = "dbsf"
+    # A model fit on the shop's judgments scores both lists' candidates
+    # (shopsearch.qdrant.learned_fusion); backends see its two plain searches.
+    LEARNED = "learned"
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class SearchRequest:
     exact: bool = False
     hnsw_ef: int | None = None  # None: the engine's default
     with_payload: bool | list[str] = True
+    with_terms: bool = False  # each hit's BM25 term ids (Hit.terms), for learned fusion
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class Hit:
     # Product ids of the same family's other variants, when results are collapsed to one per
     # family (shopsearch.qdrant.variants).
     other_variants: tuple[str, ...] = ()
+    # The product's BM25 term ids, when the search asked for them (`with_terms`).
+    terms: tuple[int, ...] = ()
 
     @property
     def product_id(self) -> str:
@@ -142,6 +148,12 @@ class Backend(Protocol):
         ...
 
     def write_vocabulary(self, words: dict[str, int]) -> None: ...
+
+    def read_fusion(self) -> dict[str, Any] | None:
+        """The learned fusion `shopsearch fusion fit` stored (FusionModel.to_dict), or None."""
+        ...
+
+    def write_fusion(self, model: dict[str, Any]) -> None: ...
 
     def drop(self) -> None: ...
 

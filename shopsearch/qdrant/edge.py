@@ -5,6 +5,7 @@ indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
     <dir>/shard/            the Edge shard
     <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
     <dir>/vocabulary.json   {"words": {word: products using it}}, for typo tolerance
+    <dir>/fusion.json       the learned fusion model, once `shopsearch fusion fit` made one
 `ingest --recreate` builds the new collection in `.<name>.recreating` beside <dir>, and
 renames it to <dir> once complete (the old one passes through `.<name>.replaced`). An
 ingest holds `.<name>.lock`, beside <dir> too, as its writer lock (`EdgeBackend.writing`).
@@ -55,6 +56,7 @@ except ImportError:  # Windows: EdgeBackend.writing locks nothing
 
 META_FILE = "shopsearch.json"
 VOCABULARY_FILE = "vocabulary.json"
+FUSION_FILE = "fusion.json"
 SHARD_DIR = "shard"
 
 
@@ -149,6 +151,18 @@ class EdgeBackend:
 
     def write_vocabulary(self, words: dict[str, int]) -> None:
         _write_json(self.directory / VOCABULARY_FILE, {"words": words})
+
+    def read_fusion(self) -> dict[str, Any] | None:
+        path = self.directory / FUSION_FILE
+        try:
+            return dict(json.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise CollectionError(f"cannot read {path}: {exc}") from exc
+
+    def write_fusion(self, model: dict[str, Any]) -> None:
+        _write_json(self.directory / FUSION_FILE, model)
 
     def drop(self) -> None:
         self.close()
@@ -274,7 +288,11 @@ class EdgeBackend:
         else:
             results = shard.query_batch(qe.QueryBatchRequest(built))
         return [
-            [Hit(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results
+            [
+                Hit(str(p.id), float(p.score), p.payload or {}, terms=_terms(p.vector))
+                for p in points
+            ]
+            for points in results
         ]
 
     def _open(self) -> qe.EdgeShard:
@@ -351,6 +369,8 @@ def _query_request(req: SearchRequest) -> qe.QueryRequest:
         quantization=qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING),
     )
     common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
+    if req.with_terms:
+        common["with_vector"] = [SPARSE_VECTOR]
     if req.mode is SearchMode.DENSE:
         return qe.QueryRequest(query=_dense(req), params=params, filter=flt, **common)
     if req.mode is SearchMode.BM25:
@@ -366,6 +386,12 @@ def _query_request(req: SearchRequest) -> qe.QueryRequest:
     # The filter goes into the prefetches only: every fused candidate already passed it, and
     # the same filter at the root as well made each prefetch check it twice (+0.12 ms a query).
     return qe.QueryRequest(query=fusion, prefetches=prefetches, **common)
+
+
+def _terms(vectors: Any) -> tuple[int, ...]:
+    """The BM25 term ids of a point returned with its sparse vector (else none)."""
+    sparse = vectors.get(SPARSE_VECTOR) if isinstance(vectors, dict) else None
+    return tuple(sparse.indices) if sparse is not None else ()
 
 
 def _dense(req: SearchRequest) -> qe.Query:

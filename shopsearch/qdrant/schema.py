@@ -21,6 +21,8 @@ META_KEY = "shopsearch"
 # Beside META_KEY in a server collection's metadata (Edge: vocabulary.json):
 # {"words": {word: products using it}}, the catalog vocabulary typo tolerance corrects to.
 VOCABULARY_KEY = "shopsearch_vocabulary"
+# Beside them (Edge: fusion.json): the learned fusion model (shopsearch.qdrant.learned_fusion).
+FUSION_KEY = "shopsearch_fusion"
 
 # Point id = UUIDv5(PRODUCT_NAMESPACE, product id): re-ingesting a product overwrites it.
 PRODUCT_NAMESPACE = uuid.uuid5(

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
 from shopsearch.qdrant.backend import (
@@ -22,6 +24,7 @@ from shopsearch.qdrant.backend import (
 )
 from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.filters import Condition
+from shopsearch.qdrant.learned_fusion import FusionModel, union_features
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
 from shopsearch.qdrant.spelling import TypoCorrector
 from shopsearch.qdrant.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
@@ -111,6 +114,7 @@ class ProductSearch:
         if encoder is not None:
             meta.check_encoder(encoder_info(encoder))
         self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
+        self._fusion: FusionModel | None = None
         self.typos = typos or TypoCorrector.stored(backend)
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         backend.load_index()
@@ -127,6 +131,8 @@ class ProductSearch:
         options = options or SearchOptions()
         if not queries:
             return []
+        if options.mode is SearchMode.HYBRID and options.fusion is FusionMethod.LEARNED:
+            return self._learned(queries, options)
         texts = [self.searched_text(q, options) for q in queries]
         dense = None
         if options.mode is not SearchMode.BM25:
@@ -164,6 +170,82 @@ class ProductSearch:
         if not options.collapse_variants:
             return results
         return self._one_per_family(requests, results, options.top_k)
+
+    def fusion_model(self) -> FusionModel:
+        """The collection's learned fusion, checked against its encoder and BM25 settings."""
+        if self._fusion is None:
+            stored = self.backend.read_fusion()
+            if stored is None:
+                raise UsageError(
+                    f"--fusion learned: the collection at {self.backend.location} has no learned "
+                    "fusion; fit one with `shopsearch fusion fit --judgments FILE`"
+                )
+            model = FusionModel.from_dict(stored, self.backend.location)
+            fitted = model.fitted_on
+            if (fitted.get("encoder"), fitted.get("bm25")) != (
+                self.meta.encoder.fingerprint,
+                self.meta.bm25,
+            ):
+                raise CollectionError(
+                    f"the learned fusion at {self.backend.location} was fit for another encoder "
+                    "or BM25 setting than the collection's: fit it again with "
+                    "`shopsearch fusion fit`"
+                )
+            self._fusion = model
+        return self._fusion
+
+    def learned_candidates(
+        self, queries: Sequence[Query], options: SearchOptions
+    ) -> list[tuple[list[Hit], np.ndarray]]:
+        """Each query's candidates from both retrievers (`options.candidates` each) with the
+        learned fusion's features: what the model scores, and what `shopsearch fusion fit`
+        fits it on."""
+        if self.encoder is None:
+            raise UsageError("learned fusion needs an encoder")
+        texts = [self.searched_text(q, options) for q in queries]
+        dense = self.encoder.encode_queries(texts)
+        payload: bool | list[str] = True
+        if options.payload_fields is not None:
+            payload = list(dict.fromkeys([*options.payload_fields, *FAMILY_FIELDS]))
+        terms, requests = [], []
+        for i, q in enumerate(queries):
+            vec = self._bm25.embed_query(texts[i])
+            terms.append(list(vec.indices))
+            sparse = SparseVec(list(vec.indices), list(vec.values))
+            for mode in (SearchMode.DENSE, SearchMode.BM25):
+                requests.append(
+                    SearchRequest(
+                        dense=dense[i],
+                        sparse=sparse,
+                        conditions=q.conditions,
+                        mode=mode,
+                        limit=options.candidates,
+                        exact=options.exact,
+                        hnsw_ef=options.hnsw_ef,
+                        with_payload=payload,
+                        with_terms=True,
+                    )
+                )
+        results = self.backend.search_batch(requests)
+        return [
+            union_features(terms[i], results[2 * i], results[2 * i + 1], options.candidates)
+            for i in range(len(queries))
+        ]
+
+    def _learned(self, queries: Sequence[Query], options: SearchOptions) -> list[list[Hit]]:
+        """The union of both retrievers' candidates, ranked by the collection's model.
+
+        Variants collapse within the union (up to twice `candidates` products): it holds
+        more families than a first fused page, so there is no deeper search."""
+        model = self.fusion_model()
+        ranked = []
+        for hits, x in self.learned_candidates(queries, options):
+            scores = model.score(x)
+            order = np.argsort(-scores, kind="stable")
+            ranked.append([replace(hits[j], score=float(scores[j]), terms=()) for j in order])
+        if options.collapse_variants:
+            return [collapse(hits, options.top_k) for hits in ranked]
+        return [hits[: options.top_k] for hits in ranked]
 
     def _one_per_family(
         self, requests: list[SearchRequest], results: list[list[Hit]], top_k: int

@@ -35,6 +35,7 @@ from shopsearch.qdrant.backend import (
 from shopsearch.qdrant.conditions import build_filter
 from shopsearch.qdrant.schema import (
     DENSE_VECTOR,
+    FUSION_KEY,
     INDEXED_FIELDS,
     META_KEY,
     SPARSE_VECTOR,
@@ -203,6 +204,14 @@ class ServerBackend:
                 self.collection, metadata={VOCABULARY_KEY: {"words": words}}
             )
 
+    def read_fusion(self) -> dict[str, Any] | None:
+        stored = (self._metadata() or {}).get(FUSION_KEY)
+        return None if stored is None else dict(stored)
+
+    def write_fusion(self, model: dict[str, Any]) -> None:
+        with self._server():
+            self.client.update_collection(self.collection, metadata={FUSION_KEY: model})
+
     def drop(self) -> None:
         with self._server():
             if self.client.collection_exists(self.collection):
@@ -282,7 +291,10 @@ class ServerBackend:
                 self.collection, [_query_request(r) for r in requests]
             )
         return [
-            [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+            [
+                Hit(str(p.id), float(p.score), p.payload or {}, terms=_terms(p.vector))
+                for p in response.points
+            ]
             for response in responses
         ]
 
@@ -293,6 +305,12 @@ def _error_text(exc: UnexpectedResponse) -> str:
         return str(json.loads(exc.content)["status"]["error"])
     except (ValueError, KeyError, TypeError):
         return exc.content[:200].decode("utf-8", errors="replace") or "(no body)"
+
+
+def _terms(vectors: Any) -> tuple[int, ...]:
+    """The BM25 term ids of a point returned with its sparse vector (else none)."""
+    sparse = vectors.get(SPARSE_VECTOR) if isinstance(vectors, dict) else None
+    return tuple(sparse.indices) if sparse is not None else ()
 
 
 def _weighted_rrf(req: SearchRequest) -> bool:
@@ -313,6 +331,8 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
         ),
     )
     common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
+    if req.with_terms:
+        common["with_vector"] = [SPARSE_VECTOR]
     if req.mode is SearchMode.DENSE:
         return models.QueryRequest(
             query=_dense(req), using=DENSE_VECTOR, params=params, filter=flt, **common
