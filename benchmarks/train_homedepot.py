@@ -22,8 +22,9 @@ variants. CoSENT sees stage 2's groups flattened to (query, product, level) pair
 stage2-batch-size x the mean group size, so a step holds as many judgments as a ROAR step.
 Each model is exported with `export_model`, the titles ingested into its own Edge collection,
 and `shopsearch eval` run as a user would (`--mode dense --exact`, `--mode hybrid --fusion
-dbsf`, then `shopsearch fusion fit` and `--mode hybrid --fusion learned`); paired significance (bootstrap CI, randomisation p) compares stage1-roar with stage1
-and stage1-cosent from the saved runs.
+dbsf`, then `shopsearch fusion fit` and `--mode hybrid --fusion learned`); paired
+significance (bootstrap CI, randomisation p) compares stage1-roar with stage1 and
+stage1-cosent from the saved runs.
 
     python benchmarks/train_homedepot.py [--work DIR] [--systems S ...] [--stage1-steps 0]
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]

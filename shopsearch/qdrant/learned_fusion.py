@@ -42,6 +42,8 @@ FEATURES = (
     "product terms",
 )
 FORMAT = "shopsearch-learned-fusion/1"
+# Adam steps a fit takes at least (Home Depot's 8,191 train queries: ~10,000 in 8 epochs).
+MIN_STEPS = 2000
 
 
 def union_features(
@@ -132,7 +134,7 @@ class FusionModel:
                 "fit it again with `shopsearch fusion fit`"
             )
         try:
-            return cls(
+            model = cls(
                 mean=np.asarray(data["mean"], dtype=np.float32),
                 scale=np.asarray(data["scale"], dtype=np.float32),
                 w1=np.asarray(data["w1"], dtype=np.float32),
@@ -143,7 +145,18 @@ class FusionModel:
                 fitted_on=dict(data["fitted_on"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CollectionError(f"{where} holds a damaged learned fusion: {exc}") from exc
+            raise CollectionError(
+                f"{where} holds a damaged learned fusion ({exc}): fit it again with "
+                "`shopsearch fusion fit`"
+            ) from exc
+        n, hidden = len(FEATURES), len(model.b1)
+        shapes = [(model.mean, (n,)), (model.scale, (n,)), (model.w1, (n, hidden))]
+        if any(a.shape != shape for a, shape in [*shapes, (model.w2, (hidden,))]):
+            raise CollectionError(
+                f"{where} holds a damaged learned fusion (weights of the wrong shape): fit it "
+                "again with `shopsearch fusion fit`"
+            )
+        return model
 
 
 def fit(
@@ -165,6 +178,8 @@ def fit(
     seed (stage 1 + ROAR, Home Depot); the mean of six gave 0.432 / 0.823."""
     if len(x) == 0:
         raise ValueError("no candidates to fit a fusion on")
+    # A small judgments file still gets MIN_STEPS updates: 8 epochs of 600 rows would be 8.
+    epochs = max(epochs, math.ceil(MIN_STEPS / math.ceil(len(x) / batch)))
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0

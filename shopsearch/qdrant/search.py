@@ -233,11 +233,14 @@ class ProductSearch:
         ]
 
     def _learned(self, queries: Sequence[Query], options: SearchOptions) -> list[list[Hit]]:
-        """The union of both retrievers' candidates, ranked by the collection's model.
+        """The union of both retrievers' candidates, ranked by the collection's model, each
+        retriever searched as deep as when the model was fit (`--candidates` of the fit).
 
         Variants collapse within the union (up to twice `candidates` products): it holds
         more families than a first fused page, so there is no deeper search."""
         model = self.fusion_model()
+        # The depth the model was fit at: another would shift its rank and presence features.
+        options = replace(options, candidates=model.depth)
         ranked = []
         for hits, x in self.learned_candidates(queries, options):
             scores = model.score(x)
