@@ -383,7 +383,7 @@ def test_cli_fits_then_queries_with_the_learned_fusion(
     summary = json.loads(capsys.readouterr().out)
     assert summary["collection"] == str(tmp_path / "data" / "cli")
     assert summary["queries"] == len(JUDGED) and summary["candidates"] > 0
-    assert 0 < summary["relevant_found"] <= summary["relevant"]
+    assert 0 < summary["gained_found"] <= summary["gained"]
     stored = json.loads((tmp_path / "data" / "cli" / FUSION_FILE).read_text(encoding="utf-8"))
     assert stored["format"] == FORMAT and stored["fitted_on"]["epochs"] == 3
     assert stored["fitted_on"]["judgments"] == str(judgments_path)

@@ -72,15 +72,16 @@ def fit(
         "collection": backend.location,
         "queries": fitted.queries,
         "candidates": fitted.candidates,
-        "relevant_found": fitted.judged_found,
-        "relevant": fitted.judged,
+        "gained_found": fitted.judged_found,  # judged products with a gain above 0 found
+        "gained": fitted.judged,
     }
     if as_json:
         print_json(summary)
         return
     Console(highlight=False).print(
         f"learned fusion fit on {fitted.queries:,} queries ({fitted.candidates:,} candidates; "
-        f"{fitted.judged_found:,} of {fitted.judged:,} relevant judged products among them), "
+        f"{fitted.judged_found:,} of the {fitted.judged:,} judged products with a gain among "
+        "them), "
         f"stored with {backend.location}. Search with `--fusion learned`.",
         markup=False,
     )
