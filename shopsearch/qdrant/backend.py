@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shopsearch.qdrant.filters import Condition
-from shopsearch.qdrant.schema import CollectionMeta
+from shopsearch.qdrant.schema import SPARSE_VECTOR, CollectionMeta
 
 DEFAULT_COLLECTION = "products"
 
@@ -119,6 +119,13 @@ class Hit:
     def product_id(self) -> str:
         """The shop's id; the point id when the search read a payload without it."""
         return str(self.payload.get("product_id", self.point_id))
+
+
+def hit_terms(vectors: Any) -> tuple[int, ...]:
+    """The BM25 term ids of a point either backend returned with its sparse vector (a dict of
+    named vectors; Edge's and qdrant-client's sparse vectors both have `indices`), else ()."""
+    sparse = vectors.get(SPARSE_VECTOR) if isinstance(vectors, dict) else None
+    return tuple(sparse.indices) if sparse is not None else ()
 
 
 # RRF's k: Qdrant server's default; both backends set it explicitly so they agree.

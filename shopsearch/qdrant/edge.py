@@ -38,6 +38,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    hit_terms,
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
@@ -289,7 +290,7 @@ class EdgeBackend:
             results = shard.query_batch(qe.QueryBatchRequest(built))
         return [
             [
-                Hit(str(p.id), float(p.score), p.payload or {}, terms=_terms(p.vector))
+                Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
                 for p in points
             ]
             for points in results
@@ -386,12 +387,6 @@ def _query_request(req: SearchRequest) -> qe.QueryRequest:
     # The filter goes into the prefetches only: every fused candidate already passed it, and
     # the same filter at the root as well made each prefetch check it twice (+0.12 ms a query).
     return qe.QueryRequest(query=fusion, prefetches=prefetches, **common)
-
-
-def _terms(vectors: Any) -> tuple[int, ...]:
-    """The BM25 term ids of a point returned with its sparse vector (else none)."""
-    sparse = vectors.get(SPARSE_VECTOR) if isinstance(vectors, dict) else None
-    return tuple(sparse.indices) if sparse is not None else ()
 
 
 def _dense(req: SearchRequest) -> qe.Query:

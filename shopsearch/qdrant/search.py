@@ -139,18 +139,11 @@ class ProductSearch:
             if self.encoder is None:
                 raise UsageError(f"--mode {options.mode.value} needs an encoder")
             dense = self.encoder.encode_queries(texts)
-        payload: bool | list[str] = True
-        if options.payload_fields is not None:
-            payload = list(options.payload_fields)
-            if options.collapse_variants:
-                payload += [f for f in FAMILY_FIELDS if f not in payload]
+        payload = payload_fields(options)
         limit = first_limit(options.top_k) if options.collapse_variants else options.top_k
         requests = []
         for i, q in enumerate(queries):
-            sparse = None
-            if options.mode is not SearchMode.DENSE:
-                vec = self._bm25.embed_query(texts[i])
-                sparse = SparseVec(list(vec.indices), list(vec.values))
+            sparse = None if options.mode is SearchMode.DENSE else self._sparse(texts[i])
             requests.append(
                 SearchRequest(
                     dense=None if dense is None else dense[i],
@@ -170,6 +163,11 @@ class ProductSearch:
         if not options.collapse_variants:
             return results
         return self._one_per_family(requests, results, options.top_k)
+
+    def _sparse(self, text: str) -> SparseVec:
+        """The query's BM25 vector, by the collection's BM25 settings."""
+        vec = self._bm25.embed_query(text)
+        return SparseVec(list(vec.indices), list(vec.values))
 
     def fusion_model(self) -> FusionModel:
         """The collection's learned fusion, checked against its encoder and BM25 settings."""
@@ -204,14 +202,11 @@ class ProductSearch:
             raise UsageError("learned fusion needs an encoder")
         texts = [self.searched_text(q, options) for q in queries]
         dense = self.encoder.encode_queries(texts)
-        payload: bool | list[str] = True
-        if options.payload_fields is not None:
-            payload = list(dict.fromkeys([*options.payload_fields, *FAMILY_FIELDS]))
+        payload = payload_fields(options)
         terms, requests = [], []
         for i, q in enumerate(queries):
-            vec = self._bm25.embed_query(texts[i])
-            terms.append(list(vec.indices))
-            sparse = SparseVec(list(vec.indices), list(vec.values))
+            sparse = self._sparse(texts[i])
+            terms.append(sparse.indices)
             for mode in (SearchMode.DENSE, SearchMode.BM25):
                 requests.append(
                     SearchRequest(
@@ -271,6 +266,17 @@ class ProductSearch:
                     requests[i], results[i] = deeper[i], hits
             pending = list(deeper)
         return [collapse(hits, top_k) for hits in results]
+
+
+def payload_fields(options: SearchOptions) -> bool | list[str]:
+    """What a search reads of each hit's payload: all of it, or the asked fields plus those
+    collapsing variants needs."""
+    if options.payload_fields is None:
+        return True
+    fields = list(options.payload_fields)
+    if options.collapse_variants:
+        fields += [f for f in FAMILY_FIELDS if f not in fields]
+    return fields
 
 
 def searched_text(typos: TypoCorrector, query: Query, options: SearchOptions) -> str:

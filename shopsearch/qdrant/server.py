@@ -30,6 +30,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    hit_terms,
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
@@ -292,7 +293,7 @@ class ServerBackend:
             )
         return [
             [
-                Hit(str(p.id), float(p.score), p.payload or {}, terms=_terms(p.vector))
+                Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
                 for p in response.points
             ]
             for response in responses
@@ -305,12 +306,6 @@ def _error_text(exc: UnexpectedResponse) -> str:
         return str(json.loads(exc.content)["status"]["error"])
     except (ValueError, KeyError, TypeError):
         return exc.content[:200].decode("utf-8", errors="replace") or "(no body)"
-
-
-def _terms(vectors: Any) -> tuple[int, ...]:
-    """The BM25 term ids of a point returned with its sparse vector (else none)."""
-    sparse = vectors.get(SPARSE_VECTOR) if isinstance(vectors, dict) else None
-    return tuple(sparse.indices) if sparse is not None else ()
 
 
 def _weighted_rrf(req: SearchRequest) -> bool:
