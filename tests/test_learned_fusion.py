@@ -101,10 +101,12 @@ def test_union_features_of_empty_and_single_lists_are_finite() -> None:
 
 def _small_model(seed: int = 0) -> FusionModel:
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(200, len(FEATURES))).astype(np.float32)
-    gains = (x[:, 0] > 0).astype(np.float32)
+    lists = [rng.normal(size=(20, len(FEATURES))).astype(np.float32) for _ in range(10)]
+    gains = [(x[:, 0] > 0).astype(np.float32) for x in lists]
     fitted_on = {"encoder": "e", "bm25": {"k": 0.3}}
-    return fit(x, gains, depth=30, fitted_on=fitted_on, members=2, hidden=4, epochs=2, seed=seed)
+    return fit(
+        lists, gains, depth=30, fitted_on=fitted_on, members=2, hidden=4, epochs=2, seed=seed
+    )
 
 
 def test_model_round_trips_through_json_and_scores_the_same() -> None:
@@ -150,30 +152,58 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
-def test_fit_learns_a_gain_that_rises_with_one_feature_and_is_seeded() -> None:
+def _lists(rng: np.random.Generator, queries: int) -> list[np.ndarray]:
+    """Candidate lists of 10-60 rows, "product terms" on a scale of its own."""
+    lists = []
+    for _ in range(queries):
+        x = rng.normal(size=(int(rng.integers(10, 61)), len(FEATURES))).astype(np.float32)
+        x[:, COL["product terms"]] = np.round(x[:, COL["product terms"]] * 4 + 20)
+        lists.append(x)
+    return lists
+
+
+def test_fit_orders_lists_by_a_gain_that_rises_with_one_feature_and_is_seeded() -> None:
     rng = np.random.default_rng(11)
-    x = rng.normal(size=(4000, len(FEATURES))).astype(np.float32)
-    x[:, COL["product terms"]] = np.round(x[:, COL["product terms"]] * 4 + 20)  # other scale
-    gains = 1 / (1 + np.exp(-2 * x[:, COL["bm25 z-score"]]))  # rises with one feature only
+    lists = _lists(rng, 200)
+    # Graded like judgments: 0 for most candidates, more the higher one feature is.
+    gains = [np.clip(np.round(x[:, COL["bm25 z-score"]]), 0, 2) / 2 for x in lists]
 
     def fitted(seed: int) -> FusionModel:
-        return fit(
-            x, gains, depth=100, fitted_on={}, members=2, hidden=16, epochs=40, batch=64, seed=seed
-        )
+        return fit(lists, gains, depth=100, fitted_on={}, members=2, hidden=16, seed=seed)
 
     model = fitted(seed=3)
-    held = rng.normal(size=(1000, len(FEATURES))).astype(np.float32)
-    held[:, COL["product terms"]] = np.round(held[:, COL["product terms"]] * 4 + 20)
+    held = np.concatenate(_lists(rng, 20))
     scores = model.score(held)
-    assert _spearman(scores, held[:, COL["bm25 z-score"]]) > 0.97
+    assert _spearman(scores, held[:, COL["bm25 z-score"]]) > 0.9
     assert abs(_spearman(scores, held[:, COL["dense z-score"]])) < 0.1
-    truth = 1 / (1 + np.exp(-2 * held[:, COL["bm25 z-score"]]))
-    assert np.mean((scores - truth) ** 2) < 0.15 * np.var(truth)  # far better than the mean
+    assert model.b2 == 0.0  # a list's softmax ignores a bias
 
     again = fitted(seed=3)
     assert np.array_equal(again.score(held), scores)
     assert again.to_dict() == model.to_dict()
     assert not np.array_equal(fitted(seed=4).score(held), scores)
+
+
+def test_fit_ignores_a_list_without_a_gain() -> None:
+    """A query whose candidates all have gain 0 has no order to learn. Here that list copies
+    every row, so the features' scaling (which sees all rows) stays the same too."""
+    rng = np.random.default_rng(2)
+    lists = _lists(rng, 40)
+    gains = [(x[:, COL["bm25 z-score"]] > 1).astype(np.float32) for x in lists]
+    every_row = np.concatenate(lists)
+    args = {"depth": 50, "fitted_on": {}, "members": 1, "hidden": 4, "epochs": 1, "seed": 0}
+    base = fit(lists, gains, **args)
+    more = fit([*lists, every_row], [*gains, np.zeros(len(every_row), np.float32)], **args)
+    # (equal up to float32 rounding of the scaling, which training amplifies a little)
+    assert np.allclose(more.score(every_row), base.score(every_row), atol=0.02)
+
+
+def test_fit_refuses_candidates_without_any_gain() -> None:
+    x = np.zeros((5, len(FEATURES)), np.float32)
+    with pytest.raises(ValueError, match="no candidates"):
+        fit([], [], depth=10, fitted_on={})
+    with pytest.raises(ValueError, match="no judged product with a gain"):
+        fit([x], [np.zeros(5, np.float32)], depth=10, fitted_on={})
 
 
 # -- end to end on Edge ------------------------------------------------------------------

@@ -29,7 +29,7 @@ def fit(
     candidates: Annotated[
         int, typer.Option("--candidates", min=1, help="Candidates per retriever.")
     ] = 100,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the rows.")] = 8,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the queries.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fit.")] = 0,
     fix_typos: opt.FixTypos = True,
     collection: opt.Collection = None,

@@ -1,9 +1,9 @@
 """Fit a collection's learned fusion on judged queries.
 
 Each judged query is searched as `--fusion learned` will search it (both retrievers,
-`candidates` deep, typos corrected); every candidate is a row, its target the judged gain
-(0 when unjudged). Judged products neither retriever found are not rows: the model only
-reorders candidates, it cannot find more.
+`candidates` deep, typos corrected); its candidates are a list the model learns to order by
+their judged gains (0 when unjudged). Judged products neither retriever found are not in
+the list: the model only reorders candidates, it cannot find more.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def fit_fusion(
     judgments: Judgments,
     options: SearchOptions,
     *,
-    epochs: int = 8,
+    epochs: int = 10,
     seed: int = 0,
     on_chunk: Callable[[int], None] | None = None,
 ) -> FusionFit:
@@ -53,23 +53,22 @@ def fit_fusion(
             wanted += sum(1 for v in gain.values() if v > 0)
         if on_chunk is not None:
             on_chunk(len(chunk))
-    x_all = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
     meta = search.meta
     fitted_on = {
         "encoder": meta.encoder.fingerprint,
         "bm25": meta.bm25,
         "judgments": judgments.source,
         "queries": len(judged),
-        "candidates": len(x_all),
+        "candidates": sum(len(x) for x in rows),
         "seed": seed,
         "epochs": epochs,
     }
     model = fit(
-        x_all,
-        np.concatenate(gains) if gains else np.zeros(0, np.float32),
+        rows,
+        gains,
         depth=options.candidates,
         fitted_on=fitted_on,
         epochs=epochs,
         seed=seed,
     )
-    return FusionFit(model, len(judged), len(x_all), found, wanted)
+    return FusionFit(model, len(judged), sum(len(x) for x in rows), found, wanted)
