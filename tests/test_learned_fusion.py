@@ -384,6 +384,18 @@ def test_learned_search_ranks_the_union_of_both_lists_by_the_model(
     cheap = search.search(Query("boots", parse_filters(["price<=1000"])), options)
     assert cheap and all(h.payload["price"] <= 1000 for h in cheap)
 
+    # the page's payloads are read after ranking: whole, or cut to the asked fields (plus
+    # the family fields when collapsing), as any other search returns them
+    hits = search.search(Query("black boots"), options)
+    assert [h.payload for h in hits] == [
+        search.backend.payloads([h.point_id])[h.point_id] for h in hits
+    ]
+    titled = search.search(Query("black boots"), replace(options, payload_fields=["title"]))
+    assert [h.point_id for h in titled] == [h.point_id for h in hits]
+    assert all(set(h.payload) - {"parent_id"} == {"title", "product_id"} for h in titled)
+    bare = replace(options, payload_fields=["product_id"], collapse_variants=False)
+    assert all(set(h.payload) == {"product_id"} for h in search.search(Query("boots"), bare))
+
 
 def test_cli_fits_then_queries_with_the_learned_fusion(
     shop: Path,

@@ -232,18 +232,36 @@ class ProductSearch:
         retriever searched as deep as when the model was fit (`--candidates` of the fit).
 
         Variants collapse within the union (up to twice `candidates` products): it holds
-        more families than a first fused page, so there is no deeper search."""
+        more families than a first fused page, so there is no deeper search. The candidates
+        carry only the family fields; the page's payloads are read afterwards, for a page of
+        products rather than ~150 (-0.4 ms a query on the 55k catalog)."""
         model = self.fusion_model()
         # The depth the model was fit at: another would shift its rank and presence features.
-        options = replace(options, candidates=model.depth)
-        ranked = []
-        for hits, x in self.learned_candidates(queries, options):
+        light = replace(options, candidates=model.depth, payload_fields=list(FAMILY_FIELDS))
+        pages = []
+        for hits, x in self.learned_candidates(queries, light):
             scores = model.score(x)
-            order = np.argsort(-scores, kind="stable")
-            ranked.append([replace(hits[j], score=float(scores[j]), terms=()) for j in order])
-        if options.collapse_variants:
-            return [collapse(hits, options.top_k) for hits in ranked]
-        return [hits[: options.top_k] for hits in ranked]
+            score = {h.point_id: float(s) for h, s in zip(hits, scores, strict=True)}
+            ranked = [hits[j] for j in np.argsort(-scores, kind="stable")]
+            page = collapse(ranked, options.top_k) if options.collapse_variants else ranked
+            pages.append(
+                [replace(h, score=score[h.point_id], terms=()) for h in page[: options.top_k]]
+            )
+        wanted = payload_fields(options)
+        if wanted is True or not set(wanted) <= set(FAMILY_FIELDS):
+            stored = self.backend.payloads([h.point_id for page in pages for h in page])
+            pages = [
+                [replace(h, payload=stored.get(h.point_id, {})) for h in page] for page in pages
+            ]
+        if wanted is not True:
+            pages = [
+                [
+                    replace(h, payload={k: v for k, v in h.payload.items() if k in wanted})
+                    for h in page
+                ]
+                for page in pages
+            ]
+        return pages
 
     def _one_per_family(
         self, requests: list[SearchRequest], results: list[list[Hit]], top_k: int
