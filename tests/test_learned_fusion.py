@@ -419,6 +419,9 @@ def test_cli_fits_then_queries_with_the_learned_fusion(
             ProductSearch(backend, encoder).search(Query("black boots"), LEARNED)
     finally:
         backend.close()
+    info_args = ["info", "--json", "--path", str(tmp_path / "data"), "-c", "cli"]
+    assert main(info_args) == 0
+    assert json.loads(capsys.readouterr().out)["learned_fusion"] is None
 
     fit_args = ["fusion", "fit", "-j", str(judgments_path), "--epochs", "3", "--json"]
     assert main([*fit_args, *args]) == 0
@@ -429,6 +432,13 @@ def test_cli_fits_then_queries_with_the_learned_fusion(
     stored = json.loads((tmp_path / "data" / "cli" / FUSION_FILE).read_text(encoding="utf-8"))
     assert stored["format"] == FORMAT and stored["fitted_on"]["epochs"] == 3
     assert stored["fitted_on"]["judgments"] == str(judgments_path)
+    assert main(info_args) == 0
+    assert json.loads(capsys.readouterr().out)["learned_fusion"] == {
+        "judgments": str(judgments_path),
+        "queries": len(JUDGED),
+        "candidates": 100,
+        "usable": True,
+    }
 
     assert main(["query", "black boots", "--fusion", "learned", "-k", "5", "--json", *args]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -469,6 +479,8 @@ def test_a_fusion_fit_for_something_else_is_refused_and_other_fusions_still_run(
         search.search(Query("black boots"), LEARNED)
     assert str(directory) in str(info.value)  # the collection it was read from
     assert search.search(Query("black boots"), SearchOptions(fusion=FusionMethod.DBSF))
+    shown = search.fusion_info()  # what `shopsearch info` shows
+    assert shown is not None and not shown["usable"] and shown["problem"] == str(info.value)
 
 
 def test_an_unreadable_fusion_file_exits_1_naming_it(
@@ -485,6 +497,10 @@ def test_an_unreadable_fusion_file_exits_1_naming_it(
     assert main(["query", "black boots", "--fusion", "learned", "--json", *args]) == 1
     err = capsys.readouterr().err
     assert f"cannot read {directory / FUSION_FILE}" in err and "Traceback" not in err
+    # `shopsearch info` still shows the collection, with the fusion's problem
+    assert main(["info", "--json", "--path", str(tmp_path / "data")]) == 0
+    shown = json.loads(capsys.readouterr().out)["learned_fusion"]
+    assert not shown["usable"] and f"cannot read {directory / FUSION_FILE}" in shown["problem"]
 
 
 def test_eval_names_the_learned_system_hybrid_learned(

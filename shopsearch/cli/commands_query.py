@@ -137,7 +137,8 @@ def info(
     api_key: opt.ApiKey = None,
     as_json: opt.JsonOut = False,
 ) -> None:
-    """Show a collection: where it is, how many products, which encoder built it."""
+    """Show a collection: where it is, how many products, which encoder built it, and its
+    learned fusion (`shopsearch fusion fit`) if it has one."""
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
         search = ProductSearch(backend, None)
@@ -146,6 +147,7 @@ def info(
             "products": backend.count(),
             **search.meta.to_dict(),
             "vocabulary_words": len(search.typos.vocabulary),
+            "learned_fusion": search.fusion_info(),
         }
     finally:
         backend.close()
@@ -159,6 +161,8 @@ def info(
     for key, value in doc.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif value is None:
+            value = "none"
         console.print(Text.assemble((key, "bold"), ": ", str(value)))
 
 

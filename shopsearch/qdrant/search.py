@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -191,6 +192,28 @@ class ProductSearch:
                 )
             self._fusion = model
         return self._fusion
+
+    def fusion_info(self) -> dict[str, Any] | None:
+        """The collection's learned fusion as `shopsearch info` shows it (None: there is
+        none): what it was fit on, and whether `--fusion learned` can use it."""
+        try:
+            stored = self.backend.read_fusion()
+        except CollectionError as exc:
+            return {"usable": False, "problem": str(exc)}
+        if stored is None:
+            return None
+        fitted = stored.get("fitted_on") if isinstance(stored.get("fitted_on"), dict) else {}
+        info: dict[str, Any] = {
+            "judgments": fitted.get("judgments"),
+            "queries": fitted.get("queries"),
+            "candidates": stored.get("depth"),
+            "usable": True,
+        }
+        try:
+            self.fusion_model()
+        except CollectionError as exc:
+            info.update(usable=False, problem=str(exc))
+        return info
 
     def learned_candidates(
         self, queries: Sequence[Query], options: SearchOptions
