@@ -263,28 +263,28 @@ class ProductSearch:
         light = replace(options, candidates=model.depth, payload_fields=list(FAMILY_FIELDS))
         pages = []
         for hits, x in self.learned_candidates(queries, light):
-            scores = model.score(x)
-            score = {h.point_id: float(s) for h, s in zip(hits, scores, strict=True)}
-            ranked = [hits[j] for j in np.argsort(-scores, kind="stable")]
-            page = collapse(ranked, options.top_k) if options.collapse_variants else ranked
-            pages.append(
-                [replace(h, score=score[h.point_id], terms=()) for h in page[: options.top_k]]
-            )
+            scored = model.score(x)
+            score = {h.point_id: float(s) for h, s in zip(hits, scored, strict=True)}
+            ranked = [hits[j] for j in np.argsort(-scored, kind="stable")]
+            if options.collapse_variants:
+                page = collapse(ranked, options.top_k)
+            else:
+                page = ranked[: options.top_k]
+            pages.append([replace(h, score=score[h.point_id], terms=()) for h in page])
         wanted = payload_fields(options)
-        if wanted is True or not set(wanted) <= set(FAMILY_FIELDS):
-            stored = self.backend.payloads([h.point_id for page in pages for h in page])
-            pages = [
-                [replace(h, payload=stored.get(h.point_id, {})) for h in page] for page in pages
-            ]
-        if wanted is not True:
-            pages = [
-                [
-                    replace(h, payload={k: v for k, v in h.payload.items() if k in wanted})
-                    for h in page
-                ]
-                for page in pages
-            ]
-        return pages
+        if wanted is not True and set(wanted) <= set(FAMILY_FIELDS):
+            stored = {h.point_id: h.payload for page in pages for h in page}
+        else:
+            ids = [h.point_id for page in pages for h in page]
+            stored = self.backend.payloads(ids) if ids else {}
+
+        def shown(payload: dict[str, Any]) -> dict[str, Any]:
+            return payload if wanted is True else {k: payload[k] for k in wanted if k in payload}
+
+        return [
+            [replace(h, payload=shown(stored.get(h.point_id, h.payload))) for h in page]
+            for page in pages
+        ]
 
     def _one_per_family(
         self, requests: list[SearchRequest], results: list[list[Hit]], top_k: int
