@@ -54,12 +54,13 @@ def fit_fusion(
         if on_chunk is not None:
             on_chunk(len(chunk))
     meta = search.meta
+    rows_fit = sum(len(x) for x in rows)
     fitted_on = {
         "encoder": meta.encoder.fingerprint,
         "bm25": meta.bm25,
         "judgments": judgments.source,
         "queries": len(judged),
-        "candidates": sum(len(x) for x in rows),
+        "candidates": rows_fit,
         "seed": seed,
         "epochs": epochs,
     }
@@ -71,4 +72,4 @@ def fit_fusion(
         epochs=epochs,
         seed=seed,
     )
-    return FusionFit(model, len(judged), sum(len(x) for x in rows), found, wanted)
+    return FusionFit(model, len(judged), rows_fit, found, wanted)

@@ -179,19 +179,21 @@ class ProductSearch:
                     f"--fusion learned: the collection at {self.backend.location} has no learned "
                     "fusion; fit one with `shopsearch fusion fit --judgments FILE`"
                 )
-            model = FusionModel.from_dict(stored, self.backend.location)
-            fitted = model.fitted_on
-            if (fitted.get("encoder"), fitted.get("bm25")) != (
-                self.meta.encoder.fingerprint,
-                self.meta.bm25,
-            ):
-                raise CollectionError(
-                    f"the learned fusion at {self.backend.location} was fit for another encoder "
-                    "or BM25 setting than the collection's: fit it again with "
-                    "`shopsearch fusion fit`"
-                )
-            self._fusion = model
+            self._fusion = self._checked_fusion(stored)
         return self._fusion
+
+    def _checked_fusion(self, stored: dict[str, Any]) -> FusionModel:
+        model = FusionModel.from_dict(stored, self.backend.location)
+        fitted = model.fitted_on
+        if (fitted.get("encoder"), fitted.get("bm25")) != (
+            self.meta.encoder.fingerprint,
+            self.meta.bm25,
+        ):
+            raise CollectionError(
+                f"the learned fusion at {self.backend.location} was fit for another encoder "
+                "or BM25 setting than the collection's: fit it again with `shopsearch fusion fit`"
+            )
+        return model
 
     def fusion_info(self) -> dict[str, Any] | None:
         """The collection's learned fusion as `shopsearch info` shows it (None: there is
@@ -210,7 +212,7 @@ class ProductSearch:
             "usable": True,
         }
         try:
-            self.fusion_model()
+            self._checked_fusion(stored)
         except CollectionError as exc:
             info.update(usable=False, problem=str(exc))
         return info
