@@ -383,6 +383,8 @@ def test_info_reports_the_encoder_and_vocabulary(demo_env):
     assert doc["encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert doc["encoder"]["dimension"] == 384
     assert doc["vocabulary_words"] > 100  # the catalog's words, for typo tolerance
+    assert doc["variants"] is False  # the demo catalog has no parent_id
+    assert "variants: no" in run_cli("info", env_extra=env).stdout
 
 
 def test_variants_of_one_product_are_one_result_unless_all_are_asked_for(demo_env, tmp_path):
@@ -410,6 +412,7 @@ def test_variants_of_one_product_are_one_result_unless_all_are_asked_for(demo_en
     assert len(json.loads(every)["results"]) == 4
     table = run_cli("query", "drill", *where, env_extra={**env, "COLUMNS": "200"}).stdout
     assert "(+2 variants)" in table
+    assert "variants: yes" in run_cli("info", *where, env_extra=env).stdout
 
 
 def test_all_variants_are_told_apart_in_the_table_and_the_json(demo_env, variant_catalog):

@@ -21,6 +21,7 @@ from shopsearch.encoders.onnx_encoder import OnnxEncoder
 from shopsearch.errors import (
     CatalogError,
     CollectionBusyError,
+    CollectionError,
     EncoderMismatchError,
     ServerError,
     UsageError,
@@ -713,6 +714,72 @@ def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
         collapsed += sum(bool(h.other_variants) for h in page)
         assert all({"product_id", "parent_id"} <= set(h.payload) for h in page if h.other_variants)
     assert collapsed >= 10, collapsed  # black boots, canvas sneakers: shoes in six sizes
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_ingest_records_whether_products_share_families(backend_name, encoder, tmp_path):
+    """Only a product naming a parent other than itself makes a family of several; once
+    recorded, a family stays recorded (a later catalog without one does not clear it)."""
+    backend = _empty_backend(backend_name, tmp_path)
+    own_parents = _jsonl(
+        tmp_path / "own.jsonl",
+        [
+            {"id": "drill", "title": "Cordless drill", "parent_id": "drill"},
+            {"id": "saw", "title": "Mitre saw"},
+        ],
+    )
+    ingest(own_parents, backend, encoder, tmp_path)
+    assert backend.read_meta().variants is False
+    sizes = _jsonl(
+        tmp_path / "sizes.jsonl",
+        [
+            {"id": "drill", "title": "Cordless drill", "parent_id": "drill"},
+            {"id": "drill-18v", "title": "Cordless drill, 18V", "parent_id": "drill"},
+        ],
+    )
+    ingest(sizes, backend, encoder, tmp_path)
+    assert backend.read_meta().variants is True
+    ingest(own_parents, backend, encoder, tmp_path, prune=True)
+    assert backend.read_meta().variants is True
+    ingest(own_parents, backend, encoder, tmp_path, recreate=True)
+    assert backend.read_meta().variants is False
+    backend.close()
+
+
+def test_collections_before_the_variants_record_read_as_maybe(encoder, tmp_path):
+    backend = _empty_backend("edge", tmp_path)
+    saw = _jsonl(tmp_path / "one.jsonl", [{"id": "saw", "title": "Saw"}])
+    ingest(saw, backend, encoder, tmp_path)
+    stored = backend.read_meta().to_dict()
+    del stored["variants"]
+    assert CollectionMeta.from_dict(stored).variants is None
+    with pytest.raises(CollectionError, match="metadata is unreadable"):
+        CollectionMeta.from_dict({**stored, "variants": "yes"})
+    backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_catalog_without_families_gets_the_page_collapsing_would_give(
+    backend_name, small_catalog, encoder, tmp_path
+):
+    """A collection recorded without families skips collapsing and its deeper first search;
+    the page is the one a collection that may have families (variants unrecorded) returns."""
+    backend = _empty_backend(backend_name, tmp_path)
+    ingest(small_catalog, backend, encoder, tmp_path)
+    meta = backend.read_meta()
+    assert meta.variants is False
+    options = [SearchOptions(top_k=10), SearchOptions(mode=SearchMode.DENSE, exact=True)]
+    pages = {}
+    for variants in (False, None):
+        backend.write_meta(replace(meta, variants=variants))
+        search = ProductSearch(backend, encoder)
+        pages[variants] = [
+            [(h.point_id, round(h.score, 5)) for h in search.search(Query(q), o)]
+            for q in TIE_FREE_QUERIES
+            for o in options
+        ]
+    assert pages[False] == pages[None]
+    backend.close()
 
 
 def test_search_depths_first_and_deeper():

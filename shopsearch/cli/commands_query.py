@@ -161,6 +161,10 @@ def info(
     for key, value in doc.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif key == "variants" and value is None:
+            value = "not recorded (searched as if it had; ingest --recreate records it)"
         elif value is None:
             value = "none"
         console.print(Text.assemble((key, "bold"), ": ", str(value)))

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -117,7 +117,7 @@ def ingest_catalog(
                         on_rows(len(raw_rows))
                 for fut in pending:
                     fut.result()
-            collection.ensure_created([])  # an empty catalog still leaves an empty collection
+            collection.ensure_created([], [])  # an empty catalog still leaves an empty collection
             if prune and not collection.created:
                 report.not_pruned = listed.why_not_prunable(seen)
                 if report.not_pruned is None:
@@ -154,6 +154,7 @@ class _Collection:
         bm25: qdrant_edge.Bm25 | None,
         new_bm25: Bm25Settings | None = None,
         drop_first: bool = False,
+        meta: CollectionMeta | None = None,
     ) -> None:
         self.backend = backend
         self.encoder = encoder
@@ -163,6 +164,7 @@ class _Collection:
         self.created = False
         self.drop_first = drop_first  # --recreate on a server: the old collection goes
         self.words: Counter[str] = Counter()
+        self.meta = meta  # None until the collection exists
 
     @classmethod
     def open(
@@ -193,20 +195,33 @@ class _Collection:
                 f"this collection's BM25 has k {settings.k:g}, b {settings.b:g}; "
                 "re-ingest with --recreate to change them"
             )
-        return cls(backend, encoder, stored, settings.model())
+        return cls(backend, encoder, stored, settings.model(), meta=meta)
 
-    def ensure_created(self, texts: Sequence[str]) -> qdrant_edge.Bm25:
+    def ensure_created(self, products: Sequence[Product], texts: Sequence[str]) -> qdrant_edge.Bm25:
         if self.bm25 is None:
             settings = self.new_bm25.fitted(texts) if texts else self.new_bm25
             meta = CollectionMeta(
-                encoder_info(self.encoder), settings.to_dict(), self.template.template
+                encoder_info(self.encoder),
+                settings.to_dict(),
+                self.template.template,
+                variants=_has_variants(products),
             )
             if self.drop_first:  # only now that the catalog's first products are ready
                 self.backend.drop()
             self.backend.create(meta)
             self.created = True
             self.bm25 = settings.model()
+            self.meta = meta
         return self.bm25
+
+    def note_variants(self, products: Sequence[Product]) -> None:
+        """Record in the metadata, before they are upserted, that these products make
+        families of several variants, if the collection does not say so already: a search
+        collapses results to one per family only where the metadata says it may need to."""
+        assert self.meta is not None, "the collection exists once ensure_created has run"
+        if self.meta.variants is not True and _has_variants(products):
+            self.meta = replace(self.meta, variants=True)
+            self.backend.write_meta(self.meta)
 
     def write_vocabulary(self, replace: bool = False) -> int:
         """Store this catalog's words with those already stored, or in their place (a new
@@ -231,7 +246,8 @@ class _Collection:
         if not products:
             return []
         texts = [self.template.render(p) for p in products]
-        bm25 = self.ensure_created(texts)
+        bm25 = self.ensure_created(products, texts)
+        self.note_variants(products)  # unchanged products too: they may be new to the metadata
         self._count_words(texts)
         ids = [point_id(p.id) for p in products]
         payloads = [p.payload() for p in products]
@@ -254,6 +270,12 @@ class _Collection:
                 )
             )
         return points
+
+
+def _has_variants(products: Iterable[Product]) -> bool:
+    """Whether a product names a parent other than itself (a catalog may give every product
+    its own id as parent_id): only then can two products share a family."""
+    return any(p.parent_id and p.parent_id != p.id for p in products)
 
 
 def _validate_batch(

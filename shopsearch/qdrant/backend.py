@@ -149,6 +149,10 @@ class Backend(Protocol):
 
     def create(self, meta: CollectionMeta) -> None: ...
 
+    def write_meta(self, meta: CollectionMeta) -> None:
+        """Replace an existing collection's metadata (ingest updates what it records)."""
+        ...
+
     def read_vocabulary(self) -> dict[str, int] | None:
         """Catalog word -> products using it, as ingest last wrote it; None when it never
         did (collections ingested before typo tolerance)."""

@@ -139,6 +139,9 @@ class EdgeBackend:
             schema = _CACHED_INDEX if name in _CACHED_INDEX_FIELDS else _INDEX_TYPES[kind]
             self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
         # Metadata last: a directory with metadata always holds a complete empty collection.
+        self.write_meta(meta)
+
+    def write_meta(self, meta: CollectionMeta) -> None:
         _write_json(self.directory / META_FILE, meta.to_dict(), indent=2)
 
     def read_vocabulary(self) -> dict[str, int] | None:

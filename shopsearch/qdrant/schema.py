@@ -65,13 +65,20 @@ class EncoderInfo:
 
 @dataclass(frozen=True)
 class CollectionMeta:
-    """What built the collection; stored with it (Edge: a JSON file; server: its metadata)."""
+    """What built the collection; stored with it (Edge: a JSON file; server: its metadata).
+
+    `variants`: whether some product names a parent other than itself, so that results may
+    need collapsing to one per family (shopsearch.qdrant.variants). Ingest records it; once
+    true it stays true until `--recreate`, as deletes are not traced back to families. None
+    (collections ingested before it was recorded) reads as "maybe".
+    """
 
     encoder: EncoderInfo
     bm25: dict[str, Any]
     product_text_template: str
     schema_version: int = SCHEMA_VERSION
     created_by: str = field(default_factory=lambda: f"shopsearch {_version()}")
+    variants: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +98,7 @@ class CollectionMeta:
                 product_text_template=str(data["product_text_template"]),
                 schema_version=version,
                 created_by=str(data.get("created_by", "")),
+                variants=_optional_bool(data.get("variants")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"collection metadata is unreadable ({exc!r})") from exc
@@ -105,6 +113,12 @@ class CollectionMeta:
                 f"{encoder.fingerprint[:12]}); use the model that built it, or re-ingest "
                 f"with --recreate"
             )
+
+
+def _optional_bool(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true, false or null, got {value!r}")
 
 
 def _version() -> str:

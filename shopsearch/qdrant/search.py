@@ -141,7 +141,8 @@ class ProductSearch:
                 raise UsageError(f"--mode {options.mode.value} needs an encoder")
             dense = self.encoder.encode_queries(texts)
         payload = payload_fields(options)
-        limit = first_limit(options.top_k) if options.collapse_variants else options.top_k
+        collapse = options.collapse_variants and self.meta.variants is not False
+        limit = first_limit(options.top_k) if collapse else options.top_k
         requests = []
         for i, q in enumerate(queries):
             sparse = None if options.mode is SearchMode.DENSE else self._sparse(texts[i])
@@ -161,7 +162,7 @@ class ProductSearch:
                 )
             )
         results = self.backend.search_batch(requests)
-        if not options.collapse_variants:
+        if not collapse:  # a catalog without families has one product a family
             return results
         return self._one_per_family(requests, results, options.top_k)
 

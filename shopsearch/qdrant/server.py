@@ -194,6 +194,10 @@ class ServerBackend:
         for name, kind in INDEXED_FIELDS.items():
             self.client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[kind])
 
+    def write_meta(self, meta: CollectionMeta) -> None:
+        with self._server():
+            self.client.update_collection(self.collection, metadata={META_KEY: meta.to_dict()})
+
     def read_vocabulary(self) -> dict[str, int] | None:
         stored = (self._metadata() or {}).get(VOCABULARY_KEY)
         return None if stored is None else dict(stored["words"])

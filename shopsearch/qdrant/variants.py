@@ -21,8 +21,10 @@ MAX_DEPTH = 1000
 # The first search reads this many pages of fused hits. On 1M products in families of 19
 # (benchmarks/scale_1m.py, filtered hybrid, ef 160), a first search of 40 hits costs what one
 # of 10 does (p50 5.2 ms), and leaves 35% of queries short of 10 families, where a page of 10
-# left nearly all of them short, each then paying a second search (p50 11.6 ms in all). On the
-# 55k catalog, which has no variants, 40 hits cost +0.1 ms (3.40 vs 3.28 ms p50).
+# left nearly all of them short, each then paying a second search (p50 11.6 ms in all). A
+# collection whose metadata records no families (`CollectionMeta.variants`) reads one page
+# and collapses nothing: on the 55k catalog the four pages cost 1.16x the search's p50
+# (2.83 vs 2.43 ms, benchmarks/query_latency.py).
 FIRST_DEPTH = 4
 # Payload fields collapsing reads (added to a search that asks for fewer).
 FAMILY_FIELDS = ("product_id", "parent_id")
