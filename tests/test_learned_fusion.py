@@ -397,6 +397,29 @@ def test_learned_search_ranks_the_union_of_both_lists_by_the_model(
     assert all(set(h.payload) == {"product_id"} for h in search.search(Query("boots"), bare))
 
 
+def test_learned_search_of_a_collection_without_families_carries_no_candidate_payload(
+    fitted: tuple[Path, FusionFit], encoder: OnnxEncoder, opened: Opener
+) -> None:
+    """Recorded without families, the candidates come without payloads and nothing is
+    collapsed; the pages are those a collection that may have families (variants
+    unrecorded) gets, payloads included."""
+    directory, _ = fitted
+    search = ProductSearch(opened(directory), encoder)
+    assert search.meta.variants is False
+    maybe = ProductSearch(search.backend, encoder)
+    maybe.meta = replace(search.meta, variants=None)
+    learned = SearchOptions(fusion=FusionMethod.LEARNED, top_k=8)
+    for options in (learned, replace(learned, payload_fields=["title"])):
+        for text in ("black boots", "gold ring", "analog watch for men"):
+            hits = search.search(Query(text), options)
+            assert hits == maybe.search(Query(text), options), text
+            assert all(h.payload.get("title") for h in hits)
+    # what the search asks for its candidates there: no field, hence no payload
+    bare = replace(learned, payload_fields=[], collapse_variants=False)
+    union, _ = search.learned_candidates([Query("boots")], bare)[0]
+    assert union and all(h.payload == {} for h in union)
+
+
 def test_cli_fits_then_queries_with_the_learned_fusion(
     shop: Path,
     encoder: OnnxEncoder,  # loads onnxruntime first: the CLI then encodes in-process

@@ -259,23 +259,25 @@ class ProductSearch:
 
         Variants collapse within the union (up to twice `candidates` products): it holds
         more families than a first fused page, so there is no deeper search. The candidates
-        carry only the family fields; the page's payloads are read afterwards, for a page of
-        products rather than ~150 (-0.4 ms a query on the 55k catalog)."""
+        carry only the family fields, or no payload where the collection has no families;
+        the page's payloads are read afterwards, for a page of products rather than ~150
+        (-0.4 ms a query on the 55k catalog)."""
         model = self.fusion_model()
+        families = options.collapse_variants and self.meta.variants is not False
+        carried = list(FAMILY_FIELDS) if families else []
         # The depth the model was fit at: another would shift its rank and presence features.
-        light = replace(options, candidates=model.depth, payload_fields=list(FAMILY_FIELDS))
+        light = replace(
+            options, candidates=model.depth, payload_fields=carried, collapse_variants=families
+        )
         pages = []
         for hits, x in self.learned_candidates(queries, light):
             scored = model.score(x)
             score = {h.point_id: float(s) for h, s in zip(hits, scored, strict=True)}
             ranked = [hits[j] for j in np.argsort(-scored, kind="stable")]
-            if options.collapse_variants:
-                page = collapse(ranked, options.top_k)
-            else:
-                page = ranked[: options.top_k]
+            page = collapse(ranked, options.top_k) if families else ranked[: options.top_k]
             pages.append([replace(h, score=score[h.point_id], terms=()) for h in page])
         wanted = payload_fields(options)
-        if wanted is not True and set(wanted) <= set(FAMILY_FIELDS):
+        if wanted is not True and set(wanted) <= set(carried):
             stored = {h.point_id: h.payload for page in pages for h in page}
         else:
             ids = [h.point_id for page in pages for h in page]
