@@ -141,8 +141,8 @@ class ProductSearch:
                 raise UsageError(f"--mode {options.mode.value} needs an encoder")
             dense = self.encoder.encode_queries(texts)
         payload = payload_fields(options)
-        collapse = options.collapse_variants and self.meta.variants is not False
-        limit = first_limit(options.top_k) if collapse else options.top_k
+        collapsing = self._collapses(options)
+        limit = first_limit(options.top_k) if collapsing else options.top_k
         requests = []
         for i, q in enumerate(queries):
             sparse = None if options.mode is SearchMode.DENSE else self._sparse(texts[i])
@@ -162,9 +162,15 @@ class ProductSearch:
                 )
             )
         results = self.backend.search_batch(requests)
-        if not collapse:  # a catalog without families has one product a family
+        if not collapsing:
             return results
         return self._one_per_family(requests, results, options.top_k)
+
+    def _collapses(self, options: SearchOptions) -> bool:
+        """Whether results are collapsed to one per family: asked for, and the collection may
+        hold families (its metadata does not say it holds none, where every product is a
+        family of one and collapsing, with its deeper first search, would change nothing)."""
+        return options.collapse_variants and self.meta.variants is not False
 
     def _sparse(self, text: str) -> SparseVec:
         """The query's BM25 vector, by the collection's BM25 settings."""
@@ -263,7 +269,7 @@ class ProductSearch:
         the page's payloads are read afterwards, for a page of products rather than ~150
         (-0.4 ms a query on the 55k catalog)."""
         model = self.fusion_model()
-        families = options.collapse_variants and self.meta.variants is not False
+        families = self._collapses(options)
         carried = list(FAMILY_FIELDS) if families else []
         # The depth the model was fit at: another would shift its rank and presence features.
         light = replace(
