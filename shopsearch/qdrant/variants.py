@@ -23,8 +23,8 @@ MAX_DEPTH = 1000
 # of 10 does (p50 5.2 ms), and leaves 35% of queries short of 10 families, where a page of 10
 # left nearly all of them short, each then paying a second search (p50 11.6 ms in all). A
 # collection whose metadata records no families (`CollectionMeta.variants`) reads one page
-# and collapses nothing: on the 55k catalog the four pages cost 1.16x the search's p50
-# (2.83 vs 2.43 ms, benchmarks/query_latency.py).
+# and collapses nothing: on the 55k catalog the four pages cost 1.11-1.16x the search's
+# p50 (2.81-3.19 vs 2.43-2.83 ms in three runs of benchmarks/query_latency.py).
 FIRST_DEPTH = 4
 # Payload fields collapsing reads (added to a search that asks for fewer).
 FAMILY_FIELDS = ("product_id", "parent_id")
