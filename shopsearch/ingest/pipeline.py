@@ -117,7 +117,7 @@ def ingest_catalog(
                         on_rows(len(raw_rows))
                 for fut in pending:
                     fut.result()
-            collection.ensure_created([], [])  # an empty catalog still leaves an empty collection
+            collection.ensure_created([])  # an empty catalog still leaves an empty collection
             if prune and not collection.created:
                 report.not_pruned = listed.why_not_prunable(seen)
                 if report.not_pruned is None:
@@ -197,14 +197,15 @@ class _Collection:
             )
         return cls(backend, encoder, stored, settings.model(), meta=meta)
 
-    def ensure_created(self, products: Sequence[Product], texts: Sequence[str]) -> qdrant_edge.Bm25:
+    def ensure_created(self, texts: Sequence[str]) -> qdrant_edge.Bm25:
         if self.bm25 is None:
             settings = self.new_bm25.fitted(texts) if texts else self.new_bm25
+            # No families yet: `note_variants` records the first before it is upserted.
             meta = CollectionMeta(
                 encoder_info(self.encoder),
                 settings.to_dict(),
                 self.template.template,
-                variants=_has_variants(products),
+                variants=False,
             )
             if self.drop_first:  # only now that the catalog's first products are ready
                 self.backend.drop()
@@ -246,7 +247,7 @@ class _Collection:
         if not products:
             return []
         texts = [self.template.render(p) for p in products]
-        bm25 = self.ensure_created(products, texts)
+        bm25 = self.ensure_created(texts)
         self.note_variants(products)  # unchanged products too: they may be new to the metadata
         self._count_words(texts)
         ids = [point_id(p.id) for p in products]
