@@ -311,13 +311,26 @@ def test_ingest_prune_reports_what_it_deleted_or_why_it_did_not(demo_env, tmp_pa
         return run_cli(*args, env_extra=env)
 
     ingest({"id": "a", "title": "Cordless drill"}, {"id": "b", "title": "Garden hose"})
+    _forget_variants(Path(env["SHOPSEARCH_DATA_DIR"]) / "sync")  # as ingested before the record
+    assert "variants: not recorded" in run_cli("info", "-c", "sync", env_extra=env).stdout
     proc = ingest({"id": "a", "title": "Cordless drill"})
     assert "pruned 1 products the catalog no longer lists" in proc.stdout
+    assert "variants: no" in run_cli("info", "-c", "sync", env_extra=env).stdout
     assert "1 of them already stored as they are: not encoded again" in proc.stdout
     assert "sync: 1 products" in proc.stdout
     proc = ingest({"id": "a", "title": "Cordless drill"}, {"title": "no id"})
     assert proc.returncode == 0 and "pruned" not in proc.stdout
     assert "warning: nothing pruned: row 2 has no product id" in proc.stderr
+
+
+def _forget_variants(directory):
+    from dataclasses import replace
+
+    from shopsearch.qdrant.edge import EdgeBackend
+
+    backend = EdgeBackend(directory)
+    backend.write_meta(replace(backend.read_meta(), variants=None))
+    backend.close()
 
 
 def test_a_rejects_path_that_is_the_catalog_or_unwritable_is_refused_before_any_work(

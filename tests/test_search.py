@@ -719,7 +719,8 @@ def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
 def test_ingest_records_whether_products_share_families(backend_name, encoder, tmp_path):
     """Only a product naming a parent other than itself makes a family of several; once
-    recorded, a family stays recorded (a later catalog without one does not clear it)."""
+    recorded, a family stays recorded until a prune leaves one catalog's products (a later
+    catalog without families does not clear it: the family's variants are still stored)."""
     backend = _empty_backend(backend_name, tmp_path)
     own_parents = _jsonl(
         tmp_path / "own.jsonl",
@@ -739,10 +740,38 @@ def test_ingest_records_whether_products_share_families(backend_name, encoder, t
     )
     ingest(sizes, backend, encoder, tmp_path)
     assert backend.read_meta().variants is True
+    ingest(own_parents, backend, encoder, tmp_path)
+    assert backend.read_meta().variants is True  # drill-18v is still stored
     ingest(own_parents, backend, encoder, tmp_path, prune=True)
+    assert backend.read_meta().variants is False
+    ingest(sizes, backend, encoder, tmp_path, prune=True)
     assert backend.read_meta().variants is True
     ingest(own_parents, backend, encoder, tmp_path, recreate=True)
     assert backend.read_meta().variants is False
+    backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_prune_records_families_kept_by_rejected_rows_and_for_old_collections(
+    backend_name, encoder, tmp_path
+):
+    """A prune keeps the stored version of a product whose row is rejected, family and all;
+    it also records the families of a collection ingested before they were recorded."""
+    backend = _empty_backend(backend_name, tmp_path)
+    drill = {"id": "drill", "title": "Cordless drill", "parent_id": "drill"}
+    variant = {"id": "drill-18v", "title": "Cordless drill, 18V", "parent_id": "drill"}
+    ingest(_jsonl(tmp_path / "a.jsonl", [drill, variant]), backend, encoder, tmp_path)
+    bad_row = {**variant, "price": "free"}
+    report = ingest(
+        _jsonl(tmp_path / "b.jsonl", [drill, bad_row]), backend, encoder, tmp_path, prune=True
+    )
+    assert (report.rejected, report.pruned, report.not_pruned) == (1, 0, None)
+    assert backend.read_meta().variants is True  # drill-18v is kept, as stored
+    backend.write_meta(replace(backend.read_meta(), variants=None))
+    ingest(_jsonl(tmp_path / "c.jsonl", [drill]), backend, encoder, tmp_path)
+    assert backend.read_meta().variants is None  # drill-18v may be anything: not recorded
+    report = ingest(_jsonl(tmp_path / "c.jsonl", [drill]), backend, encoder, tmp_path, prune=True)
+    assert report.pruned == 1 and backend.read_meta().variants is False
     backend.close()
 
 

@@ -164,7 +164,10 @@ def info(
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         elif key == "variants" and value is None:
-            value = "not recorded (searched as if products had variants; --recreate records it)"
+            value = (
+                "not recorded (searched as if products had variants; an ingest with --prune "
+                "or --recreate records it)"
+            )
         elif value is None:
             value = "none"
         console.print(Text.assemble((key, "bold"), ": ", str(value)))

@@ -122,7 +122,7 @@ def ingest_catalog(
                 report.not_pruned = listed.why_not_prunable(seen)
                 if report.not_pruned is None:
                     report.pruned = listed.prune(target, seen)
-                    collection.count_stored_words(listed.rejected_ids - seen.keys())
+                    collection.after_prune(listed.rejected_ids - seen.keys())
             report.vocabulary_words = collection.write_vocabulary(
                 replace=prune and report.not_pruned is None
             )
@@ -165,6 +165,7 @@ class _Collection:
         self.drop_first = drop_first  # --recreate on a server: the old collection goes
         self.words: Counter[str] = Counter()
         self.meta = meta  # None until the collection exists
+        self.families = False  # whether this catalog's products make a family of several
 
     @classmethod
     def open(
@@ -220,9 +221,15 @@ class _Collection:
         families of several variants, if the collection does not say so already: a search
         collapses results to one per family only where the metadata says it may need to."""
         assert self.meta is not None, "the collection exists once ensure_created has run"
-        if self.meta.variants is not True and _has_variants(products):
-            self.meta = replace(self.meta, variants=True)
-            self.backend.write_meta(self.meta)
+        if _has_variants(products):
+            self.families = True
+            if self.meta.variants is not True:
+                self._record_variants(True)
+
+    def _record_variants(self, variants: bool) -> None:
+        assert self.meta is not None
+        self.meta = replace(self.meta, variants=variants)
+        self.backend.write_meta(self.meta)
 
     def write_vocabulary(self, replace: bool = False) -> int:
         """Store this catalog's words with those already stored, or in their place (a new
@@ -232,13 +239,21 @@ class _Collection:
         self.backend.write_vocabulary(words)
         return len(words)
 
-    def count_stored_words(self, product_ids: Iterable[str]) -> None:
-        """Count the words of products kept as stored because their rows were rejected: a
-        pruned collection's vocabulary is this catalog's alone, and they are in it."""
-        ids = [point_id(pid) for pid in product_ids]
+    def after_prune(self, kept_ids: Iterable[str]) -> None:
+        """A pruned collection holds this catalog alone, with the stored versions of the
+        products whose rows were rejected (`kept_ids`): its vocabulary is theirs, and whether
+        it has families is now known, whatever was recorded before (nothing, in a collection
+        ingested before the record; a family the catalog no longer lists)."""
+        ids = [point_id(pid) for pid in kept_ids]
+        families = self.families
         for start in range(0, len(ids), ID_PAGE):
             stored = self.backend.payloads(ids[start : start + ID_PAGE]).values()
-            self._count_words([self.template.render(Product.from_payload(p)) for p in stored])
+            kept = [Product.from_payload(p) for p in stored]
+            self._count_words([self.template.render(p) for p in kept])
+            families = families or _has_variants(kept)
+        assert self.meta is not None
+        if self.meta.variants is not families:
+            self._record_variants(families)
 
     def _count_words(self, texts: list[str]) -> None:
         self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))

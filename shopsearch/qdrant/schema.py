@@ -69,8 +69,9 @@ class CollectionMeta:
 
     `variants`: whether some product names a parent other than itself, so that results may
     need collapsing to one per family (shopsearch.qdrant.variants). Ingest records it; once
-    true it stays true until `--recreate`, as deletes are not traced back to families. None
-    (collections ingested before it was recorded) reads as "maybe".
+    true it stays true until an ingest with `--prune` or `--recreate` leaves the collection
+    holding one catalog, as deletes are not traced back to families. None (collections
+    ingested before it was recorded, until such an ingest) reads as "maybe".
     """
 
     encoder: EncoderInfo
