@@ -245,6 +245,25 @@ def test_json_output_is_strict_json(capsys):
     assert strict == {"ndcg": None, "loss": [None, 1.5], "name": "é"}
 
 
+def test_an_offset_shows_the_next_page_numbered_on(demo_env):
+    env, tmp = demo_env
+
+    def ids(*args):
+        doc = json.loads(run_cli("query", "ankle boots", "--json", *args, env_extra=env).stdout)
+        return doc["offset"], [r["product_id"] for r in doc["results"]]
+
+    assert ids("-k", "3", "--offset", "2") == (2, ids("-k", "5")[1][2:])
+    table = run_cli("query", "ankle boots", "-k", "3", "--offset", "2", env_extra=env).stdout
+    assert "— results 3-5" in table
+    assert [row[0] for row in table_rows(table)[1]] == ["3", "4", "5"]
+    past = run_cli("query", "ankle boots", "--offset", "5000", env_extra=env).stdout
+    assert "0 results" in past and "no results past the first 5000" in past
+    batch = tmp / "one.jsonl"
+    batch.write_text('{"query_id": "q", "query": "boots"}\n', encoding="utf-8")
+    proc = run_cli("query", "--batch", str(batch), "--offset", "10", env_extra=env, check=False)
+    assert proc.returncode == 2 and "--batch writes whole rankings" in proc.stderr
+
+
 def test_batch_mode_writes_the_run_format(demo_env):
     env, tmp = demo_env
     batch = tmp / "queries.jsonl"

@@ -380,6 +380,11 @@ def test_learned_search_ranks_the_union_of_both_lists_by_the_model(
     assert sorted(h.point_id for h in everything) == sorted(h.point_id for h in union)
     assert len(everything) > 20
 
+    # an offset pages through the same ranking, and a page past the union is empty
+    page = search.search(Query("boots"), replace(options, offset=5))
+    assert page == search.search(Query("boots"), replace(options, top_k=10))[5:]
+    assert search.search(Query("boots"), replace(options, offset=len(union))) == []
+
     # filters apply to both retrievers
     cheap = search.search(Query("boots", parse_filters(["price<=1000"])), options)
     assert cheap and all(h.payload["price"] <= 1000 for h in cheap)

@@ -108,6 +108,32 @@ def test_edge_and_server_return_the_same_ranking(edge, server, encoder, mode, fu
             assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
 
 
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        SearchOptions(),
+        SearchOptions(fusion=FusionMethod.DBSF),
+        SearchOptions(mode=SearchMode.DENSE, exact=True),
+        SearchOptions(mode=SearchMode.BM25),
+    ],
+    ids=["rrf", "dbsf", "dense", "bm25"],
+)
+def test_an_offset_pages_through_one_ranking(edge, server, encoder, backend_name, options):
+    """Page 2 is what follows page 1 in a search two pages deep; a page past the last result
+    is empty."""
+    search = ProductSearch({"edge": edge, "server": server}[backend_name], encoder)
+    for text in TIE_FREE_QUERIES:
+        whole = search.search(Query(text), replace(options, top_k=8))
+        pages = [search.search(Query(text), replace(options, top_k=4, offset=o)) for o in (0, 4)]
+        assert _ranking(pages[0] + pages[1]) == _ranking(whole), text
+        assert [h.score for h in pages[1]] == pytest.approx([h.score for h in whole[4:]])
+        assert all(h.payload.get("title") for h in pages[1])
+    assert search.search(Query("boots"), replace(options, offset=10_000)) == []
+    with pytest.raises(UsageError, match="--offset must be at least 0"):
+        replace(options, offset=-1)
+
+
 @pytest.fixture
 def advised(monkeypatch) -> dict[str, list[tuple[int, int]]]:
     """Every posix_fadvise call from here on, passed through: path -> [(offset, length)]."""
@@ -714,6 +740,19 @@ def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
         collapsed += sum(bool(h.other_variants) for h in page)
         assert all({"product_id", "parent_id"} <= set(h.payload) for h in page if h.other_variants)
     assert collapsed >= 10, collapsed  # black boots, canvas sneakers: shoes in six sizes
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_an_offset_counts_families_where_variants_collapse(variant_backends, encoder, backend_name):
+    """Each page holds families the pages before it did not: the offset skips families, not
+    the variants collapsed into them."""
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    for text in ("black boots", "canvas sneakers"):
+        whole = search.search(Query(text), SearchOptions(top_k=12))
+        pages = [search.search(Query(text), SearchOptions(top_k=6, offset=o)) for o in (0, 6)]
+        assert [h.point_id for h in pages[0] + pages[1]] == [h.point_id for h in whole], text
+        families = {h.payload.get("parent_id") or h.point_id for h in pages[0] + pages[1]}
+        assert len(families) == 12
 
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])

@@ -39,6 +39,16 @@ def query(
     ),
     bm25_weight: opt.Bm25Weight = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 10,
+    offset: Annotated[
+        int,
+        typer.Option(
+            "--offset",
+            min=0,
+            max=10_000,
+            help="Skip the first N results (one per family, where variants collapse): "
+            "--offset 10 is page 2 of --top-k 10.",
+        ),
+    ] = 0,
     candidates: Annotated[
         int, typer.Option("--candidates", min=1, help="Per-retriever depth before fusion.")
     ] = 100,
@@ -75,11 +85,14 @@ def query(
         raise UsageError("give a query TEXT or --batch FILE (one of the two)")
     if out is not None and batch is None:
         raise UsageError("--out goes with --batch")
+    if offset and batch is not None:
+        raise UsageError("--offset pages one query's results; --batch writes whole rankings")
     options = SearchOptions(
         mode=mode,
         fusion=fusion,
         bm25_weight=bm25_weight,
         top_k=top_k,
+        offset=offset,
         candidates=candidates,
         exact=exact,
         fix_typos=fix_typos,
@@ -116,6 +129,7 @@ def query(
             "mode": mode.value,
             "fusion": fusion.value if mode is SearchMode.HYBRID else None,
             "bm25_weight": options.rrf_bm25_weight if options.fused_by_rrf else None,
+            "offset": offset,
             "results": [
                 {"score": h.score, **h.payload, "other_variants": list(h.other_variants)}
                 for h in hits
@@ -127,7 +141,7 @@ def query(
 
     from shopsearch.cli.render import results_table
 
-    Console().print(results_table(text or "", searched, hits, mode))
+    Console().print(results_table(text or "", searched, hits, mode, offset))
 
 
 def info(

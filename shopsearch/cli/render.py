@@ -53,10 +53,15 @@ def _title(hit: Hit) -> Text:
     return title
 
 
-def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) -> Table:
-    """`searched`: the query as searched, typos corrected."""
+def results_table(
+    query: str, searched: str, hits: list[Hit], mode: SearchMode, offset: int = 0
+) -> Table:
+    """`searched`: the query as searched, typos corrected; `offset`: results before the page."""
+    count = f"{len(hits)} results"
+    if offset and hits:
+        count = f"results {offset + 1}-{offset + len(hits)}"
     table = Table(
-        title=f"{escape(repr(searched))} ({mode.value}) — {len(hits)} results",
+        title=f"{escape(repr(searched))} ({mode.value}) — {count}",
         title_justify="left",
         caption_justify="left",
     )
@@ -72,7 +77,8 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
     for name in shown:
         table.add_column(name, **ATTRIBUTE_COLUMNS[name])
     table.add_column("score", justify="right")
-    for rank, (hit, title, row) in enumerate(zip(hits, titles, cells, strict=True), start=1):
+    ranked = zip(hits, titles, cells, strict=True)
+    for rank, (hit, title, row) in enumerate(ranked, start=offset + 1):
         product = [Text(hit.product_id)] if show_id else []
         table.add_row(
             str(rank), title, *product, *(row[name] for name in shown), f"{hit.score:.4f}"
@@ -83,7 +89,9 @@ def results_table(query: str, searched: str, hits: list[Hit], mode: SearchMode) 
             f"showing results for {escape(repr(searched))}: "
             f"--no-fix-typos searches {escape(repr(query))}"
         )
-    if not hits:
+    if not hits and offset:
+        captions.append(f"no results past the first {offset}")
+    elif not hits:
         captions.append("no products matched (filters are exact, case-sensitive matches)")
     table.caption = "\n".join(captions) or None
     return table

@@ -97,6 +97,7 @@ class SearchRequest:
     fusion: FusionMethod = FusionMethod.RRF
     bm25_weight: float = 1.0  # RRF only: BM25's weight against the dense list's 1
     limit: int = 10
+    offset: int = 0  # results skipped before the `limit` returned
     candidates: int = 100  # per-retriever prefetch depth before fusion
     exact: bool = False
     hnsw_ef: int | None = None  # None: the engine's default

@@ -329,7 +329,11 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
             rescore=True, oversampling=QUANTIZED_OVERSAMPLING
         ),
     )
-    common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
+    common: dict[str, Any] = {
+        "limit": req.limit,
+        "offset": req.offset,
+        "with_payload": req.with_payload,
+    }
     if req.with_terms:
         common["with_vector"] = [SPARSE_VECTOR]
     if req.mode is SearchMode.DENSE:
