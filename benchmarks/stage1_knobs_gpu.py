@@ -4,7 +4,8 @@ On the 2-core CPU a stage-1 arm of `train_homedepot.py` takes 5-16 min, so the a
 afford a handful of settings; on one H100 an arm takes 10-60 s. This script trains stage 1
 with many settings (positive threshold, hard negatives, epochs, batch, learning rate, max
 length, temperature, masks, second-round mining, seeds, pseudo-queries cut from titles,
-distillation of a BM25 or BM25 + base-model teacher) and scores each on Home Depot dev.
+distillation of a BM25 or BM25 + base-model teacher, E5-style query and product prefixes)
+and scores each on Home Depot dev.
 Without a GPU it runs on the CPU (bf16 autocast where the hardware has it): 12-19 min an arm
 on 2 cores, and 5 min of mining.
 
@@ -15,7 +16,7 @@ the 54,667 titles with the protocol's metrics (full-corpus nDCG@10 and Recall@10
 int8 or Qdrant, so figures sit within ~0.005 of the ablation's. Settings worth adopting go
 through `train_homedepot.py`, whose figures are the ones reported.
 
-    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask|synthetic|distill
+    python benchmarks/stage1_knobs_gpu.py --set knobs|combos|mask|synthetic|distill|prefix
         [--data DIR] [--model DIR] [--bm25 FILE] [--out FILE] [--only NAME ...] [--quick]
 
 --bm25 takes the lists `benchmarks/bm25_lists.py` writes (the GPU image has no Qdrant): the
@@ -93,6 +94,8 @@ class Knobs:
     teacher_temperature: float = 0.5  # on the teacher's z-scores
     bm25_miss_weight: float = 1.0  # weight of a pair whose positive is not in BM25's top 10
     bm25_negatives: int = 0  # more negatives a pair, from BM25's top 50 (--bm25)
+    query_prefix: str = ""  # E5-style prompts: trained with them and searched with them
+    document_prefix: str = ""
 
 
 EXCLUDE_2 = {"exclude_from": 2.0}
@@ -160,6 +163,11 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "lexonly": {"bm25_negatives": 1, "negatives": 0},
         "lexonly_s7": {"bm25_negatives": 1, "negatives": 0, "seed": 7},
         "lexonly_s13": {"bm25_negatives": 1, "negatives": 0, "seed": 13},
+    },
+    "prefix": {
+        "base": {},
+        "e5": {"query_prefix": "query: ", "document_prefix": "passage: "},
+        "query_only": {"query_prefix": "query: "},
     },
     "mask": {
         "fn_s42": {"margin": -0.1},
@@ -249,12 +257,16 @@ def load_model(path: str, max_length: int, device: str) -> Any:
     return model
 
 
-def evaluate(model: Any, data: HomeDepot) -> dict[str, float]:
+def evaluate(model: Any, data: HomeDepot, knobs: Knobs) -> dict[str, float]:
     """Dense full-corpus nDCG@10 and Recall@100 over the dev queries, exact search; with
     --bm25, the same fused with BM25's top 100 (DBSF, offline)."""
     queries = list(data.dev.values())
-    docs = model.encode(data.titles, batch_size=512, normalize_embeddings=True)
-    qs = model.encode([q for q, _ in queries], batch_size=512, normalize_embeddings=True)
+    docs = model.encode(
+        [knobs.document_prefix + t for t in data.titles], batch_size=512, normalize_embeddings=True
+    )
+    qs = model.encode(
+        [knobs.query_prefix + q for q, _ in queries], batch_size=512, normalize_embeddings=True
+    )
     sims = qs @ docs.T
     dense = [np.argsort(-row)[:100] for row in sims]
     out = {f"dense_{k}": v for k, v in score(dense, queries).items()}
@@ -441,8 +453,8 @@ def train(
     for batch in batches(rows, knobs.batch_size, random.Random(knobs.seed), total):
         docs = [b.product for b in batch] + [n for b in batch for n in b.negatives]
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            q = embed(model, [b.query for b in batch], device)
-            d = embed(model, [data.titles[i] for i in docs], device)
+            q = embed(model, [knobs.query_prefix + b.query for b in batch], device)
+            d = embed(model, [knobs.document_prefix + data.titles[i] for i in docs], device)
         scores = q @ d.T
         labels = torch.arange(len(batch), device=device)
         if knobs.margin == UNMASKED:
@@ -569,7 +581,7 @@ def main() -> int:
         model, masked = train(knobs, data, args.model, mined.get(knobs.mined_by), device, teacher)
         seconds = time.perf_counter() - start
         results[name] = {
-            **evaluate(model, data),
+            **evaluate(model, data, knobs),
             "train_s": round(seconds, 1),
             "margin_masked": round(masked, 4),
             "knobs": asdict(knobs),
