@@ -132,9 +132,10 @@ def ensure_fusion(connection: Connection, model_dir: Path) -> None:
 
 def warm(connection: Connection, model_dir: Path, queries: list[str], threads: int | None) -> list:
     """Rows of the warm table: each encoder with the default search, then, with int8 and
-    timed alternately with the default on each query (same spell), the learned fusion and
-    the search a collection that may have variant families gets (four pages read, collapsed
-    to one hit a family); this catalog has none, and its collection says so."""
+    timed alternately with the default on each query (same spell), the learned fusion, the
+    second page (`--offset 10`), and the search a collection that may have variant families
+    gets (four pages read, collapsed to one hit a family); this catalog has none, and its
+    collection says so."""
     conditions = parse_filters(FILTERS)
     rows = []
     default = SearchOptions(top_k=10)
@@ -150,6 +151,7 @@ def warm(connection: Connection, model_dir: Path, queries: list[str], threads: i
                 maybe_families.meta = replace(search.meta, variants=None)
                 arms += [
                     (", learned fusion", search, learned),
+                    (", page 2 (--offset 10)", search, replace(default, offset=10)),
                     (", as if it might have families", maybe_families, default),
                 ]
             for text in queries[:50]:
