@@ -97,7 +97,6 @@ class SearchRequest:
     fusion: FusionMethod = FusionMethod.RRF
     bm25_weight: float = 1.0  # RRF only: BM25's weight against the dense list's 1
     limit: int = 10
-    offset: int = 0  # results skipped before the `limit` returned
     candidates: int = 100  # per-retriever prefetch depth before fusion
     exact: bool = False
     hnsw_ef: int | None = None  # None: the engine's default
@@ -120,6 +119,15 @@ class Hit:
     def product_id(self) -> str:
         """The shop's id; the point id when the search read a payload without it."""
         return str(self.payload.get("product_id", self.point_id))
+
+
+def by_score(hits: list[Hit]) -> list[Hit]:
+    """Hits by score, equal scores by point id. Qdrant orders equal scores arbitrarily, and
+    differently from one call to the next: RRF's rank-based scores tie often (42% of the
+    filtered Home Depot dev queries hold a tie in their top 20), so the same query's results
+    reordered between calls, and a page boundary could fall inside a tie differently for
+    each page. Both backends return hits in this order."""
+    return sorted(hits, key=lambda h: (-h.score, h.point_id))
 
 
 def hit_terms(vectors: Any) -> tuple[int, ...]:

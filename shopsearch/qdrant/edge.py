@@ -38,6 +38,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    by_score,
     hit_terms,
     rrf_weights,
 )
@@ -292,10 +293,12 @@ class EdgeBackend:
         else:
             results = shard.query_batch(qe.QueryBatchRequest(built))
         return [
-            [
-                Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
-                for p in points
-            ]
+            by_score(
+                [
+                    Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
+                    for p in points
+                ]
+            )
             for points in results
         ]
 
@@ -372,11 +375,7 @@ def _query_request(req: SearchRequest) -> qe.QueryRequest:
         hnsw_ef=req.hnsw_ef,
         quantization=qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING),
     )
-    common: dict[str, Any] = {
-        "limit": req.limit,
-        "offset": req.offset,
-        "with_payload": req.with_payload,
-    }
+    common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
     if req.with_terms:
         common["with_vector"] = [SPARSE_VECTOR]
     if req.mode is SearchMode.DENSE:

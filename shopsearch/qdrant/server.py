@@ -30,6 +30,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    by_score,
     hit_terms,
     rrf_weights,
 )
@@ -296,10 +297,12 @@ class ServerBackend:
                 self.collection, [_query_request(r) for r in requests]
             )
         return [
-            [
-                Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
-                for p in response.points
-            ]
+            by_score(
+                [
+                    Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
+                    for p in response.points
+                ]
+            )
             for response in responses
         ]
 
@@ -329,11 +332,7 @@ def _query_request(req: SearchRequest) -> models.QueryRequest:
             rescore=True, oversampling=QUANTIZED_OVERSAMPLING
         ),
     )
-    common: dict[str, Any] = {
-        "limit": req.limit,
-        "offset": req.offset,
-        "with_payload": req.with_payload,
-    }
+    common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
     if req.with_terms:
         common["with_vector"] = [SPARSE_VECTOR]
     if req.mode is SearchMode.DENSE:
