@@ -124,9 +124,9 @@ class Hit:
 def by_score(hits: list[Hit]) -> list[Hit]:
     """Hits by score, equal scores by point id. Qdrant orders equal scores arbitrarily, and
     differently from one call to the next: RRF's rank-based scores tie often (42% of the
-    filtered Home Depot dev queries hold a tie in their top 20), so the same query's results
-    reordered between calls, and a page boundary could fall inside a tie differently for
-    each page. Both backends return hits in this order."""
+    filtered Home Depot dev queries hold a tie in their top 20), and without this order the
+    same query's results reorder between calls, and a page's end falls inside a tie
+    differently for each page. Both backends return hits in this order."""
     return sorted(hits, key=lambda h: (-h.score, h.point_id))
 
 
