@@ -151,6 +151,22 @@ def test_equal_scores_come_in_point_id_order_every_time(edge, server, encoder, b
     assert ties >= 5, ties  # the rule was exercised
 
 
+def test_the_docker_compose_file_is_valid_and_runs_a_server_that_takes_rrf_weights():
+    """docker-compose.yml is shipped for shops that outgrow the embedded store: Debian's
+    docker-compose checks it without an engine (.ci/run installs it where it can)."""
+    import shutil
+    import subprocess
+
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    path = Path(__file__).parents[1] / "docker-compose.yml"
+    proc = subprocess.run([compose, "-f", str(path), "config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    image = re.search(r"image: qdrant/qdrant:v(\S+)", proc.stdout)
+    assert image and supports_weighted_rrf(image.group(1)), proc.stdout
+
+
 @pytest.fixture
 def advised(monkeypatch) -> dict[str, list[tuple[int, int]]]:
     """Every posix_fadvise call from here on, passed through: path -> [(offset, length)]."""
