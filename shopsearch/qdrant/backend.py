@@ -8,7 +8,7 @@ never branch on where the data is.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -121,12 +121,16 @@ class Hit:
         return str(self.payload.get("product_id", self.point_id))
 
 
-def by_score(hits: list[Hit]) -> list[Hit]:
-    """Hits by score, equal scores by point id. Qdrant orders equal scores arbitrarily, and
+def hits_by_score(points: Iterable[Any]) -> list[Hit]:
+    """Either backend's scored points (Edge's and qdrant-client's have the same fields) as
+    hits, by score and equal scores by point id. Qdrant orders equal scores arbitrarily, and
     differently from one call to the next: RRF's rank-based scores tie often (42% of the
     filtered Home Depot dev queries hold a tie in their top 20), and without this order the
     same query's results reorder between calls, and a page's end falls inside a tie
-    differently for each page. Both backends return hits in this order."""
+    differently for each page."""
+    hits = [
+        Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector)) for p in points
+    ]
     return sorted(hits, key=lambda h: (-h.score, h.point_id))
 
 

@@ -38,8 +38,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
-    by_score,
-    hit_terms,
+    hits_by_score,
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
@@ -292,15 +291,7 @@ class EdgeBackend:
             results = [shard.query(built[0])]
         else:
             results = shard.query_batch(qe.QueryBatchRequest(built))
-        return [
-            by_score(
-                [
-                    Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
-                    for p in points
-                ]
-            )
-            for points in results
-        ]
+        return [hits_by_score(points) for points in results]
 
     def _open(self) -> qe.EdgeShard:
         if self._shard is None:

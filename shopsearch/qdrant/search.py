@@ -158,7 +158,7 @@ class ProductSearch:
         payload = payload_fields(options)
         collapsing = self._collapses(options)
         # A few hits past the page, so that a tie at its end is ordered by point id (as
-        # `by_score` orders it) rather than cut where Qdrant happened to put its members;
+        # `hits_by_score` orders it) rather than cut where Qdrant happened to put its members;
         # a collapsing search reads several pages past it anyway.
         limit = first_limit(options.depth) if collapsing else options.depth + TIE_MARGIN
         requests = []

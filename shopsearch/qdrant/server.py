@@ -30,8 +30,7 @@ from shopsearch.qdrant.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
-    by_score,
-    hit_terms,
+    hits_by_score,
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
@@ -296,15 +295,7 @@ class ServerBackend:
             responses = self.client.query_batch_points(
                 self.collection, [_query_request(r) for r in requests]
             )
-        return [
-            by_score(
-                [
-                    Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector))
-                    for p in response.points
-                ]
-            )
-            for response in responses
-        ]
+        return [hits_by_score(response.points) for response in responses]
 
 
 def _error_text(exc: UnexpectedResponse) -> str:
