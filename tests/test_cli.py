@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -557,3 +558,37 @@ def test_a_csv_quote_never_closed_exits_1_naming_its_row_before_anything_is_writ
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "row 10 (line 11) opens a quote that is never closed: the 990 lines" in proc.stderr
     assert run_cli("info", "-c", "unclosed", env_extra=env, check=False).returncode == 1
+
+
+def test_facets_count_values_under_the_filters_as_a_table_and_as_json(demo_env):
+    import pyarrow.parquet as pq
+
+    env, _ = demo_env
+    rows = pq.read_table(DEMO).slice(0, 200).to_pylist()
+    black = [r for r in rows if r["color"] == "Black"]
+    proc = run_cli("facets", "category", "color", "-f", "color=Black", "--json", env_extra=env)
+    doc = json.loads(proc.stdout)
+    assert doc["filters"] == ["color=Black"] and doc["products"] == len(black) > 0
+    assert doc["facets"]["color"] == [{"value": "Black", "count": len(black)}]
+    levels = Counter(level for r in black for level in r["category"] or [])
+    top = doc["facets"]["category"]
+    value, count = min(levels.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert len(top) == 10 and top[0] == {"value": value, "count": count}
+    proc = run_cli("facets", "in_stock", "--limit", "1", env_extra=env)
+    assert proc.stdout.startswith("200 products\n")
+    assert table_rows(proc.stdout) == (["value", "products"], [["true", "200"]])
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("price", "'price' is a number: filter it with a range"),
+        ("attributes.Occasion", "has no payload index"),
+        ("colour", "unknown field 'colour'"),
+    ],
+)
+def test_a_field_facets_cannot_count_exits_2_naming_the_countable_ones(demo_env, field, message):
+    env, _ = demo_env
+    proc = run_cli("facets", "brand", field, env_extra=env, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert message in proc.stderr and "countable: brand, category, color" in proc.stderr

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import threading
+from collections import Counter
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -1092,3 +1093,46 @@ def test_the_demo_catalogs_commonest_attribute_key_filters(
     query = Query("shoes", parse_filters(["attributes.Ideal For=Women"]))
     hits = ProductSearch(backend, encoder).search(query, options)
     assert len(women) > 40 and {h.payload["product_id"] for h in hits} == women
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_facets_count_each_value_among_the_products_passing_the_filters(
+    backend_name, request, small_catalog
+):
+    backend = request.getfixturevalue(backend_name)
+    rows = pq.read_table(small_catalog).to_pylist()
+    cheap = [r for r in rows if r["price"] <= 500]
+    conditions = parse_filters(["price<=500"])
+    colors = Counter(r["color"] for r in cheap if r["color"])
+    levels = Counter(level for r in cheap for level in r["category"] or [])
+    assert backend.count(conditions) == len(cheap) < len(rows) == backend.count()
+    expected = sorted(colors.items(), key=lambda kv: (-kv[1], kv[0]))
+    got = backend.facet("color", conditions, limit=1000)
+    assert [(c.value, c.count) for c in got] == expected
+    # A category counts each level of its path; the limit keeps the most frequent values.
+    top = backend.facet("category", conditions, limit=3)
+    assert [(c.value, c.count) for c in top] == sorted(
+        levels.items(), key=lambda kv: (-kv[1], kv[0])
+    )[:3]
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_facets_count_booleans_as_booleans_and_a_field_no_product_has_as_none(
+    backend_name, encoder, tmp_path
+):
+    backend = _empty_backend(backend_name, tmp_path)
+    catalog = _jsonl(
+        tmp_path / "stock.jsonl",
+        [
+            {"id": f"p{i}", "title": f"lamp {i}", "in_stock": i % 3 == 0, "price": 10.0 * i}
+            for i in range(7)
+        ],
+    )
+    ingest(catalog, backend, encoder, tmp_path)
+    stock = backend.facet("in_stock", [], limit=10)
+    assert [(c.value, c.count) for c in stock] == [(False, 4), (True, 3)]
+    assert all(isinstance(c.value, bool) for c in stock)
+    in_stock = parse_filters(["in_stock=true"])
+    assert [(c.value, c.count) for c in backend.facet("in_stock", in_stock, 10)] == [(True, 3)]
+    assert backend.facet("brand", [], limit=10) == []
+    backend.close()

@@ -20,6 +20,7 @@ from shopsearch.errors import ShopsearchError
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("commands_ingest", "ingest"),
     "query": ("commands_query", "query"),
+    "facets": ("commands_query", "facets"),
     "info": ("commands_query", "info"),
     "eval": ("commands_eval", "evaluate"),
     "train": ("commands_train", "train"),

@@ -1,4 +1,5 @@
-"""`shopsearch query` (one query, or a batch file -> run file) and `shopsearch info`."""
+"""`shopsearch query` (one query, or a batch file -> run file), `shopsearch facets` and
+`shopsearch info`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
+from shopsearch.qdrant.facets import FACET_FIELDS, check_facet_fields
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions, searched_text
 from shopsearch.qdrant.spelling import TypoCorrector
@@ -22,15 +24,7 @@ from shopsearch.qdrant.spelling import TypoCorrector
 
 def query(
     text: Annotated[str | None, typer.Argument(help="What the shopper typed.")] = None,
-    filters: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--filter",
-            "-f",
-            help="Payload filter, repeatable and ANDed: brand=DeWalt, price<=150, "
-            "color in (red,blue), in_stock=true, brand!=X.",
-        ),
-    ] = None,
+    filters: opt.Filters = None,
     mode: Annotated[SearchMode, typer.Option("--mode", help="hybrid, dense or bm25.")] = (
         SearchMode.HYBRID
     ),
@@ -142,6 +136,55 @@ def query(
     from shopsearch.cli.render import results_table
 
     Console().print(results_table(text or "", searched, hits, mode, offset))
+
+
+def facets(
+    fields: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help=f"Fields to count, one or more: {', '.join(FACET_FIELDS)}.", show_default=False
+        ),
+    ] = None,
+    filters: opt.Filters = None,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", min=1, max=10_000, help="Values per field, most products first."
+        ),
+    ] = 10,
+    collection: opt.Collection = None,
+    path: opt.DataPath = None,
+    qdrant_url: opt.QdrantUrl = None,
+    api_key: opt.ApiKey = None,
+    as_json: opt.JsonOut = False,
+) -> None:
+    """Count the products holding each value of a field, among those that pass the filters:
+    a filter sidebar's counts, and the exact values --filter matches."""
+    names = check_facet_fields(fields or [])
+    conditions = parse_filters(filters or [])
+    backend = opt.connection(collection, path, qdrant_url, api_key).open()
+    try:
+        ProductSearch(backend, None)  # a missing or foreign collection is named, not counted
+        total = backend.count(conditions)
+        counts = {name: backend.facet(name, conditions, limit) for name in names}
+    finally:
+        backend.close()
+    if as_json:
+        doc = {
+            "filters": filters or [],
+            "products": total,
+            "facets": {
+                name: [{"value": c.value, "count": c.count} for c in hits]
+                for name, hits in counts.items()
+            },
+        }
+        print_json(doc, ensure_ascii=False)
+        return
+    from rich.console import Console
+
+    from shopsearch.cli.render import facet_tables
+
+    Console().print(*facet_tables(total, filters or [], counts))
 
 
 def info(

@@ -52,6 +52,15 @@ Precision = Annotated[
 Threads = Annotated[
     int | None, typer.Option("--threads", help="Encoder threads [default: all cores].", min=1)
 ]
+Filters = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        "-f",
+        help="Payload filter, repeatable and ANDed: brand=DeWalt, price<=150, "
+        "color in (red,blue), in_stock=true, brand!=X.",
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Bm25Weight = Annotated[
     float | None,

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shopsearch.qdrant.backend import Hit, SearchMode
+from shopsearch.qdrant.facets import FacetCount
 
 # Attribute columns: (header, rich column options). One that no shown product fills is left
 # out, so that a catalog without brands (or prices, or variants) gives its titles the room.
@@ -95,3 +96,23 @@ def results_table(
         captions.append("no products matched (filters are exact, case-sensitive matches)")
     table.caption = "\n".join(captions) or None
     return table
+
+
+def facet_tables(
+    total: int, filters: list[str], counts: dict[str, list[FacetCount]]
+) -> list[Text | Table]:
+    """A line saying how many products passed the filters, then a table per field. Values
+    print as --filter reads them: a boolean as true/false."""
+    passed = f"{total:,} products" + (f" pass {' and '.join(filters)}" if filters else "")
+    out: list[Text | Table] = [Text(passed)]
+    for name, hits in counts.items():
+        table = Table(title=Text(name), title_justify="left", caption_justify="left")
+        table.add_column("value", overflow="fold")
+        table.add_column("products", justify="right")
+        for hit in hits:
+            value = str(hit.value).lower() if isinstance(hit.value, bool) else str(hit.value)
+            table.add_row(Text(value), f"{hit.count:,}")
+        if not hits:
+            table.caption = f"no product here has a {name}"
+        out.append(table)
+    return out

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shopsearch.qdrant.facets import FacetCount
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import SPARSE_VECTOR, CollectionMeta
 
@@ -212,7 +213,14 @@ class Backend(Protocol):
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]: ...
 
-    def count(self) -> int: ...
+    def count(self, conditions: Sequence[Condition] = ()) -> int:
+        """Products that pass `conditions` (all of them by default), counted exactly."""
+        ...
+
+    def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
+        """The `limit` values of `field` most products passing `conditions` hold, counted
+        exactly, in `facets.by_count` order."""
+        ...
 
     def finish_writes(self) -> None:
         """Make everything upserted durable and indexed (Edge: flush + optimise)."""

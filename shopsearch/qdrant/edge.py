@@ -42,6 +42,8 @@ from shopsearch.qdrant.backend import (
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
+from shopsearch.qdrant.facets import FacetCount, by_count
+from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import (
     DENSE_VECTOR,
     INDEXED_FIELDS,
@@ -281,8 +283,14 @@ class EdgeBackend:
         records = self._open().retrieve(list(ids), with_payload=True, with_vector=False)
         return {str(r.id): r.payload or {} for r in records}
 
-    def count(self) -> int:
-        return self._open().count(qe.CountRequest(exact=True))
+    def count(self, conditions: Sequence[Condition] = ()) -> int:
+        flt = build_filter(conditions, _MODELS)
+        return self._open().count(qe.CountRequest(exact=True, filter=flt))
+
+    def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
+        flt = build_filter(conditions, _MODELS)
+        response = self._open().facet(qe.FacetRequest(field, limit=limit, exact=True, filter=flt))
+        return by_count([FacetCount(hit.value, hit.count) for hit in response.hits])
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         shard = self._open()

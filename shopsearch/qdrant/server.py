@@ -34,6 +34,8 @@ from shopsearch.qdrant.backend import (
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
+from shopsearch.qdrant.facets import FacetCount, by_count
+from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import (
     DENSE_VECTOR,
     FUSION_KEY,
@@ -284,9 +286,18 @@ class ServerBackend:
             records = self.client.retrieve(self.collection, list(ids), with_payload=True)
         return {str(r.id): r.payload or {} for r in records}
 
-    def count(self) -> int:
+    def count(self, conditions: Sequence[Condition] = ()) -> int:
+        flt = build_filter(conditions, models)
         with self._server():
-            return self.client.count(self.collection, exact=True).count
+            return self.client.count(self.collection, count_filter=flt, exact=True).count
+
+    def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
+        flt = build_filter(conditions, models)
+        with self._server("rejected the count"):
+            response = self.client.facet(
+                self.collection, field, facet_filter=flt, limit=limit, exact=True
+            )
+        return by_count([FacetCount(hit.value, hit.count) for hit in response.hits])
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if any(_weighted_rrf(r) for r in requests):

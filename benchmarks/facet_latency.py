@@ -1,0 +1,101 @@
+"""`shopsearch facets` on the 54,667-product Home Depot catalog (benchmarks/bench_catalog.py).
+
+For each countable field the benchmark catalog fills, the top 10 values are counted by
+Qdrant's facet API (`EdgeBackend.facet`, exact counts), over the whole catalog and under the
+benchmark's filters, and compared in the same run with what a service without facets
+would do: scroll the products passing the filters, reading that one payload field, and
+count in Python. Both must give the same top 10 (asserted); the table reports p50 of
+each and their ratio.
+
+    python benchmarks/facet_latency.py [--work DIR] [--repeats 20]
+
+Shares query_latency.py's --work directory (catalog and Edge collection; built on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+import qdrant_edge as qe
+from bench_catalog import FILTERS, percentiles, table, write_catalog
+from query_latency import COLLECTION, ensure_collection, ensure_model
+
+from shopsearch.encoders import default_model_dir
+from shopsearch.qdrant.backend import Connection
+from shopsearch.qdrant.conditions import build_filter
+from shopsearch.qdrant.edge import _MODELS, EdgeBackend
+from shopsearch.qdrant.facets import FacetCount, by_count
+from shopsearch.qdrant.filters import Condition, parse_filters
+
+# The benchmark catalog fills these (no category, size or currency).
+FIELDS = ("brand", "color", "in_stock")
+LIMIT = 10
+
+
+def scrolled_counts(backend: EdgeBackend, field: str, conditions: list[Condition]) -> list:
+    """The reference: every passing product's `field`, scrolled 1,024 at a time."""
+    shard, offset, counts = backend._open(), None, Counter()
+    flt = build_filter(conditions, _MODELS)
+    while True:
+        page = qe.ScrollRequest(offset, 1024, filter=flt, with_payload=[field], with_vector=False)
+        records, offset = shard.scroll(page)
+        counts.update(r.payload[field] for r in records if r.payload.get(field) is not None)
+        if offset is None:
+            return by_count([FacetCount(v, n) for v, n in counts.items()])[:LIMIT]
+
+
+def timed(repeats: int, fn, *args) -> tuple[float, object]:
+    samples, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn(*args)
+        samples.append(time.perf_counter() - started)
+    return percentiles(samples)["p50"], result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/shopsearch-bench"))
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    model_dir = ensure_model(args.model_dir or default_model_dir())
+    catalog = write_catalog(args.work / "homedepot-attrs.parquet")
+    connection = Connection(collection=COLLECTION, path=args.work / "edge")
+    ensure_collection(connection, catalog, model_dir)
+    backend = connection.open()
+    assert isinstance(backend, EdgeBackend)
+    rows = []
+    try:
+        for label, conditions in (("none", []), (" and ".join(FILTERS), parse_filters(FILTERS))):
+            passing = backend.count(conditions)
+            for field in FIELDS:
+                facet_ms, facet = timed(args.repeats, backend.facet, field, conditions, LIMIT)
+                scroll_ms, scrolled = timed(
+                    max(3, args.repeats // 4), scrolled_counts, backend, field, conditions
+                )
+                assert facet == scrolled, (field, label, facet, scrolled)
+                rows.append(
+                    [
+                        label,
+                        f"{passing:,}",
+                        field,
+                        len(facet),
+                        f"{facet_ms:.2f}",
+                        f"{scroll_ms:.1f}",
+                        f"{scroll_ms / facet_ms:.0f}x",
+                    ]
+                )
+    finally:
+        backend.close()
+    print(f"Top {LIMIT} values per field, exact counts, Edge, p50 in ms:\n")
+    header = ["filters", "products", "field", "values", "facet", "scroll + count", "ratio"]
+    print(table(header, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""How many products hold each value of a field, among those that pass some filters.
+
+A shop's filter sidebar shows these counts ("Brand: DeWalt (12)"), and they are the exact
+values `--filter` matches: filters are exact and case-sensitive, so `color=black` finds
+nothing in a catalog that says `Black`. Qdrant counts them from the field's payload index
+(its facet API, on Edge and on a server alike), so only indexed keyword and boolean fields
+can be counted: `price` is a number (filter it with a range), and `attributes.<key>` has
+no index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shopsearch.errors import UsageError
+from shopsearch.qdrant.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
+
+# Every product has its own product_id: counting those would list the catalog.
+FACET_FIELDS = tuple(
+    name
+    for name, kind in INDEXED_FIELDS.items()
+    if kind is not FieldType.FLOAT and name != "product_id"
+)
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    value: str | bool
+    count: int  # products holding the value (a category counts each level of its path)
+
+
+def check_facet_fields(fields: Sequence[str]) -> list[str]:
+    """The fields, each once, in the order given; a field Qdrant cannot count is refused
+    with what it can."""
+    if not fields:
+        raise UsageError(f"name a field to count: {', '.join(FACET_FIELDS)}")
+    for name in fields:
+        if name in FACET_FIELDS:
+            continue
+        if INDEXED_FIELDS.get(name) is FieldType.FLOAT:
+            why = f"'{name}' is a number: filter it with a range ({name}<=150)"
+        elif name == "product_id":
+            why = "every product has its own product_id"
+        elif name.startswith(f"{ATTRIBUTES_FIELD}."):
+            why = f"'{name}' has no payload index, and Qdrant counts only indexed fields"
+        else:
+            why = f"unknown field '{name}'"
+        countable = ", ".join(FACET_FIELDS)
+        raise UsageError(f"cannot count values of {name}: {why} (countable: {countable})")
+    return list(dict.fromkeys(fields))
+
+
+def by_count(hits: Sequence[FacetCount]) -> list[FacetCount]:
+    """Most products first, equal counts by value: Qdrant's order, made the same on both
+    backends."""
+    return sorted(hits, key=lambda h: (-h.count, str(h.value)))
