@@ -9,6 +9,11 @@ each and their ratio.
 
     python benchmarks/facet_latency.py [--work DIR] [--repeats 20]
 
+Then a query's facets (`shopsearch query TEXT --facet brand --facet color`): the 1,226 dev
+queries, warm and in-process with the int8 encoder, under the benchmark's filters, each
+searched alone and then searched with its facets counted among its best 100 results
+(alternating query by query); p50 of each and their ratio.
+
 Shares query_latency.py's --work directory (catalog and Edge collection; built on first use).
 """
 
@@ -20,15 +25,16 @@ from collections import Counter
 from pathlib import Path
 
 import qdrant_edge as qe
-from bench_catalog import FILTERS, percentiles, table, write_catalog
+from bench_catalog import FILTERS, dev_queries, percentiles, table, write_catalog
 from query_latency import COLLECTION, ensure_collection, ensure_model
 
-from shopsearch.encoders import default_model_dir
+from shopsearch.encoders import OnnxEncoder, default_model_dir
 from shopsearch.qdrant.backend import Connection
 from shopsearch.qdrant.conditions import build_filter
 from shopsearch.qdrant.edge import _MODELS, EdgeBackend
 from shopsearch.qdrant.facets import FacetCount, by_count
 from shopsearch.qdrant.filters import Condition, parse_filters
+from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
 
 # The benchmark catalog fills these (no category, size or currency).
 FIELDS = ("brand", "color", "in_stock")
@@ -90,11 +96,45 @@ def main() -> None:
                         f"{scroll_ms / facet_ms:.0f}x",
                     ]
                 )
+        query_rows = query_facets(backend, OnnxEncoder.load(model_dir))
     finally:
         backend.close()
     print(f"Top {LIMIT} values per field, exact counts, Edge, p50 in ms:\n")
     header = ["filters", "products", "field", "values", "facet", "scroll + count", "ratio"]
     print(table(header, rows))
+    print(f"\nThe dev queries under {' and '.join(FILTERS)}, hybrid RRF, top 10, int8, ms:\n")
+    print(table(["search", "p50", "p99", "vs results alone, p50"], query_rows))
+
+
+def query_facets(backend: EdgeBackend, encoder: OnnxEncoder) -> list[list[str]]:
+    """Each arm has a ProductSearch of its own, so that each encodes every query once (a
+    ProductSearch keeps the last query's vectors, for its facets)."""
+    search, faceted_search = ProductSearch(backend, encoder), ProductSearch(backend, encoder)
+    conditions = parse_filters(FILTERS)
+    options = SearchOptions()
+    queries = [Query(text, conditions) for text in dev_queries()]
+    alone, faceted = [], []
+    for query in queries[:50]:  # warm-up
+        search.search(query, options)
+        faceted_search.facets(query, options, ["brand", "color"], LIMIT)
+    for query in queries:
+        started = time.perf_counter()
+        search.search(query, options)
+        middle = time.perf_counter()
+        faceted_search.search(query, options)
+        faceted_search.facets(query, options, ["brand", "color"], LIMIT)
+        alone.append(middle - started)
+        faceted.append(time.perf_counter() - middle)
+    a, f = percentiles(alone), percentiles(faceted)
+    return [
+        ["results", f"{a['p50']:.2f}", f"{a['p99']:.2f}", "1.00x"],
+        [
+            "results + brand and color facets",
+            f"{f['p50']:.2f}",
+            f"{f['p99']:.2f}",
+            f"{f['p50'] / a['p50']:.2f}x",
+        ],
+    ]
 
 
 if __name__ == "__main__":

@@ -592,3 +592,29 @@ def test_a_field_facets_cannot_count_exits_2_naming_the_countable_ones(demo_env,
     proc = run_cli("facets", "brand", field, env_extra=env, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert message in proc.stderr and "countable: brand, category, color" in proc.stderr
+
+
+def test_a_querys_facets_come_with_its_results_and_not_with_a_batch(demo_env, tmp_path):
+    env, _ = demo_env
+    proc = run_cli(
+        "query",
+        "boots",
+        "--facet",
+        "color",
+        "--facet-limit",
+        "3",
+        "--candidates",
+        "20",
+        "--json",
+        env_extra=env,
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["facets_among"] == 20 and len(doc["results"]) == 10
+    colors = doc["facets"]["color"]
+    assert len(colors) == 3 and colors[0]["count"] >= colors[-1]["count"] > 0
+    table = run_cli("query", "boots", "--facet", "brand", env_extra=env).stdout
+    assert "facets of the best 100 results" in table
+    batch = tmp_path / "q.jsonl"
+    batch.write_text('{"query_id": "q", "query": "boots"}\n', encoding="utf-8")
+    proc = run_cli("query", "--batch", str(batch), "--facet", "color", env_extra=env, check=False)
+    assert proc.returncode == 2 and "--facet counts one query's results" in proc.stderr

@@ -1136,3 +1136,21 @@ def test_facets_count_booleans_as_booleans_and_a_field_no_product_has_as_none(
     assert [(c.value, c.count) for c in backend.facet("in_stock", in_stock, 10)] == [(True, 3)]
     assert backend.facet("brand", [], limit=10) == []
     backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_querys_facets_count_its_best_candidates_results(backend_name, request, encoder):
+    search = ProductSearch(request.getfixturevalue(backend_name), encoder)
+    query = Query("shoes", parse_filters(["price<=1500"]))
+    options = SearchOptions(candidates=30)
+    counted = search.facets(query, options, ["color", "category"], limit=1000)
+    best = search.search(query, replace(options, top_k=30, collapse_variants=False))
+    assert counted.products == len(best) == 30
+    colors = Counter(h.payload["color"] for h in best if h.payload.get("color"))
+    levels = Counter(level for h in best for level in h.payload.get("category") or [])
+    for name, expected in (("color", colors), ("category", levels)):
+        got = [(c.value, c.count) for c in counted.counts[name]]
+        assert got == sorted(expected.items(), key=lambda kv: (-kv[1], kv[0])), name
+    # A filter no product passes: nothing to count.
+    none = search.facets(Query("shoes", parse_filters(["price<0"])), options, ["color"], 10)
+    assert none.products == 0 and none.counts == {"color": []}

@@ -16,7 +16,7 @@ from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
-from shopsearch.qdrant.facets import FACET_FIELDS, check_facet_fields
+from shopsearch.qdrant.facets import FACET_FIELDS, Facets, check_facet_fields
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions, searched_text
 from shopsearch.qdrant.spelling import TypoCorrector
@@ -58,6 +58,18 @@ def query(
             "best match of each.",
         ),
     ] = False,
+    facet: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--facet",
+            help="Count the values of a field among the best --candidates results, "
+            f"repeatable: {', '.join(FACET_FIELDS)}.",
+            show_default=False,
+        ),
+    ] = None,
+    facet_limit: Annotated[
+        int, typer.Option("--facet-limit", min=1, max=10_000, help="Values per --facet field.")
+    ] = 10,
     batch: Annotated[
         Path | None,
         typer.Option("--batch", help='JSONL of {"query_id", "query", "filters"?} to run.'),
@@ -81,6 +93,9 @@ def query(
         raise UsageError("--out goes with --batch")
     if offset and batch is not None:
         raise UsageError("--offset pages one query's results; --batch writes whole rankings")
+    if facet and batch is not None:
+        raise UsageError("--facet counts one query's results; --batch writes whole rankings")
+    facet_names = check_facet_fields(facet) if facet else []
     options = SearchOptions(
         mode=mode,
         fusion=fusion,
@@ -113,6 +128,7 @@ def query(
             _run_batch(search, queries, options, out)
             return
         hits = search.search(queries[0], options)
+        counted = search.facets(queries[0], options, facet_names, facet_limit) if facet else None
     finally:
         backend.close()
     if as_json:
@@ -129,13 +145,22 @@ def query(
                 for h in hits
             ],
         }
+        if counted is not None:
+            facets_doc = _facets_doc(counted)
+            doc.update(facets_among=facets_doc["products"], facets=facets_doc["facets"])
         print_json(doc, ensure_ascii=False)
         return
     from rich.console import Console  # not imported for --json: see app._print_error
 
     from shopsearch.cli.render import results_table
 
-    Console().print(results_table(text or "", searched, hits, mode, offset))
+    console = Console()
+    console.print(results_table(text or "", searched, hits, mode, offset))
+    if counted is not None:
+        from shopsearch.cli.render import facet_tables
+
+        heading = f"facets of the best {counted.products} results (--candidates)"
+        console.print(*facet_tables(heading, counted))
 
 
 def facets(
@@ -164,27 +189,28 @@ def facets(
     conditions = parse_filters(filters or [])
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        ProductSearch(backend, None)  # a missing or foreign collection is named, not counted
-        total = backend.count(conditions)
-        counts = {name: backend.facet(name, conditions, limit) for name in names}
+        counted = ProductSearch(backend, None).catalog_facets(conditions, names, limit)
     finally:
         backend.close()
     if as_json:
-        doc = {
-            "filters": filters or [],
-            "products": total,
-            "facets": {
-                name: [{"value": c.value, "count": c.count} for c in hits]
-                for name, hits in counts.items()
-            },
-        }
-        print_json(doc, ensure_ascii=False)
+        print_json({"filters": filters or [], **_facets_doc(counted)}, ensure_ascii=False)
         return
     from rich.console import Console
 
     from shopsearch.cli.render import facet_tables
 
-    Console().print(*facet_tables(total, filters or [], counts))
+    passed = f" pass {' and '.join(filters)}" if filters else ""
+    Console().print(*facet_tables(f"{counted.products:,} products{passed}", counted))
+
+
+def _facets_doc(counted: Facets) -> dict[str, Any]:
+    return {
+        "products": counted.products,
+        "facets": {
+            name: [{"value": c.value, "count": c.count} for c in hits]
+            for name, hits in counted.counts.items()
+        },
+    }
 
 
 def info(

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shopsearch.qdrant.backend import Hit, SearchMode
-from shopsearch.qdrant.facets import FacetCount
+from shopsearch.qdrant.facets import Facets
 
 # Attribute columns: (header, rich column options). One that no shown product fills is left
 # out, so that a catalog without brands (or prices, or variants) gives its titles the room.
@@ -98,14 +98,11 @@ def results_table(
     return table
 
 
-def facet_tables(
-    total: int, filters: list[str], counts: dict[str, list[FacetCount]]
-) -> list[Text | Table]:
-    """A line saying how many products passed the filters, then a table per field. Values
-    print as --filter reads them: a boolean as true/false."""
-    passed = f"{total:,} products" + (f" pass {' and '.join(filters)}" if filters else "")
-    out: list[Text | Table] = [Text(passed)]
-    for name, hits in counts.items():
+def facet_tables(heading: str, counted: Facets) -> list[Text | Table]:
+    """`heading` (what was counted), then a table per field. Values print as --filter reads
+    them: a boolean as true/false."""
+    out: list[Text | Table] = [Text(heading)]
+    for name, hits in counted.counts.items():
         table = Table(title=Text(name), title_justify="left", caption_justify="left")
         table.add_column("value", overflow="fold")
         table.add_column("products", justify="right")

@@ -10,8 +10,10 @@ no index.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shopsearch.errors import UsageError
 from shopsearch.qdrant.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
@@ -28,6 +30,12 @@ FACET_FIELDS = tuple(
 class FacetCount:
     value: str | bool
     count: int  # products holding the value (a category counts each level of its path)
+
+
+@dataclass(frozen=True)
+class Facets:
+    products: int  # the products counted: those passing the filters, or a query's best
+    counts: dict[str, list[FacetCount]]  # field -> its most held values
 
 
 def check_facet_fields(fields: Sequence[str]) -> list[str]:
@@ -55,3 +63,17 @@ def by_count(hits: Sequence[FacetCount]) -> list[FacetCount]:
     """Most products first, equal counts by value: Qdrant's order, made the same on both
     backends."""
     return sorted(hits, key=lambda h: (-h.count, str(h.value)))
+
+
+def count_values(payloads: Iterable[dict[str, Any]], field: str, limit: int) -> list[FacetCount]:
+    """The `limit` values of `field` most held among these payloads, counted as Qdrant counts
+    them (a list counts each of its values once; products without the field do not count).
+    For a query's facets, among its best hits: Qdrant's facet API took 5.2 ms to count the
+    brands of 100 products by their ids on the 55k benchmark catalog, as it walks the
+    field's index (RESULTS.md section 9), and these counts cost microseconds."""
+    counts: Counter[str | bool] = Counter()
+    for payload in payloads:
+        value = payload.get(field)
+        values = value if isinstance(value, list) else [value]
+        counts.update({v for v in values if isinstance(v, str | bool)})
+    return by_count([FacetCount(v, n) for v, n in counts.items()])[:limit]

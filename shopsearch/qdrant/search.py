@@ -24,6 +24,7 @@ from shopsearch.qdrant.backend import (
     SparseVec,
 )
 from shopsearch.qdrant.bm25 import Bm25Settings
+from shopsearch.qdrant.facets import Facets, count_values
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.learned_fusion import FusionModel, union_features
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
@@ -131,6 +132,7 @@ class ProductSearch:
             meta.check_encoder(encoder_info(encoder))
         self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
         self._fusion: FusionModel | None = None
+        self._encoded: tuple[list[str], np.ndarray] | None = None
         self.typos = typos or TypoCorrector.stored(backend)
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         backend.load_index()
@@ -154,7 +156,7 @@ class ProductSearch:
         if options.mode is not SearchMode.BM25:
             if self.encoder is None:
                 raise UsageError(f"--mode {options.mode.value} needs an encoder")
-            dense = self.encoder.encode_queries(texts)
+            dense = self._encode(texts)
         payload = payload_fields(options)
         collapsing = self._collapses(options)
         # A few hits past the page, so that a tie at its end is ordered by point id (as
@@ -183,6 +185,44 @@ class ProductSearch:
         if collapsing:
             results = self._one_per_family(requests, results, options.depth)
         return [hits[options.offset : options.depth] for hits in results]
+
+    def facets(
+        self, query: Query, options: SearchOptions, fields: Sequence[str], limit: int
+    ) -> Facets:
+        """Each field's `limit` values most held among the query's best `options.candidates`
+        products (every variant counted), by the same search as its results: the counts of
+        a results page's filter sidebar. A semantic search ranks every product rather than
+        matching some, so "the results" are these best ones, as where Elasticsearch counts
+        a kNN search's k nearest. Counted from their payloads (`count_values`)."""
+        best = self.search(
+            query,
+            replace(
+                options,
+                top_k=options.candidates,
+                offset=0,
+                payload_fields=list(fields),
+                collapse_variants=False,
+            ),
+        )
+        payloads = [h.payload for h in best]
+        return Facets(len(best), {name: count_values(payloads, name, limit) for name in fields})
+
+    def catalog_facets(
+        self, conditions: Sequence[Condition], fields: Sequence[str], limit: int
+    ) -> Facets:
+        """Each field's `limit` values most held among all products passing `conditions`: a
+        category page's sidebar, where no query text ranks the products."""
+        counts = {name: self.backend.facet(name, conditions, limit) for name in fields}
+        return Facets(self.backend.count(conditions), counts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """The queries' vectors, kept for the next search of the same texts (a query's
+        results, then its facets): a one-shot query's encoder answers its first texts from
+        a forked child and would load in-process for a second encoding."""
+        assert self.encoder is not None
+        if self._encoded is None or self._encoded[0] != texts:
+            self._encoded = (texts, self.encoder.encode_queries(texts))
+        return self._encoded[1]
 
     def _collapses(self, options: SearchOptions) -> bool:
         """Whether results are collapsed to one per family: asked for, and the collection may
@@ -251,7 +291,7 @@ class ProductSearch:
         if self.encoder is None:
             raise UsageError("learned fusion needs an encoder")
         texts = [self.searched_text(q, options) for q in queries]
-        dense = self.encoder.encode_queries(texts)
+        dense = self._encode(texts)
         payload = payload_fields(options)
         terms, requests = [], []
         for i, q in enumerate(queries):
