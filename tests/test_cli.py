@@ -212,13 +212,13 @@ def test_bad_filter_exits_nonzero_naming_it(demo_env, expr, message):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-@pytest.mark.parametrize("command", ["query", "info"])
+@pytest.mark.parametrize("command", ["query", "info", "facets"])
 def test_an_unreachable_server_exits_1_naming_its_url(command, closed_port):
     for url in (
         f"http://127.0.0.1:{closed_port}",
         f"127.0.0.1:{closed_port}",
     ):  # with and without a scheme
-        args = ["shoes"] if command == "query" else []
+        args = {"query": ["shoes"], "facets": ["brand"]}.get(command, [])
         proc = run_cli(command, *args, "--qdrant-url", url, check=False)
         assert proc.returncode == 1
         assert f"cannot reach Qdrant at {url} " in proc.stderr

@@ -1,11 +1,13 @@
-"""How many products hold each value of a field, among those that pass some filters.
+"""How many products hold each value of a field: a filter sidebar's counts ("Brand: DeWalt
+(12)").
 
-A shop's filter sidebar shows these counts ("Brand: DeWalt (12)"), and they are the exact
-values `--filter` matches: filters are exact and case-sensitive, so `color=black` finds
-nothing in a catalog that says `Black`. Qdrant counts them from the field's payload index
-(its facet API, on Edge and on a server alike), so only indexed keyword and boolean fields
-can be counted: `price` is a number (filter it with a range), and `attributes.<key>` has
-no index.
+Two sets of products are counted. A category page counts those passing its filters
+(`shopsearch facets`): Qdrant counts them from the field's payload index (its facet API,
+on Edge and on a server alike), and they show the exact values `--filter` matches, since
+filters are exact and case-sensitive (`color=black` finds nothing in a catalog that says
+`Black`). A results page counts a query's best results (`shopsearch query --facet`), from
+their payloads. Either way only the indexed keyword and boolean fields can be counted:
+`price` is a number (filter it with a range), and `attributes.<key>` has no index.
 """
 
 from __future__ import annotations
