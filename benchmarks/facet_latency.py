@@ -7,7 +7,7 @@ would do: scroll the products passing the filters, reading that one payload fiel
 count in Python. Both must give the same top 10 (asserted); the table reports p50 of
 each and their ratio.
 
-    python benchmarks/facet_latency.py [--work DIR] [--repeats 20]
+    python benchmarks/facet_latency.py [--work DIR] [--repeats 20] [--collection-dir DIR]
 
 Then a query's facets (`shopsearch query TEXT --facet brand --facet color`): the 1,226 dev
 queries, warm and in-process with the int8 encoder, under the benchmark's filters, each
@@ -67,13 +67,23 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/shopsearch-bench"))
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--collection-dir",
+        type=Path,
+        default=None,
+        help="time an existing Edge collection instead (e.g. scale_1m.py's), built from "
+        "bench_catalog.py's catalog",
+    )
     args = parser.parse_args()
 
     model_dir = ensure_model(args.model_dir or default_model_dir())
-    catalog = write_catalog(args.work / "homedepot-attrs.parquet")
-    connection = Connection(collection=COLLECTION, path=args.work / "edge")
-    ensure_collection(connection, catalog, model_dir)
-    backend = connection.open()
+    if args.collection_dir is None:
+        catalog = write_catalog(args.work / "homedepot-attrs.parquet")
+        connection = Connection(collection=COLLECTION, path=args.work / "edge")
+        ensure_collection(connection, catalog, model_dir)
+        backend = connection.open()
+    else:
+        backend = EdgeBackend(args.collection_dir)
     assert isinstance(backend, EdgeBackend)
     rows = []
     try:
