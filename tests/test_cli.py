@@ -574,6 +574,10 @@ def test_facets_count_values_under_the_filters_as_a_table_and_as_json(demo_env):
     top = doc["facets"]["category"]
     value, count = min(levels.items(), key=lambda kv: (-kv[1], kv[0]))
     assert len(top) == 10 and top[0] == {"value": value, "count": count}
+    prices = [r["price"] for r in black]
+    assert doc["ranges"] == {}
+    proc = run_cli("facets", "price", "-f", "color=Black", "--json", env_extra=env)
+    assert json.loads(proc.stdout)["ranges"] == {"price": {"min": min(prices), "max": max(prices)}}
     proc = run_cli("facets", "in_stock", "--limit", "1", env_extra=env)
     assert proc.stdout.startswith("200 products\n")
     assert table_rows(proc.stdout) == (["value", "products"], [["true", "200"]])
@@ -582,7 +586,7 @@ def test_facets_count_values_under_the_filters_as_a_table_and_as_json(demo_env):
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        ("price", "'price' is a number: filter it with a range"),
+        ("product_id", "every product has its own product_id"),
         ("attributes.Occasion", "has no payload index"),
         ("colour", "unknown field 'colour'"),
     ],
@@ -592,6 +596,7 @@ def test_a_field_facets_cannot_count_exits_2_naming_the_countable_ones(demo_env,
     proc = run_cli("facets", "brand", field, env_extra=env, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert message in proc.stderr and "countable: brand, category, color" in proc.stderr
+    assert "in_stock, price)" in proc.stderr
 
 
 def test_a_querys_facets_come_with_its_results_and_not_with_a_batch(demo_env, tmp_path):

@@ -40,6 +40,7 @@ from shopsearch.qdrant.backend import (
 )
 from shopsearch.qdrant.bm25 import Bm25Settings
 from shopsearch.qdrant.edge import EdgeBackend, _read_ahead
+from shopsearch.qdrant.facets import ValueRange
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.qdrant.search import DEFAULT_BM25_WEIGHT, ProductSearch, Query, SearchOptions
@@ -1114,6 +1115,10 @@ def test_facets_count_each_value_among_the_products_passing_the_filters(
     assert [(c.value, c.count) for c in top] == sorted(
         levels.items(), key=lambda kv: (-kv[1], kv[0])
     )[:3]
+    # A number is bounded, not counted.
+    prices = [r["price"] for r in cheap]
+    assert backend.value_range("price", conditions) == ValueRange(min(prices), max(prices))
+    assert backend.value_range("price", parse_filters(["price<0"])) is None
 
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
@@ -1143,9 +1148,12 @@ def test_a_querys_facets_count_its_best_candidates_results(backend_name, request
     search = ProductSearch(request.getfixturevalue(backend_name), encoder)
     query = Query("shoes", parse_filters(["price<=1500"]))
     options = SearchOptions(candidates=30)
-    counted = search.facets(query, options, ["color", "category"], limit=1000)
+    counted = search.facets(query, options, ["color", "category", "price"], limit=1000)
     best = search.search(query, replace(options, top_k=30, collapse_variants=False))
     assert counted.products == len(best) == 30
+    prices = [h.payload["price"] for h in best]
+    assert counted.ranges == {"price": ValueRange(min(prices), max(prices))}
+    assert max(prices) <= 1500
     colors = Counter(h.payload["color"] for h in best if h.payload.get("color"))
     levels = Counter(level for h in best for level in h.payload.get("category") or [])
     for name, expected in (("color", colors), ("category", levels)):
@@ -1153,4 +1161,4 @@ def test_a_querys_facets_count_its_best_candidates_results(backend_name, request
         assert got == sorted(expected.items(), key=lambda kv: (-kv[1], kv[0])), name
     # A filter no product passes: nothing to count.
     none = search.facets(Query("shoes", parse_filters(["price<0"])), options, ["color"], 10)
-    assert none.products == 0 and none.counts == {"color": []}
+    assert none.products == 0 and none.counts == {"color": []} and none.ranges == {}

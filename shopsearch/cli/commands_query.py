@@ -16,7 +16,7 @@ from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.qdrant.backend import FusionMethod, SearchMode
-from shopsearch.qdrant.facets import FACET_FIELDS, Facets, check_facet_fields
+from shopsearch.qdrant.facets import FACET_FIELDS, RANGE_FIELDS, Facets, check_facet_fields
 from shopsearch.qdrant.filters import parse_filters
 from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions, searched_text
 from shopsearch.qdrant.spelling import TypoCorrector
@@ -63,7 +63,7 @@ def query(
         typer.Option(
             "--facet",
             help="Count the values of a field among the best --candidates results, "
-            f"repeatable: {', '.join(FACET_FIELDS)}.",
+            f"repeatable: {', '.join(FACET_FIELDS)}; {', '.join(RANGE_FIELDS)} gets its range.",
             show_default=False,
         ),
     ] = None,
@@ -147,7 +147,11 @@ def query(
         }
         if counted is not None:
             facets_doc = _facets_doc(counted)
-            doc.update(facets_among=facets_doc["products"], facets=facets_doc["facets"])
+            doc.update(
+                facets_among=facets_doc["products"],
+                facets=facets_doc["facets"],
+                ranges=facets_doc["ranges"],
+            )
         print_json(doc, ensure_ascii=False)
         return
     from rich.console import Console  # not imported for --json: see app._print_error
@@ -167,7 +171,9 @@ def facets(
     fields: Annotated[
         list[str] | None,
         typer.Argument(
-            help=f"Fields to count, one or more: {', '.join(FACET_FIELDS)}.", show_default=False
+            help=f"Fields to count, one or more: {', '.join(FACET_FIELDS)}; or "
+            f"{', '.join(RANGE_FIELDS)}, whose lowest and highest value is shown.",
+            show_default=False,
         ),
     ] = None,
     filters: opt.Filters = None,
@@ -209,6 +215,10 @@ def _facets_doc(counted: Facets) -> dict[str, Any]:
         "facets": {
             name: [{"value": c.value, "count": c.count} for c in hits]
             for name, hits in counted.counts.items()
+        },
+        "ranges": {
+            name: None if span is None else {"min": span.low, "max": span.high}
+            for name, span in counted.ranges.items()
         },
     }
 

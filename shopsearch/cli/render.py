@@ -99,8 +99,8 @@ def results_table(
 
 
 def facet_tables(heading: str, counted: Facets) -> list[Text | Table]:
-    """`heading` (what was counted), then a table per field. Values print as --filter reads
-    them: a boolean as true/false."""
+    """`heading` (what was counted), then a table per field: its values and their counts (a
+    boolean printed as --filter reads it, true/false), or a number's lowest and highest."""
     out: list[Text | Table] = [Text(heading)]
     for name, hits in counted.counts.items():
         table = Table(title=Text(name), title_justify="left", caption_justify="left")
@@ -111,5 +111,14 @@ def facet_tables(heading: str, counted: Facets) -> list[Text | Table]:
             table.add_row(Text(value), f"{hit.count:,}")
         if not hits:
             table.caption = f"no product here has a {name}"
+        out.append(table)
+    for name, span in counted.ranges.items():
+        table = Table(title=Text(name), title_justify="left", caption_justify="left")
+        table.add_column("lowest", justify="right")
+        table.add_column("highest", justify="right")
+        if span is None:
+            table.caption = f"no product here has a {name}"
+        else:
+            table.add_row(f"{span.low:,.2f}", f"{span.high:,.2f}")
         out.append(table)
     return out

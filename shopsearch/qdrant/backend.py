@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shopsearch.qdrant.facets import FacetCount
+from shopsearch.qdrant.facets import FacetCount, ValueRange
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import SPARSE_VECTOR, CollectionMeta
 
@@ -220,6 +220,11 @@ class Backend(Protocol):
     def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
         """The `limit` values of `field` most products passing `conditions` hold, counted
         exactly, in `facets.by_count` order."""
+        ...
+
+    def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
+        """The lowest and highest value of a number field among the products passing
+        `conditions` (read in its index's order), or None when none has one."""
         ...
 
     def finish_writes(self) -> None:

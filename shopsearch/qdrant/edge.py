@@ -42,7 +42,7 @@ from shopsearch.qdrant.backend import (
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
-from shopsearch.qdrant.facets import FacetCount, by_count
+from shopsearch.qdrant.facets import FacetCount, ValueRange, by_count
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import (
     DENSE_VECTOR,
@@ -291,6 +291,18 @@ class EdgeBackend:
         flt = build_filter(conditions, _MODELS)
         response = self._open().facet(qe.FacetRequest(field, limit=limit, exact=True, filter=flt))
         return by_count([FacetCount(hit.value, hit.count) for hit in response.hits])
+
+    def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
+        flt = build_filter(conditions, _MODELS)
+        ends = []
+        for direction in (qe.Direction.Asc, qe.Direction.Desc):
+            order = qe.OrderBy(field, direction=direction)
+            request = qe.ScrollRequest(
+                limit=1, filter=flt, with_payload=[field], with_vector=False, order_by=order
+            )
+            records, _ = self._open().scroll(request)
+            ends += [r.order_value for r in records]
+        return ValueRange(*ends) if ends else None
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         shard = self._open()

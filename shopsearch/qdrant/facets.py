@@ -6,15 +6,16 @@ Two sets of products are counted. A category page counts those passing its filte
 on Edge and on a server alike), and they show the exact values `--filter` matches, since
 filters are exact and case-sensitive (`color=black` finds nothing in a catalog that says
 `Black`). A results page counts a query's best results (`shopsearch query --facet`), from
-their payloads. Either way only the indexed keyword and boolean fields can be counted:
-`price` is a number (filter it with a range), and `attributes.<key>` has no index.
+their payloads. Either way only the indexed keyword and boolean fields can be counted, and
+`attributes.<key>` has no index. A number (`price`) is not counted but bounded: its lowest
+and highest value, a price slider's ends.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shopsearch.errors import UsageError
@@ -27,6 +28,9 @@ FACET_FIELDS = tuple(
     if kind is not FieldType.FLOAT and name != "product_id"
 )
 
+# Numbers get their range instead of counts.
+RANGE_FIELDS = tuple(name for name, kind in INDEXED_FIELDS.items() if kind is FieldType.FLOAT)
+
 
 @dataclass(frozen=True)
 class FacetCount:
@@ -35,29 +39,35 @@ class FacetCount:
 
 
 @dataclass(frozen=True)
+class ValueRange:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class Facets:
     products: int  # the products counted: those passing the filters, or a query's best
     counts: dict[str, list[FacetCount]]  # field -> its most held values
+    # number field -> its lowest and highest value; None where no counted product has one
+    ranges: dict[str, ValueRange | None] = field(default_factory=dict)
 
 
 def check_facet_fields(fields: Sequence[str]) -> list[str]:
     """The fields, each once, in the order given; a field Qdrant cannot count is refused
     with what it can."""
+    known = ", ".join(FACET_FIELDS + RANGE_FIELDS)
     if not fields:
-        raise UsageError(f"name a field to count: {', '.join(FACET_FIELDS)}")
+        raise UsageError(f"name a field to count: {known}")
     for name in fields:
-        if name in FACET_FIELDS:
+        if name in FACET_FIELDS or name in RANGE_FIELDS:
             continue
-        if INDEXED_FIELDS.get(name) is FieldType.FLOAT:
-            why = f"'{name}' is a number: filter it with a range ({name}<=150)"
-        elif name == "product_id":
+        if name == "product_id":
             why = "every product has its own product_id"
         elif name.startswith(f"{ATTRIBUTES_FIELD}."):
             why = f"'{name}' has no payload index, and Qdrant counts only indexed fields"
         else:
             why = f"unknown field '{name}'"
-        countable = ", ".join(FACET_FIELDS)
-        raise UsageError(f"cannot count values of {name}: {why} (countable: {countable})")
+        raise UsageError(f"cannot count values of {name}: {why} (countable: {known})")
     return list(dict.fromkeys(fields))
 
 
@@ -79,3 +89,13 @@ def count_values(payloads: Iterable[dict[str, Any]], field: str, limit: int) -> 
         values = value if isinstance(value, list) else [value]
         counts.update({v for v in values if isinstance(v, str | bool)})
     return by_count([FacetCount(v, n) for v, n in counts.items()])[:limit]
+
+
+def payload_range(payloads: Iterable[dict[str, Any]], field: str) -> ValueRange | None:
+    """The lowest and highest number `field` holds among these payloads."""
+    numbers = [
+        p[field]
+        for p in payloads
+        if isinstance(p.get(field), int | float) and not isinstance(p[field], bool)
+    ]
+    return ValueRange(min(numbers), max(numbers)) if numbers else None

@@ -24,7 +24,13 @@ from shopsearch.qdrant.backend import (
     SparseVec,
 )
 from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.facets import Facets, count_values
+from shopsearch.qdrant.facets import (
+    FACET_FIELDS,
+    RANGE_FIELDS,
+    Facets,
+    count_values,
+    payload_range,
+)
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.learned_fusion import FusionModel, union_features
 from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
@@ -193,7 +199,8 @@ class ProductSearch:
         products (every variant counted), by the same search as its results: the counts of
         a results page's filter sidebar. A semantic search ranks every product rather than
         matching some, so "the results" are these best ones, as where Elasticsearch counts
-        a kNN search's k nearest. Counted from their payloads (`count_values`)."""
+        a kNN search's k nearest. Counted from their payloads (`count_values`); a number
+        field gets its range among them."""
         best = self.search(
             query,
             replace(
@@ -205,15 +212,19 @@ class ProductSearch:
             ),
         )
         payloads = [h.payload for h in best]
-        return Facets(len(best), {name: count_values(payloads, name, limit) for name in fields})
+        counts = {n: count_values(payloads, n, limit) for n in fields if n in FACET_FIELDS}
+        ranges = {n: payload_range(payloads, n) for n in fields if n in RANGE_FIELDS}
+        return Facets(len(best), counts, ranges)
 
     def catalog_facets(
         self, conditions: Sequence[Condition], fields: Sequence[str], limit: int
     ) -> Facets:
-        """Each field's `limit` values most held among all products passing `conditions`: a
-        category page's sidebar, where no query text ranks the products."""
-        counts = {name: self.backend.facet(name, conditions, limit) for name in fields}
-        return Facets(self.backend.count(conditions), counts)
+        """Each field's `limit` values most held among all products passing `conditions` (a
+        number field's range): a category page's sidebar, where no query text ranks the
+        products."""
+        counts = {n: self.backend.facet(n, conditions, limit) for n in fields if n in FACET_FIELDS}
+        ranges = {n: self.backend.value_range(n, conditions) for n in fields if n in RANGE_FIELDS}
+        return Facets(self.backend.count(conditions), counts, ranges)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         """The queries' vectors, kept for the next search of the same texts (a query's

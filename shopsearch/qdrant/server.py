@@ -34,7 +34,7 @@ from shopsearch.qdrant.backend import (
     rrf_weights,
 )
 from shopsearch.qdrant.conditions import build_filter
-from shopsearch.qdrant.facets import FacetCount, by_count
+from shopsearch.qdrant.facets import FacetCount, ValueRange, by_count
 from shopsearch.qdrant.filters import Condition
 from shopsearch.qdrant.schema import (
     DENSE_VECTOR,
@@ -298,6 +298,21 @@ class ServerBackend:
                 self.collection, field, facet_filter=flt, limit=limit, exact=True
             )
         return by_count([FacetCount(hit.value, hit.count) for hit in response.hits])
+
+    def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
+        flt = build_filter(conditions, models)
+        ends = []
+        with self._server("rejected the range"):
+            for direction in (models.Direction.ASC, models.Direction.DESC):
+                records, _ = self.client.scroll(
+                    self.collection,
+                    scroll_filter=flt,
+                    limit=1,
+                    order_by=models.OrderBy(key=field, direction=direction),
+                    with_payload=[field],
+                )
+                ends += [r.order_value for r in records]
+        return ValueRange(*ends) if ends else None
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if any(_weighted_rrf(r) for r in requests):
