@@ -106,7 +106,7 @@ def main() -> None:
                         f"{scroll_ms / facet_ms:.0f}x",
                     ]
                 )
-        query_rows = query_facets(backend, OnnxEncoder.load(model_dir))
+        query_rows = query_facets(backend, OnnxEncoder.load(model_dir, precision="int8"))
     finally:
         backend.close()
     print(f"Top {LIMIT} values per field, exact counts, Edge, p50 in ms:\n")
