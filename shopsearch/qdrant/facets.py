@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shopsearch.errors import UsageError
@@ -49,7 +49,7 @@ class Facets:
     products: int  # the products counted: those passing the filters, or a query's best
     counts: dict[str, list[FacetCount]]  # field -> its most held values
     # number field -> its lowest and highest value; None where no counted product has one
-    ranges: dict[str, ValueRange | None] = field(default_factory=dict)
+    ranges: dict[str, ValueRange | None]
 
 
 def check_facet_fields(fields: Sequence[str]) -> list[str]:
