@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from bench_catalog import HOMEDEPOT
 
-from shopsearch.encoders.training_data import (
+from shopsearch.training.data import (
     Bm25Index,
     load_judgments,
     load_product_texts,

@@ -32,21 +32,21 @@ from eval_homedepot import COLLECTION, DEFAULT_DATA, ensure_collection
 from index_build import build, read_points
 
 from shopsearch.encoders import OnnxEncoder
-from shopsearch.encoders.training_data import load_product_texts
 from shopsearch.evaluation.evaluate import ALL, Evaluation, System, evaluate
 from shopsearch.evaluation.judgments import Judgments, load_judgments
 from shopsearch.evaluation.systems import search_system
-from shopsearch.qdrant.backend import (
+from shopsearch.search.product_search import ProductSearch, SearchOptions
+from shopsearch.store.backend import (
     Connection,
     IndexSettings,
     ProductPoint,
     SearchMode,
     SparseVec,
 )
-from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.edge import EdgeBackend
-from shopsearch.qdrant.schema import CollectionMeta
-from shopsearch.qdrant.search import ProductSearch, SearchOptions
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.edge import EdgeBackend
+from shopsearch.store.schema import CollectionMeta
+from shopsearch.training.data import load_product_texts
 
 TEXTBOOK = (1.2, 0.75)
 GRID = [(k, b) for k in (0.3, 0.5, 0.9, 1.2, 1.5) for b in (0.3, 0.45, 0.6, 0.75, 0.9)]

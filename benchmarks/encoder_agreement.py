@@ -127,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model_dir
         if model_dir is None:
-            from shopsearch.encoders.export import export_model
+            from shopsearch.training.export import export_model
 
             model_dir = Path(scratch) / "model"
             export_model(None, model_dir)

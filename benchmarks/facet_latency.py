@@ -29,12 +29,12 @@ from bench_catalog import FILTERS, dev_queries, percentiles, table, write_catalo
 from query_latency import COLLECTION, ensure_collection, ensure_model
 
 from shopsearch.encoders import OnnxEncoder, default_model_dir
-from shopsearch.qdrant.backend import Connection
-from shopsearch.qdrant.conditions import build_filter
-from shopsearch.qdrant.edge import _MODELS, EdgeBackend
-from shopsearch.qdrant.facets import FacetCount, by_count
-from shopsearch.qdrant.filters import Condition, parse_filters
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.store.conditions import Condition, build_filter
+from shopsearch.store.connection import Connection
+from shopsearch.store.counts import FacetCount, by_count
+from shopsearch.store.edge import _MODELS, EdgeBackend
 
 # The benchmark catalog fills these (no category, size or currency).
 FIELDS = ("brand", "color", "in_stock")

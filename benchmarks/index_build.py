@@ -28,7 +28,8 @@ from bench_catalog import FILTERS, dev_queries, percentiles, table, write_catalo
 from query_latency import COLLECTION, ensure_collection, ensure_model
 
 from shopsearch.encoders import OnnxEncoder, default_model_dir
-from shopsearch.qdrant.backend import (
+from shopsearch.search.filters import parse_filters
+from shopsearch.store.backend import (
     Connection,
     IndexSettings,
     ProductPoint,
@@ -36,9 +37,8 @@ from shopsearch.qdrant.backend import (
     SearchRequest,
     SparseVec,
 )
-from shopsearch.qdrant.edge import SHARD_DIR, EdgeBackend
-from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.schema import DENSE_VECTOR, SPARSE_VECTOR, CollectionMeta
+from shopsearch.store.edge import SHARD_DIR, EdgeBackend
+from shopsearch.store.schema import DENSE_VECTOR, SPARSE_VECTOR, CollectionMeta
 
 
 def unlink_price(backend: EdgeBackend) -> None:

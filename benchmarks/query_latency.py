@@ -38,9 +38,10 @@ from bench_catalog import (
 from shopsearch.encoders import OnnxEncoder, default_model_dir, resolve_base_model
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
-from shopsearch.qdrant.backend import Connection, FusionMethod
-from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.store.backend import FusionMethod
+from shopsearch.store.connection import Connection
 
 COLLECTION = "bench"
 REFERENCE = """
@@ -82,7 +83,7 @@ sys.exit(main(sys.argv[1:]))
 
 def ensure_model(model_dir: Path) -> Path:
     if not (model_dir / "manifest.json").exists():
-        from shopsearch.encoders.export import export_model
+        from shopsearch.training.export import export_model
 
         export_model(None, model_dir)
     return model_dir
@@ -229,7 +230,7 @@ def main() -> None:
 
     from qdrant_client import QdrantClient
 
-    from shopsearch.qdrant.server import ServerBackend
+    from shopsearch.store.server import ServerBackend
 
     if not local_dir.exists():
         backend = ServerBackend(QdrantClient(path=str(local_dir)), COLLECTION, str(local_dir))

@@ -30,12 +30,12 @@ from bench_catalog import FILTERS, catalog_batches, dev_queries, percentiles, ta
 from shopsearch.encoders import OnnxEncoder, default_model_dir
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.validate import Product
-from shopsearch.qdrant.backend import IndexSettings, ProductPoint, SearchMode, SparseVec
-from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.edge import EdgeBackend
-from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.schema import CollectionMeta, point_id
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions, encoder_info
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.store.backend import IndexSettings, ProductPoint, SearchMode, SparseVec
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.edge import EdgeBackend
+from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
 
 SIGMA = 0.35
 UPSERT_BATCH = 2_000
@@ -64,7 +64,7 @@ def build(
     settings = Bm25Settings(avg_len=24.0)
     bm25 = settings.model()
     backend = EdgeBackend(directory, index)
-    backend.create(CollectionMeta(encoder_info(encoder), settings.to_dict(), template.template))
+    backend.create(CollectionMeta(EncoderInfo.of(encoder), settings.to_dict(), template.template))
     n_base = len(base)
     dim = base.shape[1]
     start = time.perf_counter()

@@ -50,16 +50,16 @@ import torch
 import torch.nn.functional as F
 from bench_catalog import HOMEDEPOT
 
-from shopsearch.encoders.fn_masked_contrastive import masked_info_nce
-from shopsearch.encoders.training import TrainConfig, use_bf16
-from shopsearch.encoders.training_data import (
+from shopsearch.evaluation.judgments import GradeScheme
+from shopsearch.evaluation.metrics import ndcg, recall
+from shopsearch.training.data import (
     load_judgments,
     load_product_texts,
     model_top_k,
     parse_grade_map,
 )
-from shopsearch.evaluation.judgments import GradeScheme
-from shopsearch.evaluation.metrics import ndcg, recall
+from shopsearch.training.losses.false_negative_masked_contrastive import masked_info_nce
+from shopsearch.training.pipeline import TrainConfig, use_bf16
 
 PROTOCOL = GradeScheme("numeric", lo=1.0, hi=3.0)  # gain (r - 1) / 2, relevant r >= 2.5
 UNMASKED = "unmasked"  # Knobs.margin for MNRL's loss: no identity or margin mask

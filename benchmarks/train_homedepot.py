@@ -13,7 +13,7 @@ reference row:
     stage1-cosent  stage1, then CoSENTLoss on stage 2's graded groups (as level-scored pairs)
     stage1-roar    stage1, then ROAR (shopsearch's stage 2)
 
-Fair by construction: every run goes through shopsearch.encoders.training with one TrainConfig
+Fair by construction: every run goes through shopsearch.training.pipeline with one TrainConfig
 (steps per stage, batch size, learning rate, warm-up, seed, max length); the two baselines use
 `train_with_loss`, i.e. the same Trainer arguments, on the rows our stages train on: MNRL
 reads stage 1's pairs (`stage1_rows`: mined once, whichever arm runs first) and CoSENT
@@ -68,9 +68,19 @@ from typing import Any
 
 from bench_catalog import HOMEDEPOT, run_shopsearch, table
 
-from shopsearch.encoders.export import export_model
 from shopsearch.encoders.resolve import resolve_base_model
-from shopsearch.encoders.training import (
+from shopsearch.evaluation.evaluate import ALL, System, evaluate
+from shopsearch.evaluation.judgments import load_judgments as load_dev_judgments
+from shopsearch.evaluation.runs import read_run
+from shopsearch.training.data import (
+    Judgments,
+    build_stage2,
+    load_judgments,
+    load_product_texts,
+    parse_grade_map,
+)
+from shopsearch.training.export import export_model
+from shopsearch.training.pipeline import (
     StageResult,
     TrainConfig,
     load_model,
@@ -79,16 +89,6 @@ from shopsearch.encoders.training import (
     train_with_loss,
     use_bf16,
 )
-from shopsearch.encoders.training_data import (
-    Judgments,
-    build_stage2,
-    load_judgments,
-    load_product_texts,
-    parse_grade_map,
-)
-from shopsearch.evaluation.evaluate import ALL, System, evaluate
-from shopsearch.evaluation.judgments import load_judgments as load_dev_judgments
-from shopsearch.evaluation.runs import read_run
 
 SYSTEMS = ("zero-shot", "mnrl", "stage1", "stage1-cosent", "stage1-roar")
 # ablation mode -> (the `shopsearch eval` flags, the system name eval gives it). "learned":

@@ -2,7 +2,7 @@
 
 Home Depot's shopper queries are short and often misspelled ("toliet", "riobi"). Ingest stores
 the catalog's vocabulary, and `ProductSearch` replaces a query word no product uses by a
-catalog word one edit away (`shopsearch/qdrant/spelling.py`). This searches every judged query
+catalog word one edit away (`shopsearch/search/spelling.py`). This searches every judged query
 twice through `ProductSearch`, the query path of `shopsearch query` and `shopsearch eval`,
 once as typed (`fix_typos=False`) and once corrected, and pairs the two with the evaluation
 protocol's tests (full-corpus nDCG@10 and Recall@100, relevance >= 2.5):
@@ -36,10 +36,10 @@ from shopsearch.encoders import OnnxEncoder
 from shopsearch.evaluation.evaluate import ALL, evaluate
 from shopsearch.evaluation.judgments import Judgments, load_judgments
 from shopsearch.evaluation.systems import search_system
-from shopsearch.qdrant.backend import FusionMethod, SearchMode
-from shopsearch.qdrant.edge import EdgeBackend
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
-from shopsearch.qdrant.spelling import TypoCorrector
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.search.spelling import TypoCorrector
+from shopsearch.store.backend import FusionMethod, SearchMode
+from shopsearch.store.edge import EdgeBackend
 
 METRICS = ("nDCG@10", "Recall@100")
 

@@ -13,7 +13,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of all-MiniLM-L6-v2 exported to ONNX (fp32 + int8) with its manifest."""
-    from shopsearch.encoders.export import export_model
+    from shopsearch.training.export import export_model
 
     out_dir = tmp_path_factory.mktemp("exported") / "all-MiniLM-L6-v2"
     export_model(None, out_dir)

@@ -67,7 +67,7 @@ def test_a_column_no_shown_product_fills_is_left_out():
     from rich.console import Console
 
     from shopsearch.cli.render import results_table
-    from shopsearch.qdrant.backend import Hit, SearchMode
+    from shopsearch.store.backend import Hit, SearchMode
 
     def columns(hits):
         console = Console(width=120, record=True)
@@ -95,7 +95,7 @@ def test_variants_that_would_read_alike_show_their_color_size_or_product_id():
     from rich.console import Console
 
     from shopsearch.cli.render import results_table
-    from shopsearch.qdrant.backend import Hit, SearchMode
+    from shopsearch.store.backend import Hit, SearchMode
 
     def table(payloads):
         hits = [Hit(str(n), 1 - n / 10, p) for n, p in enumerate(payloads)]
@@ -132,7 +132,7 @@ def test_markup_in_queries_and_catalog_values_is_shown_as_typed():
     from rich.console import Console
 
     from shopsearch.cli.render import results_table
-    from shopsearch.qdrant.backend import Hit, SearchMode
+    from shopsearch.store.backend import Hit, SearchMode
 
     payload = {
         "title": "[b]cable",
@@ -346,7 +346,7 @@ def test_ingest_prune_reports_what_it_deleted_or_why_it_did_not(demo_env, tmp_pa
 def _forget_variants(directory):
     from dataclasses import replace
 
-    from shopsearch.qdrant.edge import EdgeBackend
+    from shopsearch.store.edge import EdgeBackend
 
     backend = EdgeBackend(directory)
     backend.write_meta(replace(backend.read_meta(), variants=None))
@@ -525,7 +525,7 @@ def test_a_catalog_whose_every_row_is_rejected_is_an_error(demo_env, tmp_path):
 
 
 def test_an_ingest_while_another_writes_the_collection_exits_1_and_queries_still_run(demo_env):
-    from shopsearch.qdrant.edge import EdgeBackend
+    from shopsearch.store.edge import EdgeBackend
 
     env, tmp = demo_env
     collection = Path(env["SHOPSEARCH_DATA_DIR"]) / "products"

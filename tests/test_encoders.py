@@ -70,7 +70,7 @@ def reference_model():
 
 @pytest.fixture(scope="module")
 def fp32(exported_model: Path) -> OnnxEncoder:
-    return OnnxEncoder.load(exported_model)
+    return OnnxEncoder.load(exported_model, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_missing_int8_raises_not_found(exported_model: Path, tmp_path: Path) -> 
     model_dir = _shallow_copy(exported_model, tmp_path / "model")
     manifest = Manifest.load(model_dir)
     replace(manifest, files={"fp32": manifest.files["fp32"]}).write(model_dir)
-    OnnxEncoder.load(model_dir)
+    OnnxEncoder.load(model_dir, precision="fp32")
     with pytest.raises(ModelNotFoundError, match="int8"):
         OnnxEncoder.load(model_dir, precision="int8")
 
@@ -267,7 +267,7 @@ def test_resolve_base_model(tmp_path: Path) -> None:
 
 
 def test_export_refuses_to_overwrite_other_directories(tmp_path: Path) -> None:
-    from shopsearch.encoders.export import export_model
+    from shopsearch.training.export import export_model
 
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(UsageError, match="refusing"):
@@ -275,7 +275,7 @@ def test_export_refuses_to_overwrite_other_directories(tmp_path: Path) -> None:
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path: Path) -> None:
-    from shopsearch.encoders.export import export_model
+    from shopsearch.training.export import export_model
 
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()

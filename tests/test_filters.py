@@ -1,7 +1,8 @@
 import pytest
 
 from shopsearch.errors import FilterError
-from shopsearch.qdrant.filters import Match, Range, parse_filter
+from shopsearch.search.filters import parse_filter
+from shopsearch.store.conditions import Match, Range
 
 
 @pytest.mark.parametrize(

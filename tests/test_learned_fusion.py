@@ -23,13 +23,13 @@ from shopsearch.evaluation.fusion_fit import FusionFit, fit_fusion
 from shopsearch.evaluation.judgments import load_judgments
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
-from shopsearch.qdrant.backend import FusionMethod, Hit, SearchMode, SearchRequest, SparseVec
-from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.edge import FUSION_FILE, EdgeBackend
-from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.learned_fusion import FEATURES, FORMAT, FusionModel, fit, union_features
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
-from shopsearch.qdrant.server import ServerBackend
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.learned_fusion import FEATURES, FORMAT, FusionModel, fit, union_features
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.store.backend import FusionMethod, Hit, SearchMode, SearchRequest, SparseVec
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.edge import FUSION_FILE, EdgeBackend
+from shopsearch.store.server import ServerBackend
 
 COL = {name: i for i, name in enumerate(FEATURES)}
 LEARNED = SearchOptions(fusion=FusionMethod.LEARNED)
@@ -221,7 +221,7 @@ JUDGED = [
 
 @pytest.fixture(scope="module")
 def encoder(exported_model: Path) -> OnnxEncoder:
-    return OnnxEncoder.load(exported_model)
+    return OnnxEncoder.load(exported_model, precision="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from shopsearch.encoders.fn_masked_contrastive import (  # noqa: E402
+from shopsearch.training.losses.false_negative_masked_contrastive import (  # noqa: E402
     FalseNegativeMaskedContrastiveLoss,
     masked_info_nce,
 )
-from shopsearch.encoders.roar import ROARLoss, roar_loss_from_scores  # noqa: E402
+from shopsearch.training.losses.roar import ROARLoss, roar_loss_from_scores  # noqa: E402
 
 
 def _softplus_neg(x: float) -> float:

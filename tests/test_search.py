@@ -30,7 +30,15 @@ from shopsearch.errors import (
 from shopsearch.evaluation.systems import system_name
 from shopsearch.ingest.pipeline import ingest_catalog
 from shopsearch.ingest.readers import CatalogReader
-from shopsearch.qdrant.backend import (
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import (
+    DEFAULT_BM25_WEIGHT,
+    ProductSearch,
+    Query,
+    SearchOptions,
+)
+from shopsearch.search.variants import MAX_DEPTH, collapse, deeper_limit, first_limit
+from shopsearch.store.backend import (
     FusionMethod,
     Hit,
     ProductPoint,
@@ -38,19 +46,16 @@ from shopsearch.qdrant.backend import (
     SearchRequest,
     SparseVec,
 )
-from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.edge import EdgeBackend, _read_ahead
-from shopsearch.qdrant.facets import ValueRange
-from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo, point_id
-from shopsearch.qdrant.search import DEFAULT_BM25_WEIGHT, ProductSearch, Query, SearchOptions
-from shopsearch.qdrant.server import ServerBackend, supports_weighted_rrf
-from shopsearch.qdrant.variants import MAX_DEPTH, collapse, deeper_limit, first_limit
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.counts import ValueRange
+from shopsearch.store.edge import EdgeBackend, _read_ahead
+from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
+from shopsearch.store.server import ServerBackend, supports_weighted_rrf
 
 
 @pytest.fixture(scope="module")
 def encoder(exported_model):
-    return OnnxEncoder.load(exported_model)
+    return OnnxEncoder.load(exported_model, precision="fp32")
 
 
 def ingest(catalog, backend, encoder, tmp_path, **kw):
@@ -529,7 +534,7 @@ def test_an_edge_ingest_fails_at_once_while_another_process_writes_the_collectio
     ingest(_titles(tmp_path / "tools.jsonl", TOOLS), backend, encoder, tmp_path)
     backend.close()
     code = (
-        "import time\nfrom pathlib import Path\nfrom shopsearch.qdrant.edge import EdgeBackend\n"
+        "import time\nfrom pathlib import Path\nfrom shopsearch.store.edge import EdgeBackend\n"
         f"with EdgeBackend(Path({str(backend.directory)!r})).writing():\n"
         "    print('locked', flush=True)\n    time.sleep(600)\n"
     )
@@ -654,7 +659,7 @@ def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
 
     edge.count()  # this process holds the shard open
     code = (
-        "from pathlib import Path; from shopsearch.qdrant.edge import EdgeBackend; "
+        "from pathlib import Path; from shopsearch.store.edge import EdgeBackend; "
         f"EdgeBackend(Path({str(edge.directory)!r})).count()"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from shopsearch.qdrant.spelling import TypoCorrector, catalog_words, merge_vocabularies
+from shopsearch.search.spelling import TypoCorrector
+from shopsearch.store.vocabulary import catalog_words, merge_vocabularies
 
 VOCABULARY = {
     "ryobi": 40,

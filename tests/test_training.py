@@ -18,14 +18,8 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("accelerate")
 
 from shopsearch.encoders.resolve import resolve_base_model  # noqa: E402
-from shopsearch.encoders.training import (  # noqa: E402
-    KNOWN_POSITIVES_FILE,
-    TrainConfig,
-    load_model,
-    stage1_rows,
-    train_with_loss,
-)
-from shopsearch.encoders.training_data import (  # noqa: E402
+from shopsearch.errors import UsageError  # noqa: E402
+from shopsearch.training.data import (  # noqa: E402
     Bm25Index,
     build_stage1,
     build_stage2,
@@ -36,7 +30,13 @@ from shopsearch.encoders.training_data import (  # noqa: E402
     model_top_k,
     parse_grade_map,
 )
-from shopsearch.errors import UsageError  # noqa: E402
+from shopsearch.training.pipeline import (  # noqa: E402
+    KNOWN_POSITIVES_FILE,
+    TrainConfig,
+    load_model,
+    stage1_rows,
+    train_with_loss,
+)
 
 HOMEDEPOT = Path("/work/shared/data/homedepot")
 ESCI = Path("/work/shared/data/esci-sample/esci.csv")
@@ -167,7 +167,7 @@ def test_esci_judgments_and_products_from_one_csv() -> None:
 
 
 def test_roar_collator_flattens_real_candidates_only() -> None:
-    from shopsearch.encoders.roar import ROARDataCollator
+    from shopsearch.training.losses.roar import ROARDataCollator
 
     seen: list[list[str]] = []
 
@@ -190,7 +190,9 @@ def test_roar_collator_flattens_real_candidates_only() -> None:
 def _stage1_loss(model_dir: str, dataset, known) -> float:
     from sentence_transformers import SentenceTransformer
 
-    from shopsearch.encoders.fn_masked_contrastive import FalseNegativeMaskedContrastiveLoss
+    from shopsearch.training.losses.false_negative_masked_contrastive import (
+        FalseNegativeMaskedContrastiveLoss,
+    )
 
     model = SentenceTransformer(model_dir)
     model.max_seq_length = 32
@@ -211,7 +213,7 @@ def _stage1_loss(model_dir: str, dataset, known) -> float:
 def _stage2_loss(model_dir: str, dataset) -> float:
     from sentence_transformers import SentenceTransformer
 
-    from shopsearch.encoders.roar import ROARDataCollator, ROARLoss
+    from shopsearch.training.losses.roar import ROARDataCollator, ROARLoss
 
     model = SentenceTransformer(model_dir)
     model.max_seq_length = 32
@@ -232,7 +234,7 @@ def test_cli_smoke_training_lowers_both_losses(tiny: dict[str, Path], tmp_path: 
     from datasets import load_from_disk
 
     from shopsearch.cli.app import main
-    from shopsearch.encoders.training import use_bf16
+    from shopsearch.training.pipeline import use_bf16
 
     out = tmp_path / "run"
     argv = [
@@ -309,8 +311,8 @@ def test_cli_defaults_are_the_config_defaults() -> None:
 
 
 def test_bf16_autocast_is_the_config_or_the_hardware() -> None:
-    from shopsearch.encoders.cpu_features import has_bf16_units
-    from shopsearch.encoders.training import use_bf16
+    from shopsearch.training.cpu_features import has_bf16_units
+    from shopsearch.training.pipeline import use_bf16
 
     assert use_bf16(TrainConfig(bf16=True)) is True
     assert use_bf16(TrainConfig(bf16=False)) is False

@@ -25,7 +25,7 @@ from shopsearch.evaluation.judgments import load_judgments, parse_column_map, pa
 from shopsearch.evaluation.metrics import MODES, MetricConfig
 from shopsearch.evaluation.runs import read_run, write_run
 from shopsearch.evaluation.significance import DEFAULT_RESAMPLES, DEFAULT_SEED
-from shopsearch.qdrant.backend import FusionMethod, SearchMode
+from shopsearch.store.backend import FusionMethod, SearchMode
 
 
 def evaluate(
@@ -151,7 +151,7 @@ def evaluate(
         )
     payloads: dict[str, dict[str, Any]] = {}
     if modes:
-        from shopsearch.qdrant.search import SearchOptions
+        from shopsearch.search.product_search import SearchOptions
 
         if bm25_weight is not None and SearchMode.HYBRID not in modes:
             raise UsageError("--bm25-weight weighs hybrid searches: add --mode hybrid")
@@ -216,7 +216,7 @@ def _search_systems(
     from rich.progress import Progress
 
     from shopsearch.evaluation.systems import search_system
-    from shopsearch.qdrant.search import ProductSearch
+    from shopsearch.search.product_search import ProductSearch
 
     needs_encoder = any(m is not SearchMode.BM25 for m in modes)
     encoder = load_encoder() if needs_encoder else None

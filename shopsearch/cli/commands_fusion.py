@@ -46,7 +46,7 @@ def fit(
 
     from shopsearch.evaluation.fusion_fit import fit_fusion
     from shopsearch.evaluation.judgments import load_judgments, parse_column_map
-    from shopsearch.qdrant.search import ProductSearch, SearchOptions
+    from shopsearch.search.product_search import ProductSearch, SearchOptions
 
     judged = load_judgments(judgments, parse_column_map(column_map or []))
     encoder = opt.load_encoder(model, precision, threads)

@@ -15,7 +15,7 @@ from shopsearch.errors import CatalogError
 from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, IngestReport, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
-from shopsearch.qdrant.bm25 import Bm25Settings
+from shopsearch.store.bm25 import Bm25Settings
 
 
 def ingest(
@@ -82,7 +82,6 @@ def ingest(
     bm25 = Bm25Settings(**chosen) if chosen else None
     encoder = opt.load_encoder(model, precision, threads)
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    rejects_path = rejects or Path.cwd() / f"{catalog.name.split('.')[0]}.rejects.jsonl"
     err = Console(stderr=True)
     progress = Progress(
         TextColumn("ingesting"),
@@ -101,7 +100,7 @@ def ingest(
                 reader,
                 backend,
                 encoder,
-                rejects_path=rejects_path,
+                rejects_path=rejects,
                 template=text_template,
                 bm25=bm25,
                 batch_size=batch_size,

@@ -51,7 +51,7 @@ def export(
     target = out or default_model_dir()
     exported = not (if_missing and (target / "manifest.json").is_file())
     if exported:
-        from shopsearch.encoders.export import export_model
+        from shopsearch.training.export import export_model
 
         # Text, not str: rich would read `[...]` in a path or message as markup.
         with Console(stderr=True).status(Text(f"exporting to {target}")) as status:

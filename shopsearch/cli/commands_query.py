@@ -15,11 +15,11 @@ from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
-from shopsearch.qdrant.backend import FusionMethod, SearchMode
-from shopsearch.qdrant.facets import FACET_FIELDS, RANGE_FIELDS, Facets, check_facet_fields
-from shopsearch.qdrant.filters import parse_filters
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions, searched_text
-from shopsearch.qdrant.spelling import TypoCorrector
+from shopsearch.search.facets import FACET_FIELDS, RANGE_FIELDS, Facets, check_facet_fields
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions, searched_text
+from shopsearch.search.spelling import TypoCorrector
+from shopsearch.store.backend import FusionMethod, SearchMode
 
 
 def query(

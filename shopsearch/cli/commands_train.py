@@ -1,4 +1,4 @@
-"""`shopsearch train`: a thin layer over `shopsearch.encoders.training`.
+"""`shopsearch train`: a thin layer over `shopsearch.training.pipeline`.
 
 torch and sentence-transformers load only inside the command (they cost seconds and are an
 optional extra); without the `train` extra the command fails with one clear message.
@@ -143,7 +143,7 @@ def train(
             f"shopsearch train needs the train extra ({exc.name} is missing): "
             "pip install 'shopsearch[train]'"
         ) from None
-    from shopsearch.encoders.training import TrainConfig, run_training
+    from shopsearch.training.pipeline import TrainConfig, run_training
 
     config = TrainConfig(
         stage=stage,
@@ -212,7 +212,7 @@ def _margins(text: str) -> float | list[float]:
 
 
 def _judgment_map(items: list[str]) -> dict[str, str]:
-    from shopsearch.encoders.training_data import JUDGMENT_FIELDS
     from shopsearch.ingest.readers import parse_column_map
+    from shopsearch.training.data import JUDGMENT_FIELDS
 
     return parse_column_map(items, JUDGMENT_FIELDS, "--judgment-map")

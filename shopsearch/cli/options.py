@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from shopsearch.encoders.manifest import DEFAULT_PRECISION as DEFAULT_PRECISION
 from shopsearch.encoders.protocol import TextEncoder
-from shopsearch.qdrant.backend import Connection
+from shopsearch.store.connection import Connection
 
 Collection = Annotated[
     str | None,
@@ -42,10 +43,6 @@ ModelDir = Annotated[
         "default ~/.cache/shopsearch/models/all-MiniLM-L6-v2].",
     ),
 ]
-# int8 is the CLI's default because it was measured safe: on Home Depot dev, full-corpus
-# nDCG@10 int8 - fp32 = -0.003 (95% CI [-0.007, +0.001]) at ~2x the speed
-# (benchmarks/int8_quality.py, benchmarks/RESULTS.md). fp32 reproduces sentence-transformers.
-DEFAULT_PRECISION = "int8"
 Precision = Annotated[
     str, typer.Option("--precision", help="Encoder weights: int8 (default) or fp32.")
 ]

@@ -15,8 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from shopsearch.qdrant.backend import Hit, SearchMode
-from shopsearch.qdrant.facets import Facets
+from shopsearch.search.facets import Facets
+from shopsearch.store.backend import Hit, SearchMode
 
 # Attribute columns: (header, rich column options). One that no shown product fills is left
 # out, so that a catalog without brands (or prices, or variants) gives its titles the room.

@@ -2,7 +2,7 @@
 
 Names are imported on first use (PEP 562), so that importing one light submodule (the manifest,
 the protocol) does not import onnxruntime: a cold `shopsearch query` loads that in a forked child
-(`forked_query`). Export (`shopsearch.encoders.export.export_model`) needs the `train` extra and
+(`forked_query`). Export (`shopsearch.training.export.export_model`) needs the `train` extra and
 is imported where it is used.
 """
 

@@ -19,13 +19,12 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
+from shopsearch.encoders.manifest import DEFAULT_PRECISION, Manifest, ManifestIdentity, Precision
 from shopsearch.errors import ModelIntegrityError, UsageError
 
 _PRECISIONS = ("fp32", "int8")
@@ -70,7 +69,7 @@ class OnnxEncoder(ManifestIdentity):
     def load(
         cls,
         model_dir: Path | None = None,
-        precision: Literal["fp32", "int8"] = "fp32",
+        precision: Precision = DEFAULT_PRECISION,
         threads: int | None = None,
         batch_size: int = 16,
         verify: bool = False,

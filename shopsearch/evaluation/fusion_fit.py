@@ -15,8 +15,8 @@ import numpy as np
 
 from shopsearch.evaluation.judgments import Judgments
 from shopsearch.evaluation.runs import SEARCH_CHUNK
-from shopsearch.qdrant.learned_fusion import FusionModel, fit
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.search.learned_fusion import FusionModel, fit
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 from shopsearch.errors import InputFileError
 
 if TYPE_CHECKING:
-    from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+    from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 
 # Queries per search_batch call: one encoder batch, and a progress tick, per chunk.
 SEARCH_CHUNK = 64
@@ -116,8 +116,8 @@ def search_rankings(
     on_chunk: Callable[[int], None] | None = None,
     payloads: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[Ranking]:
-    """Run `queries` (shopsearch.qdrant.search.Query) through `search.search_batch` in chunks,
-    yielding one Ranking per query in input order. This is the one search loop behind both
+    """Run `queries` through `search.search_batch` in chunks, yielding one Ranking per query
+    in input order. This is the one search loop behind both
     `shopsearch query --batch` and `shopsearch eval --collection`. With `payloads`, every
     hit's payload is kept there by product id (eval reads categories from it)."""
     for start in range(0, len(queries), SEARCH_CHUNK):

@@ -14,9 +14,9 @@ from typing import Any
 from shopsearch.evaluation.evaluate import System
 from shopsearch.evaluation.judgments import Judgments
 from shopsearch.evaluation.runs import search_rankings
-from shopsearch.qdrant.backend import SearchMode
-from shopsearch.qdrant.filters import Match
-from shopsearch.qdrant.search import ProductSearch, Query, SearchOptions
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.store.backend import SearchMode
+from shopsearch.store.conditions import Match
 
 PAYLOAD_FIELDS = ["product_id", "category"]
 

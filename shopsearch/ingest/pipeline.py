@@ -35,11 +35,10 @@ from shopsearch.errors import UsageError
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, RawRow
 from shopsearch.ingest.validate import Product, Reject, validate
-from shopsearch.qdrant.backend import ID_PAGE, Backend, ProductPoint, SparseVec
-from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.schema import CollectionMeta, point_id
-from shopsearch.qdrant.search import encoder_info
-from shopsearch.qdrant.spelling import catalog_words, merge_vocabularies
+from shopsearch.store.backend import ID_PAGE, Backend, ProductPoint, SparseVec
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
+from shopsearch.store.vocabulary import catalog_words, merge_vocabularies
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 256
@@ -72,7 +71,7 @@ def ingest_catalog(
     backend: Backend,
     encoder: TextEncoder,
     *,
-    rejects_path: Path,
+    rejects_path: Path | None = None,
     template: ProductTextTemplate | None = None,
     bm25: Bm25Settings | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -82,6 +81,9 @@ def ingest_catalog(
 ) -> IngestReport:
     """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
 
+    Rejected rows and their reasons go to `rejects_path` (default: `<catalog>.rejects.jsonl`
+    in the working directory).
+
     `template` and `bm25` (its k and b; avg_len is fitted to the first batch) shape a new
     collection; an existing one must have been built with the same. The backend's writer
     lock is held throughout: another ingest of the collection raises `CollectionBusyError`.
@@ -90,6 +92,8 @@ def ingest_catalog(
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if bm25 is not None:
         bm25.check()
+    if rejects_path is None:
+        rejects_path = Path.cwd() / f"{reader.path.name.split('.')[0]}.rejects.jsonl"
     _RejectsFile.check(rejects_path, reader.path)
     with backend.writing():  # a second ingest fails here, before any work
         started = time.perf_counter()
@@ -183,7 +187,7 @@ class _Collection:
             return cls(target, encoder, new_template, None, bm25, drop_first=target is backend)
         if meta is None:
             return cls(backend, encoder, template or ProductTextTemplate(), None, bm25)
-        meta.check_encoder(encoder_info(encoder))
+        meta.check_encoder(EncoderInfo.of(encoder))
         stored = ProductTextTemplate(meta.product_text_template)
         if template is not None and template != stored:
             raise UsageError(
@@ -203,7 +207,7 @@ class _Collection:
             settings = self.new_bm25.fitted(texts) if texts else self.new_bm25
             # No families yet: `note_variants` records the first before it is upserted.
             meta = CollectionMeta(
-                encoder_info(self.encoder),
+                EncoderInfo.of(self.encoder),
                 settings.to_dict(),
                 self.template.template,
                 variants=False,

@@ -1,4 +1,4 @@
-"""Backend-neutral conditions -> each backend's filter model.
+"""Backend-neutral filter conditions, and each backend's filter model built from them.
 
 Both Qdrant APIs have the same filter shape (must / must_not of field conditions, filters
 nest) under different classes, so one function takes the classes to build with.
@@ -7,9 +7,32 @@ nest) under different classes, so one function takes the classes to build with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from shopsearch.qdrant.filters import Condition, Match, Range
+Scalar = str | float | bool
+# Category levels a product's category list must all hold ("footwear > casual shoes").
+CategoryPath = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Match:
+    field: str  # the payload key as Qdrant reads it: attributes."Ideal For"
+    values: tuple[Scalar | CategoryPath, ...]  # one value: equality; several: any of them
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Range:
+    field: str
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+
+Condition = Match | Range
+
 
 
 def build_filter(conditions: Sequence[Condition], m: Any) -> Any:

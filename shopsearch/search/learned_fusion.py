@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from shopsearch.errors import CollectionError
-from shopsearch.qdrant.backend import Hit
+from shopsearch.store.backend import Hit
 
 FEATURES = (
     "dense z-score",

@@ -92,7 +92,7 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
     Inputs, as the sentence-transformers Trainer passes them: ``sentence_features`` =
     [anchor, positive, negative_1, ..., negative_H] and ``labels`` an int64 tensor [B, 2 + H]
     of (query key, positive product key, negative product keys...) — the keys that
-    `shopsearch.encoders.training_data` assigns. Without labels only the margin mask applies.
+    `shopsearch.training.data` assigns. Without labels only the margin mask applies.
 
     The fraction of negatives each mask removed is accumulated; `pop_mask_stats()` returns the
     mean since the last call (the training pipeline adds it to the Trainer's logs).

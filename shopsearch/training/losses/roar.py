@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shopsearch.encoders.fn_masked_contrastive import masked_info_nce
+from shopsearch.training.losses.false_negative_masked_contrastive import masked_info_nce
 
 # Fill value for "not in this set" logits. Finite on purpose: -inf would make the gradients of
 # masked-out (but still computed) entries NaN, and 0 * NaN survives torch.where. Scores are

@@ -296,7 +296,7 @@ class Bm25Index:
     """
 
     def __init__(self, texts: Sequence[str]) -> None:
-        from shopsearch.qdrant.bm25 import Bm25Settings
+        from shopsearch.store.bm25 import Bm25Settings
 
         settings = Bm25Settings().fitted(texts[:2000])
         self._model = settings.model()

@@ -15,7 +15,17 @@ import numpy as np
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
-from shopsearch.qdrant.backend import (
+from shopsearch.search.facets import (
+    FACET_FIELDS,
+    RANGE_FIELDS,
+    Facets,
+    count_values,
+    payload_range,
+)
+from shopsearch.search.learned_fusion import FusionModel, union_features
+from shopsearch.search.spelling import TypoCorrector
+from shopsearch.search.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
+from shopsearch.store.backend import (
     Backend,
     FusionMethod,
     Hit,
@@ -23,19 +33,9 @@ from shopsearch.qdrant.backend import (
     SearchRequest,
     SparseVec,
 )
-from shopsearch.qdrant.bm25 import Bm25Settings
-from shopsearch.qdrant.facets import (
-    FACET_FIELDS,
-    RANGE_FIELDS,
-    Facets,
-    count_values,
-    payload_range,
-)
-from shopsearch.qdrant.filters import Condition
-from shopsearch.qdrant.learned_fusion import FusionModel, union_features
-from shopsearch.qdrant.schema import CollectionMeta, EncoderInfo
-from shopsearch.qdrant.spelling import TypoCorrector
-from shopsearch.qdrant.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.conditions import Condition
+from shopsearch.store.schema import CollectionMeta, EncoderInfo
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class SearchOptions:
     exact: bool = False
     hnsw_ef: int | None = None
     fix_typos: bool = True  # a no-op on collections ingested without a vocabulary
-    # One result per parent_id (shopsearch.qdrant.variants); a no-op on catalogs without one.
+    # One result per parent_id (shopsearch.search.variants); a no-op on catalogs without one.
     collapse_variants: bool = True
     payload_fields: list[str] | None = field(default=None)  # None: the whole payload
 
@@ -135,7 +135,7 @@ class ProductSearch:
         self.meta: CollectionMeta = meta
         self.encoder = encoder
         if encoder is not None:
-            meta.check_encoder(encoder_info(encoder))
+            meta.check_encoder(EncoderInfo.of(encoder))
         self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
         self._fusion: FusionModel | None = None
         self._encoded: tuple[list[str], np.ndarray] | None = None
@@ -407,6 +407,3 @@ def searched_text(typos: TypoCorrector, query: Query, options: SearchOptions) ->
     a one-shot query in a forked child while the collection opens."""
     return typos.correct(query.text) if options.fix_typos else query.text
 
-
-def encoder_info(encoder: TextEncoder) -> EncoderInfo:
-    return EncoderInfo(encoder.name, encoder.dimension, encoder.fingerprint)

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shopsearch.encoders.cpu_features import cpu_flags
 from shopsearch.encoders.manifest import MANIFEST_FILE, POOLING_MODES, Manifest, sha256_file
 from shopsearch.encoders.resolve import (
     _BUNDLED_MINILM_NAMES,
@@ -37,6 +36,7 @@ from shopsearch.errors import (
     ShopsearchError,
     UsageError,
 )
+from shopsearch.training.cpu_features import cpu_flags
 
 QUANTIZATION_CONFIGS = ("arm64", "avx2", "avx512", "avx512_vnni")
 FP32_FILE = "onnx/model.onnx"

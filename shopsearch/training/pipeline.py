@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopsearch.encoders.cpu_features import has_bf16_units
 from shopsearch.encoders.resolve import resolve_base_model
-from shopsearch.encoders.training_data import (
+from shopsearch.errors import ModelNotFoundError, UsageError
+from shopsearch.training.cpu_features import has_bf16_units
+from shopsearch.training.data import (
     GradeMap,
     Judgments,
     Stage1Data,
@@ -38,7 +39,6 @@ from shopsearch.encoders.training_data import (
     mine_hard_negatives,
     parse_grade_map,
 )
-from shopsearch.errors import ModelNotFoundError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,9 @@ def _stage1(
     stage_dir: Path,
     report: Callable[[str], None],
 ) -> StageResult:
-    from shopsearch.encoders.fn_masked_contrastive import FalseNegativeMaskedContrastiveLoss
+    from shopsearch.training.losses.false_negative_masked_contrastive import (
+        FalseNegativeMaskedContrastiveLoss,
+    )
 
     done = _finished(cfg, stage_dir, 1)
     if done is not None:
@@ -296,7 +298,7 @@ def _stage2(
     stage_dir: Path,
     report: Callable[[str], None],
 ) -> StageResult:
-    from shopsearch.encoders.roar import ROARDataCollator, ROARLoss
+    from shopsearch.training.losses.roar import ROARDataCollator, ROARLoss
 
     done = _finished(cfg, stage_dir, 2)
     if done is not None:

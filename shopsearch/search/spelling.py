@@ -43,8 +43,10 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shopsearch.store.vocabulary import DIGIT_FREE_WORD
+
 if TYPE_CHECKING:
-    from shopsearch.qdrant.backend import Backend
+    from shopsearch.store.backend import Backend
 
 MIN_WORD_LEN = 4
 MIN_PART_LEN = 3
@@ -56,12 +58,6 @@ ALPHABET_SIZE = 48
 COMMON_WORDS_FILE = Path(__file__).with_name("common_words.txt")
 
 _WORD = re.compile(r"\w+")
-_DIGIT_FREE_WORD = re.compile(r"\b[^\W\d]+\b")
-
-
-def catalog_words(text: str) -> set[str]:
-    """The words of a product text that a query word can be corrected to (digit-free)."""
-    return set(_DIGIT_FREE_WORD.findall(text.casefold()))
 
 
 @cache
@@ -70,15 +66,6 @@ def common_words() -> frozenset[str]:
     WordPiece vocabulary (all-MiniLM-L6-v2's tokenizer, Apache-2.0), names included. Read at
     the first word the catalog lacks (~5 ms), not at every query."""
     return frozenset(COMMON_WORDS_FILE.read_text(encoding="ascii").split())
-
-
-def merge_vocabularies(old: Mapping[str, int], new: Mapping[str, int]) -> dict[str, int]:
-    """Re-ingesting a catalog overwrites its products, so a count is the larger of the two,
-    not their sum; only the words and their rough order of use matter for correction."""
-    merged = dict(old)
-    for word, count in new.items():
-        merged[word] = max(count, merged.get(word, 0))
-    return merged
 
 
 class TypoCorrector:
@@ -102,7 +89,7 @@ class TypoCorrector:
         if (
             len(word) < MIN_WORD_LEN
             or word in self.vocabulary
-            or not _DIGIT_FREE_WORD.fullmatch(word)
+            or not DIGIT_FREE_WORD.fullmatch(word)
             or word in common_words()
         ):
             return typed

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from shopsearch.qdrant.backend import Hit
+from shopsearch.store.backend import Hit
 
 # Fused hits one query may look through for families: a page of 10 from families of up to
 # ~60 near-identical variants.

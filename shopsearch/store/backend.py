@@ -7,21 +7,17 @@ never branch on where the data is.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from shopsearch.qdrant.facets import FacetCount, ValueRange
-from shopsearch.qdrant.filters import Condition
-from shopsearch.qdrant.schema import SPARSE_VECTOR, CollectionMeta
-
-DEFAULT_COLLECTION = "products"
+from shopsearch.store.conditions import Condition
+from shopsearch.store.counts import FacetCount, ValueRange
+from shopsearch.store.schema import SPARSE_VECTOR, CollectionMeta
 
 
 class SearchMode(str, Enum):
@@ -34,7 +30,7 @@ class FusionMethod(str, Enum):
     RRF = "rrf"
     DBSF = "dbsf"
     # A model fit on the shop's judgments scores both lists' candidates
-    # (shopsearch.qdrant.learned_fusion); backends see its two plain searches.
+    # (shopsearch.search.learned_fusion); backends see its two plain searches.
     LEARNED = "learned"
 
 
@@ -111,7 +107,7 @@ class Hit:
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
     # Product ids of the same family's other variants, when results are collapsed to one per
-    # family (shopsearch.qdrant.variants).
+    # family (shopsearch.search.variants).
     other_variants: tuple[str, ...] = ()
     # The product's BM25 term ids, when the search asked for them (`with_terms`).
     terms: tuple[int, ...] = ()
@@ -237,49 +233,3 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where a collection lives: a local Edge directory, or a Qdrant server URL."""
-
-    collection: str = DEFAULT_COLLECTION
-    path: Path | None = None
-    url: str | None = None
-    api_key: str | None = None
-
-    @classmethod
-    def from_options(
-        cls,
-        collection: str | None = None,
-        path: Path | None = None,
-        url: str | None = None,
-        api_key: str | None = None,
-    ) -> Connection:
-        return cls(
-            collection=collection or os.environ.get("SHOPSEARCH_COLLECTION") or DEFAULT_COLLECTION,
-            path=path,
-            url=url or os.environ.get("QDRANT_URL") or None,
-            api_key=api_key or os.environ.get("QDRANT_API_KEY") or None,
-        )
-
-    def open(self, index: IndexSettings | None = None) -> Backend:
-        """The backend; `index` applies when this call creates the collection."""
-        if self.url:
-            from shopsearch.qdrant.server import ServerBackend
-
-            return ServerBackend.connect(self.url, self.collection, self.api_key, index)
-        from shopsearch.qdrant.edge import EdgeBackend
-
-        return EdgeBackend(self.edge_dir(), index)
-
-    def edge_dir(self) -> Path:
-        return (self.path or default_data_dir()) / self.collection
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("SHOPSEARCH_DATA_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "shopsearch"

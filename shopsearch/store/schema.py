@@ -10,9 +10,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shopsearch.errors import CollectionError, EncoderMismatchError
+
+if TYPE_CHECKING:
+    from shopsearch.encoders.protocol import TextEncoder
 
 SCHEMA_VERSION = 1
 DENSE_VECTOR = "dense"
@@ -21,7 +24,7 @@ META_KEY = "shopsearch"
 # Beside META_KEY in a server collection's metadata (Edge: vocabulary.json):
 # {"words": {word: products using it}}, the catalog vocabulary typo tolerance corrects to.
 VOCABULARY_KEY = "shopsearch_vocabulary"
-# Beside them (Edge: fusion.json): the learned fusion model (shopsearch.qdrant.learned_fusion).
+# Beside them (Edge: fusion.json): the learned fusion model (shopsearch.search.learned_fusion).
 FUSION_KEY = "shopsearch_fusion"
 
 # Point id = UUIDv5(PRODUCT_NAMESPACE, product id): re-ingesting a product overwrites it.
@@ -58,9 +61,16 @@ def point_id(product_id: str) -> str:
 
 @dataclass(frozen=True)
 class EncoderInfo:
+    """The encoder identity a collection records, so vectors of two embedding spaces are
+    never mixed."""
+
     name: str
     dimension: int
     fingerprint: str
+
+    @classmethod
+    def of(cls, encoder: TextEncoder) -> EncoderInfo:
+        return cls(encoder.name, encoder.dimension, encoder.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ class CollectionMeta:
     """What built the collection; stored with it (Edge: a JSON file; server: its metadata).
 
     `variants`: whether some product names a parent other than itself, so that results may
-    need collapsing to one per family (shopsearch.qdrant.variants). Ingest records it; once
+    need collapsing to one per family (shopsearch.search.variants). Ingest records it; once
     true it stays true until an ingest with `--prune` or `--recreate` leaves the collection
     holding one catalog, as deletes are not traced back to families. None (collections
     ingested before it was recorded, until such an ingest) reads as "maybe".

@@ -18,7 +18,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from shopsearch.errors import CollectionError, ServerError, UsageError
-from shopsearch.qdrant.backend import (
+from shopsearch.store.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
@@ -33,10 +33,9 @@ from shopsearch.qdrant.backend import (
     hits_by_score,
     rrf_weights,
 )
-from shopsearch.qdrant.conditions import build_filter
-from shopsearch.qdrant.facets import FacetCount, ValueRange, by_count
-from shopsearch.qdrant.filters import Condition
-from shopsearch.qdrant.schema import (
+from shopsearch.store.conditions import Condition, build_filter
+from shopsearch.store.counts import FacetCount, ValueRange, by_count
+from shopsearch.store.schema import (
     DENSE_VECTOR,
     FUSION_KEY,
     INDEXED_FIELDS,

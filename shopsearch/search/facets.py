@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shopsearch.errors import UsageError
-from shopsearch.qdrant.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
+from shopsearch.store.counts import FacetCount, ValueRange, by_count
+from shopsearch.store.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
 
 # Every product has its own product_id: counting those would list the catalog.
 FACET_FIELDS = tuple(
@@ -30,18 +31,6 @@ FACET_FIELDS = tuple(
 
 # Numbers get their range instead of counts.
 RANGE_FIELDS = tuple(name for name, kind in INDEXED_FIELDS.items() if kind is FieldType.FLOAT)
-
-
-@dataclass(frozen=True)
-class FacetCount:
-    value: str | bool
-    count: int  # products holding the value (a category counts each level of its path)
-
-
-@dataclass(frozen=True)
-class ValueRange:
-    low: float
-    high: float
 
 
 @dataclass(frozen=True)
@@ -69,12 +58,6 @@ def check_facet_fields(fields: Sequence[str]) -> list[str]:
             why = f"unknown field '{name}'"
         raise UsageError(f"cannot count values of {name}: {why} (countable: {known})")
     return list(dict.fromkeys(fields))
-
-
-def by_count(hits: Sequence[FacetCount]) -> list[FacetCount]:
-    """Most products first, equal counts by value: Qdrant's order, made the same on both
-    backends."""
-    return sorted(hits, key=lambda h: (-h.count, str(h.value)))
 
 
 def count_values(payloads: Iterable[dict[str, Any]], name: str, limit: int) -> list[FacetCount]:

@@ -19,33 +19,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from shopsearch.errors import FilterError
-from shopsearch.qdrant.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
-
-Scalar = str | float | bool
-# Category levels a product's category list must all hold ("footwear > casual shoes").
-CategoryPath = tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Match:
-    field: str  # the payload key as Qdrant reads it: attributes."Ideal For"
-    values: tuple[Scalar | CategoryPath, ...]  # one value: equality; several: any of them
-    negate: bool = False
-
-
-@dataclass(frozen=True)
-class Range:
-    field: str
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-
-
-Condition = Match | Range
+from shopsearch.store.conditions import CategoryPath, Condition, Match, Range, Scalar
+from shopsearch.store.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
 
 # An attribute key runs up to the operator (spaces, dots and slashes included: catalogs have
 # "Ideal For", "Model No.", "Precious/Artificial Jewellery"), or is quoted.

@@ -26,7 +26,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from shopsearch.errors import CollectionBusyError, CollectionError
-from shopsearch.qdrant.backend import (
+from shopsearch.store.backend import (
     ID_PAGE,
     QUANTIZED_OVERSAMPLING,
     RRF_K,
@@ -41,10 +41,9 @@ from shopsearch.qdrant.backend import (
     hits_by_score,
     rrf_weights,
 )
-from shopsearch.qdrant.conditions import build_filter
-from shopsearch.qdrant.facets import FacetCount, ValueRange, by_count
-from shopsearch.qdrant.filters import Condition
-from shopsearch.qdrant.schema import (
+from shopsearch.store.conditions import Condition, build_filter
+from shopsearch.store.counts import FacetCount, ValueRange, by_count
+from shopsearch.store.schema import (
     DENSE_VECTOR,
     INDEXED_FIELDS,
     SPARSE_VECTOR,
