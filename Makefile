@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-lean lint install clean
 
 # torch's CPU build: PyPI's Linux torch wheel pulls several GB of CUDA libraries. An index
 # that cannot be reached (offline mirrors) is skipped after one quick retry.
@@ -32,5 +32,25 @@ test: install
 	$(BIN)/ruff check shopsearch tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
+# The ingest and query tests in an environment holding only the base install (no extras, no
+# torch), installed from the package as a user gets it, on a model the full environment exports.
+LEAN ?= .venv-lean
+LEAN_MODEL ?= .shopsearch/lean-model/all-MiniLM-L6-v2
+LEAN_TESTS ?= tests/test_lean.py tests/test_layout.py tests/test_readme.py tests/test_readers.py \
+	tests/test_validate.py tests/test_product_text.py tests/test_filters.py \
+	tests/test_spelling.py tests/test_forked_query.py tests/test_prepared_query.py \
+	tests/test_store_contract.py tests/test_edge_backend.py tests/test_server_backend.py \
+	tests/test_ingest*.py tests/test_search_*.py
+
+test-lean: install
+	$(BIN)/shopsearch model export --out $(LEAN_MODEL) --if-missing >/dev/null
+	rm -rf $(LEAN) build
+	$(PYTHON) -m venv $(LEAN)
+	$(LEAN)/bin/pip install --quiet . pytest
+	rm -rf build
+	cd tests && SHOPSEARCH_LEAN=1 SHOPSEARCH_TEST_MODEL=$(abspath $(LEAN_MODEL)) \
+		../$(LEAN)/bin/python -m pytest -q -p no:cacheprovider --rootdir .. \
+		$(patsubst tests/%,%,$(wildcard $(LEAN_TESTS)))
+
 clean:
-	rm -rf .shopsearch .pytest_cache
+	rm -rf .shopsearch .pytest_cache .venv-lean

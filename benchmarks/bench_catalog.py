@@ -138,15 +138,19 @@ def run_shopsearch(*args: str, env: dict[str, str] | None = None) -> tuple[float
     return wall, peak_kb / 1024, proc.stdout
 
 
-def median_wall(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> float:
-    """Median wall time of a whole command (cold start included)."""
+def median_wall(
+    cmd: Sequence[str], runs: int, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> float:
+    """Median wall time of a whole command (cold start included), run in `cwd`."""
     # Installed packages have compiled bytecode; a sandbox that disables it would time the
     # compiler instead. Unset, an untimed first run writes the .pyc files the timed ones read.
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     walls = []
     for run in range(runs + 1):
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**environ, **(env or {})})
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env={**environ, **(env or {})}, cwd=cwd
+        )
         if run:
             walls.append(time.perf_counter() - start)
         if proc.returncode != 0:

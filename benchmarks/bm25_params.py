@@ -36,14 +36,10 @@ from shopsearch.evaluation.evaluate import ALL, Evaluation, System, evaluate
 from shopsearch.evaluation.judgments import Judgments, load_judgments
 from shopsearch.evaluation.systems import search_system
 from shopsearch.search.product_search import ProductSearch, SearchOptions
-from shopsearch.store.backend import (
-    Connection,
-    IndexSettings,
-    ProductPoint,
-    SearchMode,
-    SparseVec,
-)
+from shopsearch.store.backend import IndexSettings, ProductPoint, SearchMode, SparseVec
 from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.connection import Connection
+from shopsearch.store.documents import read_meta
 from shopsearch.store.edge import EdgeBackend
 from shopsearch.store.schema import CollectionMeta
 from shopsearch.training.data import load_product_texts
@@ -124,7 +120,7 @@ def main() -> None:
     where = ensure_collection(hd, args.work, args.model_dir)
     model_dir = Path(where[where.index("--model") + 1])
     edge_dir = Connection(collection=COLLECTION, path=args.work / "data").edge_dir()
-    meta = EdgeBackend(edge_dir).read_meta()
+    meta = read_meta(EdgeBackend(edge_dir))
     assert meta is not None
     points = read_points(edge_dir)
     by_id = load_product_texts(hd / "products.parquet", {"id": "product_uid"})

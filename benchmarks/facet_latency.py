@@ -34,7 +34,7 @@ from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.conditions import Condition, build_filter
 from shopsearch.store.connection import Connection
 from shopsearch.store.counts import FacetCount, by_count
-from shopsearch.store.edge import _MODELS, EdgeBackend
+from shopsearch.store.edge import EDGE_MODELS, EdgeBackend
 
 # The benchmark catalog fills these (no category, size or currency).
 FIELDS = ("brand", "color", "in_stock")
@@ -43,8 +43,8 @@ LIMIT = 10
 
 def scrolled_counts(backend: EdgeBackend, field: str, conditions: list[Condition]) -> list:
     """The reference: every passing product's `field`, scrolled 1,024 at a time."""
-    shard, offset, counts = backend._open(), None, Counter()
-    flt = build_filter(conditions, _MODELS)
+    shard, offset, counts = backend.shard(), None, Counter()
+    flt = build_filter(conditions, EDGE_MODELS)
     while True:
         page = qe.ScrollRequest(offset, 1024, filter=flt, with_payload=[field], with_vector=False)
         records, offset = shard.scroll(page)

@@ -30,22 +30,23 @@ from query_latency import COLLECTION, ensure_collection, ensure_model
 from shopsearch.encoders import OnnxEncoder, default_model_dir
 from shopsearch.search.filters import parse_filters
 from shopsearch.store.backend import (
-    Connection,
     IndexSettings,
     ProductPoint,
     SearchMode,
     SearchRequest,
     SparseVec,
 )
-from shopsearch.store.edge import SHARD_DIR, EdgeBackend
+from shopsearch.store.connection import Connection
+from shopsearch.store.documents import read_meta
+from shopsearch.store.edge import EdgeBackend
 from shopsearch.store.schema import DENSE_VECTOR, SPARSE_VECTOR, CollectionMeta
 
 
 def unlink_price(backend: EdgeBackend) -> None:
     """No payload subgraph for price: HNSW then adds no links between products whose prices
-    fall in the same band (the links that keep price-filtered search connected). Reaches into
-    the backend's shard: a rejected variant gets no product setting."""
-    shard = backend._open()
+    fall in the same band (the links that keep price-filtered search connected). Works on the
+    backend's shard: a rejected variant gets no product setting."""
+    shard = backend.shard()
     shard.update(qe.UpdateOperation.delete_field_index("price"))
     shard.update(
         qe.UpdateOperation.create_field_index("price", qe.FloatIndexParams(enable_hnsw=False))
@@ -62,7 +63,8 @@ VARIANTS: dict[str, Variant] = {
 
 
 def read_points(edge_dir: Path) -> list[ProductPoint]:
-    shard = qe.EdgeShard.load(str(edge_dir / SHARD_DIR))
+    backend = EdgeBackend(edge_dir)
+    shard = backend.shard()
     points, offset = [], None
     while True:
         request = qe.ScrollRequest(offset=offset, limit=5000, with_payload=True, with_vector=True)
@@ -79,7 +81,7 @@ def read_points(edge_dir: Path) -> list[ProductPoint]:
             )
         if offset is None:
             break
-    shard.close()
+    backend.close()
     return points
 
 
@@ -94,13 +96,13 @@ def build(
     index, adjust = variant
     shutil.rmtree(directory, ignore_errors=True)
     backend = EdgeBackend(directory, index)
-    backend.create(meta)
-    if adjust:
-        adjust(backend)
-    for i in range(0, len(points), 256):
-        backend.upsert(points[i : i + 256])
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    backend.finish_writes()
+    with backend.writing():  # leaving it flushes and optimises: the index build
+        backend.create(meta)
+        if adjust:
+            adjust(backend)
+        for i in range(0, len(points), 256):
+            backend.upsert(points[i : i + 256])
+        wall, cpu = time.perf_counter(), cpu_seconds()
     return {
         "backend": backend,
         "build_s": time.perf_counter() - wall,
@@ -133,7 +135,7 @@ def main() -> None:
     catalog = write_catalog(args.work / "homedepot-attrs.parquet")
     connection = Connection(collection=COLLECTION, path=args.work / "edge")
     ensure_collection(connection, catalog, model_dir)
-    meta = EdgeBackend(connection.edge_dir()).read_meta()
+    meta = read_meta(EdgeBackend(connection.edge_dir()))
     assert meta is not None
     points = read_points(connection.edge_dir())
     encoder = OnnxEncoder.load(model_dir, precision="int8")

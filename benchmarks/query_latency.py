@@ -42,6 +42,7 @@ from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.backend import FusionMethod
 from shopsearch.store.connection import Connection
+from shopsearch.store.documents import read_fusion, read_meta, write_fusion
 
 COLLECTION = "bench"
 REFERENCE = """
@@ -92,7 +93,7 @@ def ensure_model(model_dir: Path) -> Path:
 def ensure_collection(connection: Connection, catalog: Path, model_dir: Path) -> None:
     backend = connection.open()
     try:
-        if backend.read_meta() is None:
+        if read_meta(backend) is None:
             started = time.perf_counter()
             report = ingest_catalog(
                 CatalogReader(catalog),
@@ -116,12 +117,12 @@ def ensure_fusion(connection: Connection, model_dir: Path) -> None:
 
     backend = connection.open()
     try:
-        if backend.read_fusion() is None:
+        if read_fusion(backend) is None:
             started = time.perf_counter()
             search = ProductSearch(backend, OnnxEncoder.load(model_dir, precision="int8"))
             judged = load_judgments(HOMEDEPOT / "judgments-train.parquet")
             fitted = fit_fusion(search, judged, SearchOptions())
-            backend.write_fusion(fitted.model.to_dict())
+            write_fusion(backend, fitted.model.to_dict())
             print(
                 f"fit the learned fusion on {fitted.queries} train queries "
                 f"in {time.perf_counter() - started:.0f} s",

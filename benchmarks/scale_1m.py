@@ -64,37 +64,38 @@ def build(
     settings = Bm25Settings(avg_len=24.0)
     bm25 = settings.model()
     backend = EdgeBackend(directory, index)
-    backend.create(CollectionMeta(EncoderInfo.of(encoder), settings.to_dict(), template.template))
-    n_base = len(base)
-    dim = base.shape[1]
-    start = time.perf_counter()
-    total = 0
-    for batch in catalog_batches(variants, batch=UPSERT_BATCH):
-        rows = batch.to_pylist()
-        points = []
-        for row in rows:
-            _, _, variant = row["id"].partition("-v")
-            v = int(variant or 0)
-            i = total % n_base
-            vec = base[i]
-            if v:
-                rng = np.random.default_rng(i * 1000 + v)
-                vec = vec + SIGMA * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
-                vec = vec / np.linalg.norm(vec)
-            product = Product(**row)
-            sparse = bm25.embed_document(template.render(product))
-            points.append(
-                ProductPoint(
-                    point_id(row["id"]),
-                    vec.astype(np.float32),
-                    SparseVec(list(sparse.indices), list(sparse.values)),
-                    product.payload(),
+    with backend.writing():  # leaving it flushes and optimises: the index build
+        meta = CollectionMeta(EncoderInfo.of(encoder), settings.to_dict(), template.template)
+        backend.create(meta)
+        n_base = len(base)
+        dim = base.shape[1]
+        start = time.perf_counter()
+        total = 0
+        for batch in catalog_batches(variants, batch=UPSERT_BATCH):
+            rows = batch.to_pylist()
+            points = []
+            for row in rows:
+                _, _, variant = row["id"].partition("-v")
+                v = int(variant or 0)
+                i = total % n_base
+                vec = base[i]
+                if v:
+                    rng = np.random.default_rng(i * 1000 + v)
+                    vec = vec + SIGMA * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+                    vec = vec / np.linalg.norm(vec)
+                product = Product(**row)
+                sparse = bm25.embed_document(template.render(product))
+                points.append(
+                    ProductPoint(
+                        point_id(row["id"]),
+                        vec.astype(np.float32),
+                        SparseVec(list(sparse.indices), list(sparse.values)),
+                        product.payload(),
+                    )
                 )
-            )
-            total += 1
-        backend.upsert(points)
-    upserted = time.perf_counter() - start
-    backend.finish_writes()
+                total += 1
+            backend.upsert(points)
+        upserted = time.perf_counter() - start
     indexed = time.perf_counter() - start
     count = backend.count()
     backend.close()

@@ -1,5 +1,7 @@
 """Shared fixtures. The real base model is exported once per session: it takes ~15 s."""
 
+import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -12,10 +14,17 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Directory of all-MiniLM-L6-v2 exported to ONNX (fp32 + int8) with its manifest."""
+    """Directory of all-MiniLM-L6-v2 exported to ONNX (fp32 + int8) with its manifest.
+
+    In the lean environment (the base install, no torch: `.ci/run`), `SHOPSEARCH_TEST_MODEL`
+    names an export made by the full environment, copied so tests may alter their copy."""
+    exported = os.environ.get("SHOPSEARCH_TEST_MODEL")
+    out_dir = tmp_path_factory.mktemp("exported") / "all-MiniLM-L6-v2"
+    if exported:
+        shutil.copytree(exported, out_dir)
+        return out_dir
     from shopsearch.training.export import export_model
 
-    out_dir = tmp_path_factory.mktemp("exported") / "all-MiniLM-L6-v2"
     export_model(None, out_dir)
     return out_dir
 
@@ -63,3 +72,43 @@ def variant_catalog(small_catalog: Path, tmp_path_factory: pytest.TempPathFactor
     path = tmp_path_factory.mktemp("variants") / "variants.parquet"
     pq.write_table(pa.Table.from_pylist(variants + rest, schema=schema), path)
     return path
+
+
+# -- collections the search tests share (tests/test_search_*.py and others) ----------------
+# Session-scoped: built once for every file that searches them; no test changes what they
+# hold. The imports wait for the first test that asks, so files that use none load no Qdrant.
+
+
+@pytest.fixture(scope="session")
+def encoder(exported_model):
+    from shopsearch.encoders.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder.load(exported_model, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def edge(small_catalog, encoder, tmp_path_factory):
+    """The small catalog in an Edge shard."""
+    from search_helpers import ingest
+
+    from shopsearch.store.edge import EdgeBackend
+
+    tmp = tmp_path_factory.mktemp("edge")
+    backend = EdgeBackend(tmp / "products")
+    ingest(small_catalog, backend, encoder, tmp)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def server(small_catalog, encoder, tmp_path_factory):
+    """The small catalog in QdrantClient(':memory:'), standing in for a server."""
+    from qdrant_client import QdrantClient
+    from search_helpers import ingest
+
+    from shopsearch.store.server import ServerBackend
+
+    backend = ServerBackend(QdrantClient(":memory:"), "products", ":memory:")
+    ingest(small_catalog, backend, encoder, tmp_path_factory.mktemp("server"))
+    yield backend
+    backend.close()

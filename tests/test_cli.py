@@ -346,10 +346,11 @@ def test_ingest_prune_reports_what_it_deleted_or_why_it_did_not(demo_env, tmp_pa
 def _forget_variants(directory):
     from dataclasses import replace
 
+    from shopsearch.store.documents import read_meta, write_meta
     from shopsearch.store.edge import EdgeBackend
 
     backend = EdgeBackend(directory)
-    backend.write_meta(replace(backend.read_meta(), variants=None))
+    write_meta(backend, replace(read_meta(backend), variants=None))
     backend.close()
 
 

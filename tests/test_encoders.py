@@ -164,7 +164,7 @@ def test_length_batching_matches_one_at_a_time(
     exported_model: Path, queries: list[str], documents: list[str]
 ) -> None:
     """Eight batches of up to 7 texts, run side by side on two single-threaded workers."""
-    encoder = OnnxEncoder.load(exported_model, batch_size=7, threads=2)
+    encoder = OnnxEncoder.load(exported_model, precision="fp32", batch_size=7, threads=2)
     mixed = [text for pair in zip(documents, queries, strict=False) for text in pair]
     batched = encoder.encode_documents(mixed)
     single = np.vstack([encoder.encode_documents([text]) for text in mixed])

@@ -28,6 +28,7 @@ from shopsearch.search.learned_fusion import FEATURES, FORMAT, FusionModel, fit,
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.backend import FusionMethod, Hit, SearchMode, SearchRequest, SparseVec
 from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.documents import read_fusion, read_meta, read_vocabulary, write_fusion
 from shopsearch.store.edge import FUSION_FILE, EdgeBackend
 from shopsearch.store.server import ServerBackend
 
@@ -282,7 +283,7 @@ def fitted(
         search = ProductSearch(backend, encoder)
         # ~600 rows are one mini-batch (1024): the fit's MIN_STEPS, not its 8 epochs, train it.
         result = fit_fusion(search, load_judgments(judgments_path), SearchOptions())
-        backend.write_fusion(result.model.to_dict())
+        write_fusion(backend, result.model.to_dict())
     finally:
         backend.close()
     return directory, result
@@ -334,7 +335,7 @@ def test_fit_fusion_fits_each_judged_querys_union_and_pins_the_collection(
     assert model.fitted_on["bm25"] == search.meta.bm25
     assert model.fitted_on["queries"] == len(JUDGED)
     assert model.w1.shape == (len(FEATURES), 6 * 32)  # six members of 32 units, side by side
-    assert backend.read_fusion() == json.loads(json.dumps(model.to_dict()))
+    assert read_fusion(backend) == json.loads(json.dumps(model.to_dict()))
 
     # on the queries it was fit on, judged relevant candidates score above the others
     for (hits, x), g in zip(unions, gains.values(), strict=True):
@@ -498,10 +499,10 @@ def test_a_fusion_fit_for_something_else_is_refused_and_other_fusions_still_run(
     directory = tmp_path / "products"
     shutil.copytree(fitted[0], directory)
     backend = opened(directory)
-    stored = backend.read_fusion()
+    stored = read_fusion(backend)
     assert stored is not None
     tamper(stored)
-    backend.write_fusion(stored)
+    write_fusion(backend, stored)
     search = ProductSearch(backend, encoder)
     with pytest.raises(CollectionError, match=message) as info:
         search.search(Query("black boots"), LEARNED)
@@ -575,15 +576,15 @@ def server(
 def test_the_server_stores_the_fusion_beside_the_collections_metadata(
     server: ServerBackend, fitted: tuple[Path, FusionFit], encoder: OnnxEncoder
 ) -> None:
-    assert server.read_fusion() is None
+    assert read_fusion(server) is None
     with pytest.raises(UsageError, match="has no learned fusion"):
         ProductSearch(server, encoder).search(Query("black boots"), LEARNED)
-    meta, words = server.read_meta(), server.read_vocabulary()
+    meta, words = read_meta(server), read_vocabulary(server)
     model = fitted[1].model.to_dict()
-    server.write_fusion({**model, "depth": 7})
-    server.write_fusion(model)  # a refit replaces the model
-    assert server.read_fusion() == model
-    assert server.read_meta() == meta and server.read_vocabulary() == words  # kept
+    write_fusion(server, {**model, "depth": 7})
+    write_fusion(server, model)  # a refit replaces the model
+    assert read_fusion(server) == model
+    assert read_meta(server) == meta and read_vocabulary(server) == words  # kept
     # the model fit on the Edge copy of the catalog fits this one: same encoder and BM25
     hits = ProductSearch(server, encoder).search(Query("black boots"), LEARNED)
     assert 0 < len(hits) <= 10
@@ -620,7 +621,7 @@ def test_both_backends_return_each_hits_bm25_terms_only_when_asked(
     mode: SearchMode,
 ) -> None:
     edge = opened(fitted[0])
-    meta = server.read_meta()
+    meta = read_meta(server)
     assert meta is not None
     text = "black leather boots"
     vec = Bm25Settings.from_dict(meta.bm25).model().embed_query(text)

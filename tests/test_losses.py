@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 
 from shopsearch.training.losses.false_negative_masked_contrastive import (  # noqa: E402
     FalseNegativeMaskedContrastiveLoss,
-    masked_info_nce,
 )
+from shopsearch.training.losses.functional import masked_info_nce  # noqa: E402
 from shopsearch.training.losses.roar import ROARLoss, roar_loss_from_scores  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def test_full_loss_excludes_exactly_the_masked_columns() -> None:
     neg = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     labels = torch.tensor([[0, 1, 3], [1, 2, 1]])  # q1's negative is q0's positive product 1
     loss_fn = FalseNegativeMaskedContrastiveLoss(model=None, temperature=0.5, margin=None)
-    loss = loss_fn.loss_from_embeddings([emb_q, pos, neg], labels)
+    loss = loss_fn.compute_loss_from_embeddings([emb_q, pos, neg], labels)
     # s for q0: cols [pos0, pos1, neg0, neg1] = [1, 0.6, 0, 0]; col 3 is product 1 again,
     # q0's own positive: identity-masked.
     # s for q1: [0, 0.8, 0, 1]; col 3 is product 1, not q1's: kept (it is q0's positive only).
@@ -107,7 +107,7 @@ def test_symmetric_term_and_mask_stats() -> None:
     loss_fn = FalseNegativeMaskedContrastiveLoss(
         model=None, temperature=1.0, margin=None, symmetric=True
     )
-    loss = loss_fn.loss_from_embeddings([emb_q, pos], labels)
+    loss = loss_fn.compute_loss_from_embeddings([emb_q, pos], labels)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # nothing left to contrast with
     assert loss_fn.pop_mask_stats()["masked_identity"] == pytest.approx(1.0)
 
@@ -251,12 +251,12 @@ def test_roar_loss_module_scatters_flattened_candidates() -> None:
     cands = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
     grades = torch.tensor([[2, 1, 0], [1, 0, -1]])
     loss_fn = ROARLoss(model=None, temperature=0.5, beta=1.0)
-    got = loss_fn.loss_from_embeddings(q, cands, grades)
+    got = loss_fn.compute_loss_from_embeddings([q, cands], grades)
     q0 = _roar_numpy([1.0, 0.6, 0.0], [2, 1, 0], 0.5, 1.0, [0, 0])
     q1 = _roar_numpy([1.0, 0.0], [1, 0], 0.5, 1.0, [0])
     assert got.item() == pytest.approx((q0 + q1) / 2, rel=1e-5)
     with_anchor = ROARLoss(model=None, temperature=0.5, anchor_weight=0.5, anchor_margin=None)
-    anchored = with_anchor.loss_from_embeddings(q, cands, grades)
+    anchored = with_anchor.compute_loss_from_embeddings([q, cands], grades)
     # Anchor: q0's positive = cand 0 vs q1's cands (3, 4); q1's = cand 3 vs q0's (0, 1, 2).
     tau = 0.05
     a0 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(0) + math.exp(1 / tau)))
@@ -281,3 +281,37 @@ def test_config_and_citation() -> None:
     }
     named = FalseNegativeMaskedContrastiveLoss(model=None, guide_name="runs/stage1/model")
     assert named.get_config_dict()["guide"] is None  # a name without a guide names nothing
+
+
+def test_config_dicts_citations_and_docstrings_follow_sentence_transformers() -> None:
+    import ast
+    import textwrap
+
+    roar = ROARLoss(
+        model=None,
+        temperature=0.1,
+        beta=2.0,
+        margins=0.3,
+        anchor_weight=0.5,
+        anchor_temperature=0.02,
+        anchor_margin=None,
+        anchor_min_grade=2,
+    )
+    assert roar.get_config_dict() == {
+        "temperature": 0.1,
+        "beta": 2.0,
+        "margins": 0.3,
+        "anchor_weight": 0.5,
+        "anchor_temperature": 0.02,
+        "anchor_margin": None,
+        "anchor_min_grade": 2,
+    }
+    fn = FalseNegativeMaskedContrastiveLoss(model=None)
+    assert "1807.03748" in fn.citation and "2402.16829" in fn.citation  # InfoNCE, GISTEmbed
+    for loss in (FalseNegativeMaskedContrastiveLoss, ROARLoss):
+        doc = loss.__doc__ or ""
+        for section in ("Args:", "References:", "Requirements:", "Inputs:", "Relations:"):
+            assert f"\n    {section}\n" in doc, (loss.__name__, section)
+        example = doc.split("\n    Example:\n        ::\n", 1)[1]
+        ast.parse(textwrap.dedent(example))  # the Example is valid Python
+    assert "GISTEmbedLoss" in (FalseNegativeMaskedContrastiveLoss.__doc__ or "")

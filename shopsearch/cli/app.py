@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_error(message: str) -> None:
     # rich is imported only here and where a command renders for people: a `--json` query
-    # skips its import (~0.05 s of a cold start).
+    # skips its import, a noticeable share of a cold start.
     from rich.console import Console
     from rich.text import Text
 
@@ -127,7 +127,8 @@ def _print_error(message: str) -> None:
 
 # Commands that only read. When one returns, it has closed what it opened and written its
 # output, so the process may end without the interpreter's teardown (freeing every module and
-# the loaded shard): ~0.05 s of a cold `shopsearch query` (benchmarks/RESULTS.md, section 4).
+# the loaded shard), a noticeable share of a cold `shopsearch query` (benchmarks/RESULTS.md,
+# section 4).
 # Commands that write keep the normal exit, with every atexit handler run.
 READ_ONLY_COMMANDS = frozenset({"query", "info"})
 

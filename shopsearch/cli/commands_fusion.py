@@ -47,6 +47,7 @@ def fit(
     from shopsearch.evaluation.fusion_fit import fit_fusion
     from shopsearch.evaluation.judgments import load_judgments, parse_column_map
     from shopsearch.search.product_search import ProductSearch, SearchOptions
+    from shopsearch.store.documents import write_fusion
 
     judged = load_judgments(judgments, parse_column_map(column_map or []))
     encoder = opt.load_encoder(model, precision, threads)
@@ -65,7 +66,7 @@ def fit(
                 on_chunk=lambda n: progress.advance(task, n),
             )
         with backend.writing():
-            backend.write_fusion(fitted.model.to_dict())
+            write_fusion(backend, fitted.model.to_dict())
     finally:
         backend.close()
     summary = {

@@ -17,7 +17,7 @@ from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.search.facets import FACET_FIELDS, RANGE_FIELDS, Facets, check_facet_fields
 from shopsearch.search.filters import parse_filters
-from shopsearch.search.product_search import ProductSearch, Query, SearchOptions, searched_text
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions, prepare_query
 from shopsearch.search.spelling import TypoCorrector
 from shopsearch.store.backend import FusionMethod, SearchMode
 
@@ -115,9 +115,12 @@ def query(
     )
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        # Read before the encoder starts, so that a one-shot query is encoded as corrected.
+        # Prepared before the encoder starts, so that a one-shot query is encoded, searched
+        # and faceted as corrected, the correction made once.
         typos = TypoCorrector.stored(backend)
-        searched = "" if batch else searched_text(typos, queries[0], options)
+        if batch is None:
+            queries = [prepare_query(typos, queries[0], options)]
+        searched = queries[0].searched or ""
         encoder = (
             None
             if mode is SearchMode.BM25

@@ -3,7 +3,7 @@
 Cold `shopsearch query` is two independent, mostly single-threaded waits: loading the encoder
 (importing onnxruntime, building the session) and loading the Edge shard (payload index
 rebuild, WAL replay). Run one after the other they sum; run side by side on two cores they
-overlap (measured in benchmarks/RESULTS.md, section 4). A thread cannot overlap them, because
+overlap (benchmarks/RESULTS.md, section 4). A thread cannot overlap them, because
 `EdgeShard.load` holds the GIL throughout, so the encoder runs in a child made with `fork` (no
 re-import of the interpreter, unlike `spawn`) and sends back only the vectors.
 
@@ -37,8 +37,8 @@ from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
 if TYPE_CHECKING:
     from shopsearch.encoders.onnx_encoder import OnnxEncoder
 
-# The parent loads the shard on one core meanwhile, so the child takes the other; in the sixth
-# session's prototype two threads in the child were no faster (benchmarks/RESULTS.md, section 4).
+# The parent loads the shard on one core meanwhile, so the child takes the other; a second
+# thread in the child is no faster (benchmarks/RESULTS.md, section 4).
 _CHILD_THREADS = 1
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 

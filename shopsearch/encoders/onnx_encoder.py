@@ -8,8 +8,8 @@ of short queries is never padded to the length of one long product description.
 
 Many batches run side by side, one per CPU on a single-threaded session, rather than one after
 another on a multi-threaded session: a MiniLM batch of short titles is too small a job to split
-across cores without the threads waiting on each other (measured in benchmarks/RESULTS.md
-section 1). One text, the query path, still gets all the threads.
+across cores without the threads waiting on each other (benchmarks/RESULTS.md section 1).
+One text, the query path, still gets all the threads.
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ class OnnxEncoder(ManifestIdentity):
 
         int8 queries are embedded one per run: dynamic quantisation scales activations over the
         whole batch tensor (padding included), so a batched query's vector would depend on the
-        queries beside it (cosine 0.987 for "shirt" alone and beside two others), and `query
-        --batch` and `eval` would rank differently from `shopsearch query`. Product texts keep
-        their batches (RESULTS.md section 1's throughput); their vectors move as slightly."""
+        queries beside it, and `query --batch` and `eval` would rank differently from
+        `shopsearch query`. Product texts keep their batches for throughput (RESULTS.md
+        section 1); their vectors move as slightly with their batch-mates."""
         one_per_run = self._precision == "int8"
         return self.encode(texts, self._manifest.query_prefix, 1 if one_per_run else None)
 

@@ -83,10 +83,6 @@ class GradeScheme:
         """Smallest level difference that makes a pair: any for labels, `pair_gap` for ratings."""
         return 1.0 if self.kind == "esci" else self.pair_gap
 
-    def pair_name(self, better: float | str, worse: float | str) -> str | None:
-        """Per-grade-pair label for order accuracy (E>S, ...); None for numeric ratings."""
-        return f"{better}>{worse}" if self.kind == "esci" else None
-
     def summary(self) -> str:
         """One line for people: how grades are read."""
         if self.kind == "esci":

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -37,6 +38,7 @@ from shopsearch.ingest.readers import CatalogReader, RawRow
 from shopsearch.ingest.validate import Product, Reject, validate
 from shopsearch.store.backend import ID_PAGE, Backend, ProductPoint, SparseVec
 from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.documents import read_meta, read_vocabulary, write_meta, write_vocabulary
 from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
 from shopsearch.store.vocabulary import catalog_words, merge_vocabularies
 
@@ -98,12 +100,13 @@ def ingest_catalog(
     with backend.writing():  # a second ingest fails here, before any work
         started = time.perf_counter()
         report = IngestReport(catalog=str(reader.path), collection=backend.location)
-        collection = _Collection.open(backend, encoder, template, bm25, recreate)
-        target = collection.backend  # `backend`, or where --recreate builds its replacement
-        seen: dict[str, int] = {}
-        listed = _ListedProducts()
-        pending: list[Future[None]] = []
-        try:
+        # --recreate builds a new collection, which replaces the old one once complete.
+        rebuild = recreate and read_meta(backend) is not None
+        with backend.rebuilding() if rebuild else nullcontext(backend) as target:
+            collection = _Collection.open(target, encoder, template, bm25, new=rebuild)
+            seen: dict[str, int] = {}
+            listed = _ListedProducts()
+            pending: list[Future[None]] = []
             with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
                 for raw_rows in _prefetched(reader.batches(batch_size)):
                     products, rejects = _validate_batch(raw_rows, seen)
@@ -130,20 +133,15 @@ def ingest_catalog(
             report.vocabulary_words = collection.write_vocabulary(
                 replace=prune and report.not_pruned is None
             )
-            indexing = time.perf_counter()
-            target.finish_writes()
-            report.index_seconds = round(time.perf_counter() - indexing, 3)
             report.points_in_collection = target.count()
-        except BaseException:
-            if target is not backend:
-                target.drop()  # the old collection stays as it was
-            raise
-        if target is not backend:
-            backend.replace_with(target)
-        report.created = collection.created
-        report.rejects_file = str(rejects_path) if report.rejected else None
-        report.seconds = round(time.perf_counter() - started, 3)
-        return report
+            indexing = time.perf_counter()
+        # Leaving rebuilding() swapped a rebuilt collection in; leaving writing() made what
+        # was written durable and indexed.
+    report.index_seconds = round(time.perf_counter() - indexing, 3)
+    report.created = collection.created
+    report.rejects_file = str(rejects_path) if report.rejected else None
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
 class _Collection:
@@ -157,7 +155,6 @@ class _Collection:
         template: ProductTextTemplate,
         bm25: qdrant_edge.Bm25 | None,
         new_bm25: Bm25Settings | None = None,
-        drop_first: bool = False,
         meta: CollectionMeta | None = None,
     ) -> None:
         self.backend = backend
@@ -166,7 +163,6 @@ class _Collection:
         self.bm25 = bm25  # None until the collection exists
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
-        self.drop_first = drop_first  # --recreate on a server: the old collection goes
         self.words: Counter[str] = Counter()
         self.meta = meta  # None until the collection exists
         self.families = False  # whether this catalog's products make a family of several
@@ -178,13 +174,10 @@ class _Collection:
         encoder: TextEncoder,
         template: ProductTextTemplate | None,
         bm25: Bm25Settings | None,
-        recreate: bool,
+        new: bool,
     ) -> _Collection:
-        meta = backend.read_meta()
-        if meta is not None and recreate:
-            target = backend.replacement()
-            new_template = template or ProductTextTemplate()
-            return cls(target, encoder, new_template, None, bm25, drop_first=target is backend)
+        """`new`: create the collection, whether or not `backend` holds one (a rebuild)."""
+        meta = None if new else read_meta(backend)
         if meta is None:
             return cls(backend, encoder, template or ProductTextTemplate(), None, bm25)
         meta.check_encoder(EncoderInfo.of(encoder))
@@ -212,8 +205,6 @@ class _Collection:
                 self.template.template,
                 variants=False,
             )
-            if self.drop_first:  # only now that the catalog's first products are ready
-                self.backend.drop()
             self.backend.create(meta)
             self.created = True
             self.bm25 = settings.model()
@@ -233,21 +224,21 @@ class _Collection:
     def _record_variants(self, variants: bool) -> None:
         assert self.meta is not None
         self.meta = replace(self.meta, variants=variants)
-        self.backend.write_meta(self.meta)
+        write_meta(self.backend, self.meta)
 
     def write_vocabulary(self, replace: bool = False) -> int:
         """Store this catalog's words with those already stored, or in their place (a new
         or pruned collection holds this catalog alone)."""
-        stored = None if self.created or replace else self.backend.read_vocabulary()
+        stored = None if self.created or replace else read_vocabulary(self.backend)
         words = merge_vocabularies(stored or {}, self.words)
-        self.backend.write_vocabulary(words)
+        write_vocabulary(self.backend, words)
         return len(words)
 
     def after_prune(self, kept_ids: Iterable[str]) -> None:
         """A pruned collection holds this catalog alone, with the stored versions of the
         products whose rows were rejected (`kept_ids`): its vocabulary is theirs, and whether
-        it has families is now known, whatever was recorded before (nothing, in a collection
-        ingested before the record; a family the catalog no longer lists)."""
+        it has families is now known, whatever the metadata says (nothing, in a collection
+        ingested by a version that did not record it; a family the catalog no longer lists)."""
         ids = [point_id(pid) for pid in kept_ids]
         families = self.families
         for start in range(0, len(ids), ID_PAGE):

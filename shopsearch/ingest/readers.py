@@ -18,9 +18,8 @@ its quote fixed instead. Two checks, next to free when no cell spans lines:
 - closed by a later stray quote: the cell is valid CSV, so only its content can tell. A
   multi-line cell whose inner lines (all but its first and last; blank ones aside) all hold
   as many cells as the header is taken for swallowed rows, in a file of three columns or
-  more. Real descriptions rarely do (none of the 591 multi-line cells of the Flipkart and
-  ESCI product samples the project was built on). Only the columns read and the rows
-  pyarrow cannot split are checked.
+  more. Real descriptions rarely do (no multi-line cell of the Flipkart and ESCI product
+  samples does). Only the columns read and the rows pyarrow cannot split are checked.
 """
 
 from __future__ import annotations

@@ -2,13 +2,12 @@
 a shop's own judgments.
 
 RRF and DBSF see only each list's ranks or scores. They cannot tell a title that holds every
-query word from one that shares one rare word with it, and on Home Depot's queries, which
-were judged on a lexical search's results, that is most of what decides relevance: fused by
-DBSF, stage 1 + ROAR scores nDCG@10 0.413 on dev, BM25 alone 0.412. This model reads both
-lists' scores and ranks plus how much of the query each product's BM25 terms cover, and
-scores each candidate; fit on the train judgments it reaches 0.432 nDCG@10 and 0.836
-Recall@100 on dev (DBSF: 0.413 / 0.821; the zero-shot base model 0.382 -> 0.423;
-benchmarks/RESULTS.md section 6).
+query word from one that shares one rare word with it, and where queries are judged on a
+lexical search's results (as Home Depot's are), that is most of what decides relevance: fused
+by DBSF, even a fine-tuned encoder adds little over BM25 alone. This model reads both lists'
+scores and ranks plus how much of the query each product's BM25 terms cover, and scores each
+candidate; fit on a shop's train judgments it ranks and recalls better than DBSF, for a
+fine-tuned encoder and the zero-shot base model alike (benchmarks/RESULTS.md section 6).
 
 The model is the mean of six one-hidden-layer perceptrons in numpy (32 units each, stored
 as one layer of 192: scoring a query's ~150 candidates is one small matrix product). It is
@@ -17,10 +16,9 @@ pulled towards softmax(gain / 0.1), the judged gains (unjudged candidates count 
 cross-entropy (ListNet; Cao et al., "Learning to Rank: From Pairwise Approach to Listwise
 Approach", ICML 2007). A query's list is what the search ranks, so the loss weighs each
 query alike and only the order within a list counts. Fit pointwise (least squares on the
-gains) instead, the same features reached the same nDCG@10 but Recall@100 0.816-0.821
-against 0.834-0.836 (stage 1 + ROAR's cached candidates, dev). The model is stored with the
-collection, and pinned to the encoder and BM25 settings it was fit on: other scores would
-mean other features.
+gains) instead, the same features rank the top as well but recall less (section 6). The
+model is stored with the collection, and pinned to the encoder and BM25 settings it was fit
+on: other scores would mean other features.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ FEATURES = (
     "product terms",
 )
 FORMAT = "shopsearch-learned-fusion/1"
-# Adam steps a fit takes at least (Home Depot's train queries: ~2,200 in 10 epochs).
+# Adam steps a fit takes at least: about what 10 epochs of Home Depot's train queries take.
 MIN_STEPS = 2000
 # The target's sharpness: a list's target is softmax(gain / TEMPERATURE) over its candidates.
 TEMPERATURE = 0.1

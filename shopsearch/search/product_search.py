@@ -32,32 +32,40 @@ from shopsearch.store.backend import (
     SearchMode,
     SearchRequest,
     SparseVec,
+    warm_up,
 )
 from shopsearch.store.bm25 import Bm25Settings
 from shopsearch.store.conditions import Condition
+from shopsearch.store.documents import read_fusion, read_meta
 from shopsearch.store.schema import CollectionMeta, EncoderInfo
 
 
 @dataclass(frozen=True)
 class Query:
+    """A shopper's query. `searched` is the text actually searched (typos corrected) once the
+    query is prepared (`ProductSearch.prepare`, `prepare_query`): it is decided once, so the
+    text an encoder was started on ahead of the search (`ForkedQueryEncoder`) is the text
+    searched, and its results and facets search the same text."""
+
     text: str
     conditions: Sequence[Condition] = ()
     query_id: str | None = None
+    searched: str | None = None
 
     def __post_init__(self) -> None:
         if not self.text.strip():
             raise UsageError("the query text is empty")
 
 
-# Hits read past the end of a page. On the 55k benchmark's filtered dev queries (hybrid RRF),
-# the tie at the end of a page of 10 went on past it by one hit in 44 of 1,226 queries, by two
-# in none; at 20, by one in 68, by two in 1 (benchmarks/RESULTS.md section 4).
+# Hits read past the end of a page, so that a tie straddling the page's end is ordered by point
+# id rather than cut where Qdrant put its members: RRF's rank-based scores tie often, and a
+# tie rarely runs more than one hit past a page (benchmarks/RESULTS.md section 4).
 TIE_MARGIN = 2
 
 # RRF weighs BM25's list 3 to the dense list's 1 (Qdrant divides a list's ranks by its
-# weight). Chosen on Home Depot's train queries and confirmed on dev, where equal weights
-# put the zero-shot hybrid at nDCG@10 0.370, below BM25 alone (0.409), and weight 3 at
-# 0.398; a fine-tuned model gains too, 0.401 -> 0.411 (benchmarks/RESULTS.md section 6).
+# weight): with equal weights the zero-shot hybrid ranks below BM25 alone on Home Depot, where
+# the judged products come from the shop's lexical search. Chosen on Home Depot's train
+# queries and confirmed on dev (benchmarks/RESULTS.md section 6).
 DEFAULT_BM25_WEIGHT = 3.0
 
 
@@ -126,7 +134,7 @@ class ProductSearch:
         self, backend: Backend, encoder: TextEncoder | None, typos: TypoCorrector | None = None
     ) -> None:
         """`typos`: the collection's corrector, when the caller has read it already."""
-        meta = backend.read_meta()
+        meta = read_meta(backend)
         if meta is None:
             raise CollectionError(
                 f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
@@ -141,10 +149,14 @@ class ProductSearch:
         self._encoded: tuple[list[str], np.ndarray] | None = None
         self.typos = typos or TypoCorrector.stored(backend)
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
-        backend.load_index()
+        warm_up(backend)
+
+    def prepare(self, query: Query, options: SearchOptions | None = None) -> Query:
+        """`query` with the text it searches decided (`prepare_query`)."""
+        return prepare_query(self.typos, query, options or SearchOptions())
 
     def searched_text(self, query: Query, options: SearchOptions | None = None) -> str:
-        return searched_text(self.typos, query, options or SearchOptions())
+        return self.prepare(query, options).searched or query.text
 
     def search(self, query: Query, options: SearchOptions | None = None) -> list[Hit]:
         return self.search_batch([query], options)[0]
@@ -157,7 +169,8 @@ class ProductSearch:
             return []
         if options.mode is SearchMode.HYBRID and options.fusion is FusionMethod.LEARNED:
             return self._learned(queries, options)
-        texts = [self.searched_text(q, options) for q in queries]
+        queries = [self.prepare(q, options) for q in queries]
+        texts = [q.searched or q.text for q in queries]
         dense = None
         if options.mode is not SearchMode.BM25:
             if self.encoder is None:
@@ -249,7 +262,7 @@ class ProductSearch:
     def fusion_model(self) -> FusionModel:
         """The collection's learned fusion, checked against its encoder and BM25 settings."""
         if self._fusion is None:
-            stored = self.backend.read_fusion()
+            stored = read_fusion(self.backend)
             if stored is None:
                 raise UsageError(
                     f"--fusion learned: the collection at {self.backend.location} has no learned "
@@ -275,7 +288,7 @@ class ProductSearch:
         """The collection's learned fusion as `shopsearch info` shows it (None: there is
         none): what it was fit on, and whether `--fusion learned` can use it."""
         try:
-            stored = self.backend.read_fusion()
+            stored = read_fusion(self.backend)
         except CollectionError as exc:
             return {"usable": False, "problem": str(exc)}
         if stored is None:
@@ -301,7 +314,8 @@ class ProductSearch:
         fits it on."""
         if self.encoder is None:
             raise UsageError("learned fusion needs an encoder")
-        texts = [self.searched_text(q, options) for q in queries]
+        queries = [self.prepare(q, options) for q in queries]
+        texts = [q.searched or q.text for q in queries]
         dense = self._encode(texts)
         payload = payload_fields(options)
         terms, requests = [], []
@@ -335,8 +349,8 @@ class ProductSearch:
         Variants collapse within the union (up to twice `candidates` products): it holds
         more families than a first fused page, so there is no deeper search. The candidates
         carry only the family fields, or no payload where the collection has no families;
-        the page's payloads are read afterwards, for a page of products rather than ~150
-        (-0.4 ms a query on the 55k catalog). Pages end with the union."""
+        the page's payloads are read afterwards, for a page of products rather than the whole
+        union, which is a measurable share of a query's time. Pages end with the union."""
         model = self.fusion_model()
         families = self._collapses(options)
         carried = list(FAMILY_FIELDS) if families else []
@@ -401,9 +415,12 @@ def payload_fields(options: SearchOptions) -> bool | list[str]:
     return fields
 
 
-def searched_text(typos: TypoCorrector, query: Query, options: SearchOptions) -> str:
-    """What is searched for `query`: its text, typos corrected unless `options` turn that off.
-    A function, not only a method: the CLI needs it before a ProductSearch exists, to encode
-    a one-shot query in a forked child while the collection opens."""
-    return typos.correct(query.text) if options.fix_typos else query.text
-
+def prepare_query(typos: TypoCorrector, query: Query, options: SearchOptions) -> Query:
+    """`query` with `searched` set: its text, typos corrected unless `options` turn that off.
+    A query already prepared is returned as it is. A function, not only a method: the CLI
+    prepares a one-shot query before a ProductSearch exists, to encode it in a forked child
+    while the collection opens."""
+    if query.searched is not None:
+        return query
+    searched = typos.correct(query.text) if options.fix_typos else query.text
+    return replace(query, searched=searched)

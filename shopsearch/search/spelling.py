@@ -1,8 +1,8 @@
 """Typo tolerance: a query word no product uses is replaced by a catalog word one edit away.
 
-Shoppers misspell ("riobi drill", "toliet seat"): 28% of Home Depot's train queries hold a
-word that no product title contains. BM25 cannot match such a word at all, and the dense
-encoder's word pieces match it poorly. So ingest stores the catalog's vocabulary (each word
+Shoppers misspell ("riobi drill", "toliet seat"), and many queries hold a word that no
+product title contains. BM25 cannot match such a word at all, and the dense encoder's word
+pieces match it poorly. So ingest stores the catalog's vocabulary (each word
 with the number of products using it) beside the collection, and a query word that is not
 in it, has at least `MIN_WORD_LEN` characters and no digit, and is not a common English word
 (`common_words`), becomes:
@@ -22,15 +22,15 @@ common word other than the candidate may be meant as typed too, or be a form of 
 list lacks ("heater": header, heated, theater), and a changed first letter is weak evidence
 against that: so "heater" does not become "seater", nor "sandles" "candles" (one edit from
 "handles") in a shop without heaters, while "kyobi" (no common word near) becomes "ryobi".
-On Home Depot train (BM25 nDCG@10, `benchmarks/typo_tolerance.py`'s setting) the rules cost
-0.0006 against correcting every unknown word to the most-used one: 0.4009 against 0.4015,
-from 0.3858 typed. The last rule alone costs 0.0003: it keeps 20 of the 48 first-letter
-changes as typed, half of them rightly (the candidate was wrong: "saw zall" is a Sawzall, not
-a wall, "fome core" foam, not home), half not ("ciding" was siding, "akita" Makita).
+These guards cost little ranking quality against correcting every unknown word to the
+most-used one, and spare a shop corrections that change what the shopper asked for. The last
+rule keeps a word as typed where its candidate is wrong ("saw zall" is a Sawzall, not a
+wall; "fome core" foam, not home), and as often where it is right ("ciding" is siding,
+"akita" Makita).
 Words with digits are left alone: a model number or size one edit away ("2x12" -> "2x22")
-is another product. Two edits were measured too (Norvig's corrector goes to two): +0.001
-BM25 nDCG@10 on Home Depot train, for a candidate set ~100x larger. RESULTS.md section 8
-has the measurements (`benchmarks/typo_tolerance.py`).
+is another product. Only one edit is tried: two (as Norvig's corrector does) multiply the
+candidates for no material gain. benchmarks/RESULTS.md section 8 has the measurements
+(`benchmarks/typo_tolerance.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shopsearch.store.documents import read_vocabulary
 from shopsearch.store.vocabulary import DIGIT_FREE_WORD
 
 if TYPE_CHECKING:
@@ -62,9 +63,9 @@ _WORD = re.compile(r"\w+")
 
 @cache
 def common_words() -> frozenset[str]:
-    """20,362 lowercase English words of 4+ letters: the whole-word entries of BERT's uncased
+    """Lowercase English words of 4+ letters: the whole-word entries of BERT's uncased
     WordPiece vocabulary (all-MiniLM-L6-v2's tokenizer, Apache-2.0), names included. Read at
-    the first word the catalog lacks (~5 ms), not at every query."""
+    the first word the catalog lacks, not at every query: most queries never need it."""
     return frozenset(COMMON_WORDS_FILE.read_text(encoding="ascii").split())
 
 
@@ -74,9 +75,9 @@ class TypoCorrector:
 
     @classmethod
     def stored(cls, backend: Backend) -> TypoCorrector:
-        """The collection's; one ingested before typo tolerance has no vocabulary, and its
-        corrector leaves every query as typed."""
-        return cls(backend.read_vocabulary() or {})
+        """The collection's; a collection stored without a vocabulary (by a version without
+        typo tolerance) gets a corrector that leaves every query as typed."""
+        return cls(read_vocabulary(backend) or {})
 
     def correct(self, text: str) -> str:
         """`text` with each unknown word replaced; everything else as typed."""
@@ -118,8 +119,8 @@ class TypoCorrector:
 
 
 def _near_another_common_word(word: str, candidate: str) -> bool:
-    # Only for a first-letter change (48 of Home Depot's 8,191 train queries), so the edits
-    # are made again; over a-z, the common words' letters, whatever the catalog's alphabet.
+    # Only for a first-letter change, which is rare, so the edits are made again; over a-z,
+    # the common words' letters, whatever the catalog's alphabet.
     common = common_words()
     return any(w in common and w != candidate for w in _edits(word, string.ascii_lowercase))
 

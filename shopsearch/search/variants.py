@@ -18,13 +18,13 @@ from shopsearch.store.backend import Hit
 # Fused hits one query may look through for families: a page of 10 from families of up to
 # ~60 near-identical variants.
 MAX_DEPTH = 1000
-# The first search reads this many pages of fused hits. On 1M products in families of 19
-# (benchmarks/scale_1m.py, filtered hybrid, ef 160), a first search of 40 hits costs what one
-# of 10 does (p50 5.2 ms), and leaves 35% of queries short of 10 families, where a page of 10
-# left nearly all of them short, each then paying a second search (p50 11.6 ms in all). A
-# collection whose metadata records no families (`CollectionMeta.variants`) reads one page
-# and collapses nothing: on the 55k catalog the four pages cost 1.11-1.16x the search's
-# p50 (2.81-3.19 vs 2.43-2.83 ms in three runs of benchmarks/query_latency.py).
+# The first search reads this many pages of fused hits. On a large catalog of big families,
+# a first search of four pages costs about what one page does, while a single page leaves
+# nearly every query short of a page of families, each then paying a second search
+# (benchmarks/RESULTS.md section 5). A collection whose metadata records no families
+# (`CollectionMeta.variants`) reads one page and collapses nothing: it has nothing to
+# collapse, and the extra pages and payloads are a measurable share of its query time
+# (section 4).
 FIRST_DEPTH = 4
 # Payload fields collapsing reads (added to a search that asks for fewer).
 FAMILY_FIELDS = ("product_id", "parent_id")
@@ -63,10 +63,8 @@ def deeper_limit(limit: int, hits: Sequence[Hit], top_k: int) -> int | None:
     settle the page: they fill it, the catalog had no more, or the depth is spent.
 
     The next depth overshoots: at least 4x, and 3x the variants per family seen so far times
-    the page. Each search repeats the prefetches, while a hit more costs only its payload. On
-    1M products in families of 19 (benchmarks/scale_1m.py), after a first search of one page,
-    this took 2.1 searches a query against 2.4 for 2x / 1.5x, and filtered hybrid p50 8.1
-    against 9.0 ms."""
+    the page. Each search repeats the prefetches, while a hit more costs only its payload, so
+    fewer, deeper searches beat more, shallower ones (benchmarks/RESULTS.md section 5)."""
     families = len({family(hit) for hit in hits})
     if families >= top_k or len(hits) < limit or limit >= MAX_DEPTH:
         return None

@@ -2,7 +2,9 @@
 
 Embedded Qdrant Edge (default: in-process, no server) and a Qdrant server via
 qdrant-client implement the same few operations on the same schema, so ingest and search
-never branch on where the data is.
+never branch on where the data is. What the two ask Qdrant for is built once
+(`shopsearch.store.qdrant_requests`); what a collection's documents hold is read and written once
+(`shopsearch.store.documents`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from shopsearch.store.conditions import Condition
 from shopsearch.store.counts import FacetCount, ValueRange
-from shopsearch.store.schema import SPARSE_VECTOR, CollectionMeta
+from shopsearch.store.schema import SPARSE_VECTOR, CollectionMeta, Document
 
 
 class SearchMode(str, Enum):
@@ -40,16 +42,15 @@ class IndexSettings:
 
     int8 scalar quantisation is on by default: the graph is walked on int8 copies of the
     vectors and the best `QUANTIZED_OVERSAMPLING` x limit candidates are rescored with the
-    float originals, so results keep full-precision scores. On the 55k Home Depot catalog it
-    halved filtered dense search (1.0 -> 0.5 ms p50) and the HNSW build (39 -> 22 s) at the
-    same recall@10 of exact search (0.987). At 1M products, hnsw_ef=160 reaches recall@10 0.983
-    with a filtered hybrid query at 7.6 ms p50; RESULTS.md sections 3-5 have the figures.
-    Half of the 55k build is the price index's payload subgraph: without it a price filter
-    matching 20% of the catalog found 0.60 of the exact top 10 (benchmarks/index_build.py).
+    float originals, so results keep full-precision scores, while filtered search and the
+    HNSW build are faster at the recall of unquantised search. The payload indexes
+    keep their HNSW subgraphs (the price index's is much of the build): without them a
+    selective price filter disconnects the graph and search misses products it should find.
+    benchmarks/RESULTS.md, sections 3-5, and benchmarks/index_build.py measure both.
 
-    The float originals stay in RAM too. Kept on disk (Edge `Memory.Cold`), they made opening
-    the 55k shard faster (0.50 -> 0.33 s) but the first queries of a process read them from
-    disk (0.2-0.7 s for the first), which is what a cold `shopsearch query` pays.
+    The float originals stay in RAM too. Kept on disk (Edge `Memory.Cold`), the shard opens
+    faster, but a process's first queries read them from disk, which is what a cold
+    `shopsearch query` pays.
     """
 
     hnsw_m: int = 16
@@ -57,14 +58,13 @@ class IndexSettings:
     full_scan_threshold_kb: int = 10_000
     int8_quantization: bool = True
     # Edge only: threads one query may use across the shard's segments. Nearly all points sit
-    # in one optimised segment (55k and 1M catalogs alike), so Edge's pool only adds a hand-off
-    # to a sleeping thread: filtered hybrid query 3.7 -> 1.7 ms when queries arrive with the
-    # CPU idle in between; no change right after an encode (RESULTS.md section 4).
+    # in one optimised segment, so more threads only add a hand-off to a sleeping thread,
+    # which a query arriving at an idle CPU pays for (RESULTS.md section 4).
     search_threads: int = 1
 
 
-# Rescoring depth for quantised collections (ignored by unquantised ones): without it, recall@10
-# on the 55k catalog falls from 0.987 to 0.962.
+# Rescoring depth for quantised collections (ignored by unquantised ones): rescoring only the
+# limit's own candidates loses some of the true top 10 to int8's rounding (RESULTS.md section 4).
 QUANTIZED_OVERSAMPLING = 2.0
 
 # Points per page when listing a collection's ids.
@@ -121,10 +121,9 @@ class Hit:
 def hits_by_score(points: Iterable[Any]) -> list[Hit]:
     """Either backend's scored points (Edge's and qdrant-client's have the same fields) as
     hits, by score and equal scores by point id. Qdrant orders equal scores arbitrarily, and
-    differently from one call to the next: RRF's rank-based scores tie often (42% of the
-    filtered Home Depot dev queries hold a tie in their top 20), and without this order the
-    same query's results reorder between calls, and a page's end falls inside a tie
-    differently for each page."""
+    differently from one call to the next: RRF's rank-based scores tie often, and without
+    this order the same query's results reorder between calls, and a page's end falls
+    inside a tie differently for each page."""
     hits = [
         Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector)) for p in points
     ]
@@ -150,49 +149,44 @@ def rrf_weights(bm25_weight: float) -> list[float] | None:
 
 
 class Backend(Protocol):
+    """A collection, wherever it lives. Its documents' content is `shopsearch.store.documents`'
+    to decide (`read_meta`, `read_vocabulary`, ...); a backend stores them."""
+
     @property
     def location(self) -> str: ...
 
-    def read_meta(self) -> CollectionMeta | None:
-        """The collection's metadata, or None when the collection does not exist."""
+    def read_document(self, document: Document) -> dict[str, Any] | None:
+        """The JSON object stored as `document`, or None when the collection has none (or
+        does not exist). A collection without its `Document.META` is not shopsearch's and
+        raises `CollectionError`, as does a document that cannot be read."""
         ...
 
-    def create(self, meta: CollectionMeta) -> None: ...
-
-    def write_meta(self, meta: CollectionMeta) -> None:
-        """Replace an existing collection's metadata (ingest updates what it records)."""
+    def write_document(self, document: Document, data: dict[str, Any]) -> None:
+        """Store `data` as the existing collection's `document`, whole or not at all."""
         ...
 
-    def read_vocabulary(self) -> dict[str, int] | None:
-        """Catalog word -> products using it, as ingest last wrote it; None when it never
-        did (collections ingested before typo tolerance)."""
+    def create(self, meta: CollectionMeta) -> None:
+        """A new, empty collection: the contract's vectors and payload indexes, the index
+        tuning of the backend's `IndexSettings`, and `meta` as its `Document.META`."""
         ...
-
-    def write_vocabulary(self, words: dict[str, int]) -> None: ...
-
-    def read_fusion(self) -> dict[str, Any] | None:
-        """The learned fusion `shopsearch fusion fit` stored (FusionModel.to_dict), or None."""
-        ...
-
-    def write_fusion(self, model: dict[str, Any]) -> None: ...
 
     def drop(self) -> None: ...
 
     def writing(self) -> AbstractContextManager[None]:
-        """Held by an ingest for its whole run, so that a second one fails at once (with
-        `CollectionBusyError`) instead of corrupting the first's work. Edge: a file lock; a
-        server: nothing, as it serialises concurrent clients' writes itself."""
+        """Held by an ingest for its whole run. A second writer fails at once (with
+        `CollectionBusyError`) instead of corrupting the first one's work, and leaving it
+        without an error makes what was written durable and indexed, so the collection is
+        ready to search at full speed. On a server there is nothing to hold or finish: it
+        serialises concurrent clients' writes and indexes in the background itself."""
         ...
 
-    def replacement(self) -> Backend:
-        """Where `ingest --recreate` builds the new collection, so that a run that fails
-        leaves the old one as it was: Edge, an empty sibling directory; a server, whose
-        collections cannot be renamed under the services querying them, this backend
-        itself (ingest drops the old collection just before creating the new one)."""
-        ...
-
-    def replace_with(self, built: Backend) -> None:
-        """Make `built`, this backend's complete `replacement()`, the collection."""
+    def rebuilding(self) -> AbstractContextManager[Backend]:
+        """Where `ingest --recreate` builds the new collection (`create` it, then fill it),
+        within `writing()`: it becomes the collection when the block ends without an error,
+        and a block that fails leaves the old collection as it was. Edge builds beside the
+        old collection and swaps it in. A server, whose collections cannot be renamed under
+        the services querying them, builds in place: the old collection goes when the new
+        one is created, so only a build that fails before that leaves it."""
         ...
 
     def upsert(self, points: Sequence[ProductPoint]) -> None: ...
@@ -207,7 +201,9 @@ class Backend(Protocol):
         """The stored payloads of those of `ids` that exist (ingest skips unchanged products)."""
         ...
 
-    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]: ...
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        """Each request's hits, by score and equal scores by point id (`hits_by_score`)."""
+        ...
 
     def count(self, conditions: Sequence[Condition] = ()) -> int:
         """Products that pass `conditions` (all of them by default), counted exactly."""
@@ -215,7 +211,7 @@ class Backend(Protocol):
 
     def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
         """The `limit` values of `field` most products passing `conditions` hold, counted
-        exactly, in `facets.by_count` order."""
+        exactly, in `counts.by_count` order."""
         ...
 
     def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
@@ -223,13 +219,22 @@ class Backend(Protocol):
         `conditions` (read in its index's order), or None when none has one."""
         ...
 
-    def finish_writes(self) -> None:
-        """Make everything upserted durable and indexed (Edge: flush + optimise)."""
-        ...
-
-    def load_index(self) -> None:
-        """Load what searching needs now rather than at the first search (Edge: the shard), so
-        a caller can overlap it with other start-up work."""
-        ...
-
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LoadsIndex(Protocol):
+    """A backend that reads its index into this process on first use (Edge: the shard, whose
+    load holds the GIL), and can be told to do so earlier: see `warm_up`."""
+
+    def load_index(self) -> None: ...
+
+
+def warm_up(backend: Backend) -> None:
+    """Load what searching needs now rather than at the first search, where the backend has
+    anything to load, so a caller can overlap it with other start-up work (a forked query
+    encoder encodes meanwhile). Not part of `Backend`: a server holds its index loaded.
+    Nor is it part of opening a backend: `ingest --recreate` opens a collection only to
+    replace it, and would load an index it never reads."""
+    if isinstance(backend, LoadsIndex):
+        backend.load_index()

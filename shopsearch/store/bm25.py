@@ -24,8 +24,8 @@ DEFAULT_AVG_LEN = 24.0
 class Bm25Settings:
     # Not the textbook k = 1.2: a product title rarely repeats a word, and a long title is
     # no less about its product. A small k weakens term-frequency saturation and length
-    # normalisation alike. On Home Depot's 8,191 train queries, BM25 nDCG@10 goes from 0.373
-    # to 0.386, and on dev from 0.381 to 0.397 (benchmarks/bm25_params.py, RESULTS section 7).
+    # normalisation alike, which ranks Home Depot's train and dev queries better
+    # (benchmarks/bm25_params.py; benchmarks/RESULTS.md, section 7).
     k: float = 0.3
     b: float = 0.75
     avg_len: float = DEFAULT_AVG_LEN

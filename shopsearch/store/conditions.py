@@ -34,10 +34,9 @@ class Range:
 Condition = Match | Range
 
 
-
 def build_filter(conditions: Sequence[Condition], m: Any) -> Any:
-    """Build a filter from `m`, a module exposing Filter, FieldCondition, MatchValue,
-    MatchAny, MatchExcept and Range classes (qdrant_edge or qdrant_client.models)."""
+    """Build a filter from `m`, a namespace with Filter, FieldCondition, MatchValue, MatchAny
+    and Range classes: a backend's `qdrant_requests.Models`, or qdrant_client.models."""
     if not conditions:
         return None
     must: list[Any] = []

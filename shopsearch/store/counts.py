@@ -3,8 +3,9 @@ field's lowest and highest value."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,9 @@ class ValueRange:
     high: float
 
 
-def by_count(hits: Sequence[FacetCount]) -> list[FacetCount]:
-    """Most products first, equal counts by value: Qdrant's order, made the same on both
-    backends."""
-    return sorted(hits, key=lambda h: (-h.count, str(h.value)))
+def by_count(hits: Iterable[Any]) -> list[FacetCount]:
+    """Facet hits (either backend's, or FacetCounts: each has a `value` and a `count`) as
+    counts, most products first and equal counts by value: Qdrant's order, made the same on
+    both backends."""
+    counts = [FacetCount(h.value, h.count) for h in hits]
+    return sorted(counts, key=lambda h: (-h.count, str(h.value)))

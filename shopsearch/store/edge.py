@@ -6,9 +6,10 @@ indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
     <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
     <dir>/vocabulary.json   {"words": {word: products using it}}, for typo tolerance
     <dir>/fusion.json       the learned fusion model, once `shopsearch fusion fit` made one
-`ingest --recreate` builds the new collection in `.<name>.recreating` beside <dir>, and
-renames it to <dir> once complete (the old one passes through `.<name>.replaced`). An
-ingest holds `.<name>.lock`, beside <dir> too, as its writer lock (`EdgeBackend.writing`).
+(the JSON files are the collection's `Document`s). `ingest --recreate` builds the new
+collection in `.<name>.recreating` beside <dir>, and renames it to <dir> once complete (the
+old one passes through `.<name>.replaced`). An ingest holds `.<name>.lock`, beside <dir>
+too, as its writer lock (`EdgeBackend.writing`).
 """
 
 from __future__ import annotations
@@ -19,73 +20,69 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
 
 from shopsearch.errors import CollectionBusyError, CollectionError
-from shopsearch.store.backend import (
-    ID_PAGE,
-    QUANTIZED_OVERSAMPLING,
-    RRF_K,
-    Backend,
-    FusionMethod,
-    Hit,
-    IndexSettings,
-    ProductPoint,
-    SearchMode,
-    SearchRequest,
-    SparseVec,
-    hits_by_score,
-    rrf_weights,
-)
+from shopsearch.store import qdrant_requests
+from shopsearch.store.backend import Hit, IndexSettings, ProductPoint, SearchRequest, hits_by_score
 from shopsearch.store.conditions import Condition, build_filter
 from shopsearch.store.counts import FacetCount, ValueRange, by_count
-from shopsearch.store.schema import (
-    DENSE_VECTOR,
-    INDEXED_FIELDS,
-    SPARSE_VECTOR,
-    CollectionMeta,
-    FieldType,
-)
+from shopsearch.store.documents import write_meta
+from shopsearch.store.schema import SPARSE_VECTOR, CollectionMeta, Document, FieldType
 
 try:
     import fcntl
 except ImportError:  # Windows: EdgeBackend.writing locks nothing
     fcntl = None  # type: ignore[assignment]
 
-META_FILE = "shopsearch.json"
-VOCABULARY_FILE = "vocabulary.json"
-FUSION_FILE = "fusion.json"
+META_FILE = Document.META.file
+VOCABULARY_FILE = Document.VOCABULARY.file
+FUSION_FILE = Document.FUSION.file
 SHARD_DIR = "shard"
 
-
-def _match_value(value: str | int | bool) -> qe.MatchValue:
-    # qdrant-edge-py 0.9 reads a Python bool as the integer 1/0 (bool subclasses int), so
-    # `in_stock=true` would match nothing; numpy's bool is not an int and arrives as a bool.
-    return qe.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
-
-
-_MODELS = SimpleNamespace(
-    Filter=qe.Filter,
-    FieldCondition=qe.FieldCondition,
-    MatchValue=_match_value,
-    MatchAny=qe.MatchAny,
-    Range=qe.RangeFloat,
-)
-_INDEX_TYPES = {
-    FieldType.KEYWORD: qe.PayloadSchemaType.Keyword,
-    FieldType.FLOAT: qe.PayloadSchemaType.Float,
-    FieldType.BOOL: qe.PayloadSchemaType.Bool,
-}
-
-# One value per product: an in-RAM index of these is rebuilt on every shard load (0.06-0.08 s of
-# a cold `shopsearch query` on the 55k catalog) for lookups no shopper filter makes; served
-# from the page cache instead, filtered search latency did not change measurably.
+# One value per product: an in-RAM index of these would be rebuilt on every shard load, a
+# cost of every cold `shopsearch query`, for lookups no shopper filter makes. Served from the
+# page cache instead, they leave filtered search as fast.
 _CACHED_INDEX_FIELDS = ("product_id", "parent_id")
 _CACHED_INDEX = qe.KeywordIndexParams(memory=qe.Memory.Cached)
+
+
+class EdgeModels(qdrant_requests.Models):
+    """qdrant_edge's spelling of the requests `shopsearch.store.qdrant_requests` builds."""
+
+    Range = qe.RangeFloat
+    VectorParams = qe.EdgeVectorParams
+    SparseVectorParams = qe.EdgeSparseVectorParams
+    HnswConfigDiff = qe.HnswIndexConfig
+
+    @staticmethod
+    def MatchValue(value: str | int | bool) -> qe.MatchValue:
+        # qdrant-edge-py reads a Python bool as the integer 1/0 (bool subclasses int), so
+        # `in_stock=true` would match nothing; numpy's bool is not an int and arrives as a bool.
+        return qe.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
+
+    def nearest(self, vector: Any, using: str) -> dict[str, Any]:
+        return {"query": qe.Query.Nearest(vector, using=using)}  # the query names its vector
+
+    def rrf(self, k: int, weights: list[float] | None) -> qe.Fusion:
+        return qe.Fusion.Rrf(k=k, weights=weights)
+
+    def dbsf(self) -> qe.Fusion:
+        return qe.Fusion.Dbsf()
+
+    def int8(self) -> qe.ScalarQuantizationConfig:
+        return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8)
+
+    def index_schema(self, field: str, kind: FieldType) -> Any:
+        return _CACHED_INDEX if field in _CACHED_INDEX_FIELDS else super().index_schema(field, kind)
+
+
+# Public for code that measures the engine beneath the protocol (benchmarks/): the filter
+# models `build_filter` needs to query an Edge shard directly.
+EDGE_MODELS = EdgeModels(qe, prefetch_field="prefetches")
 
 
 class EdgeBackend:
@@ -93,93 +90,102 @@ class EdgeBackend:
         self.directory = Path(directory)
         self.index = index or IndexSettings()
         self._shard: qe.EdgeShard | None = None
+        self._changed = False  # written since the shard was last flushed and optimised
 
     @property
     def location(self) -> str:
         return str(self.directory)
 
-    # -- lifecycle ---------------------------------------------------------------
-    def read_meta(self) -> CollectionMeta | None:
-        meta_file = self.directory / META_FILE
-        if not meta_file.exists():
-            if (self.directory / SHARD_DIR).exists():
-                raise CollectionError(f"{self.directory} holds a shard without {META_FILE}")
-            return None
+    # -- documents and lifecycle -------------------------------------------------
+    def read_document(self, document: Document) -> dict[str, Any] | None:
+        path = self.directory / document.file
         try:
-            data = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CollectionError(f"cannot read {meta_file}: {exc}") from exc
-        return CollectionMeta.from_dict(data)
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            if document is Document.META and (self.directory / SHARD_DIR).exists():
+                message = f"{self.directory} holds a shard without {path.name}"
+                raise CollectionError(message) from None
+            return None
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CollectionError(f"cannot read {path}: not a JSON object")
+        return data
+
+    def write_document(self, document: Document, data: dict[str, Any]) -> None:
+        indent = 2 if document is Document.META else None  # the one a person reads
+        _write_json(self.directory / document.file, data, indent)
 
     def create(self, meta: CollectionMeta) -> None:
-        if (self.directory / SHARD_DIR).exists():
+        shard_dir = self.directory / SHARD_DIR
+        if shard_dir.exists():
             raise CollectionError(f"a collection already exists at {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        index = self.index
         config = qe.EdgeConfig(
-            vectors={
-                DENSE_VECTOR: qe.EdgeVectorParams(
-                    size=meta.encoder.dimension, distance=qe.Distance.Cosine
-                )
-            },
-            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            hnsw_config=qe.HnswIndexConfig(
-                m=index.hnsw_m,
-                ef_construct=index.hnsw_ef_construct,
-                full_scan_threshold=index.full_scan_threshold_kb,
-            ),
-            quantization_config=qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8)
-            if index.int8_quantization
-            else None,
-            max_search_threads=index.search_threads,
+            **qdrant_requests.collection_config(meta, self.index, EDGE_MODELS),
+            max_search_threads=self.index.search_threads,
         )
-        self._shard = _edge_call(
-            self.directory, qe.EdgeShard.create, str(self.directory / SHARD_DIR), config
-        )
-        for name, kind in INDEXED_FIELDS.items():
-            schema = _CACHED_INDEX if name in _CACHED_INDEX_FIELDS else _INDEX_TYPES[kind]
+        self._shard = _edge_call(self.directory, qe.EdgeShard.create, str(shard_dir), config)
+        self._changed = True
+        for name, schema in qdrant_requests.payload_indexes(EDGE_MODELS).items():
             self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
         # Metadata last: a directory with metadata always holds a complete empty collection.
-        self.write_meta(meta)
-
-    def write_meta(self, meta: CollectionMeta) -> None:
-        _write_json(self.directory / META_FILE, meta.to_dict(), indent=2)
-
-    def read_vocabulary(self) -> dict[str, int] | None:
-        path = self.directory / VOCABULARY_FILE
-        try:
-            return dict(json.loads(path.read_bytes())["words"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CollectionError(f"cannot read {path}: {exc}") from exc
-
-    def write_vocabulary(self, words: dict[str, int]) -> None:
-        _write_json(self.directory / VOCABULARY_FILE, {"words": words})
-
-    def read_fusion(self) -> dict[str, Any] | None:
-        path = self.directory / FUSION_FILE
-        try:
-            return dict(json.loads(path.read_bytes()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError) as exc:
-            raise CollectionError(f"cannot read {path}: {exc}") from exc
-
-    def write_fusion(self, model: dict[str, Any]) -> None:
-        _write_json(self.directory / FUSION_FILE, model)
+        write_meta(self, meta)
 
     def drop(self) -> None:
         self.close()
+        self._changed = False
         if self.directory.exists():
             shutil.rmtree(self.directory)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        """The writer lock, which an ingest holds from start to end, its `--recreate` build
-        and swap included: a second writer would clear the first one's build directory, or
-        write into a collection about to be swapped out (Edge's own lock is per shard, and
-        a build is another shard). Queries never take it.
+        """The writer lock, then, once the block succeeds, a flush and an optimise of the
+        shard this backend wrote or opened: Edge builds the HNSW graph and the quantised
+        vectors then, not at each upsert, so the collection searches at full speed from its
+        next load. A shard only read is finished too, since what an interrupted ingest
+        upserted is left for the run that resumes it, which finds those products stored and
+        writes nothing."""
+        with self._writer_lock():
+            yield
+            self._finish_writes()
+
+    @contextlib.contextmanager
+    def rebuilding(self) -> Iterator[EdgeBackend]:
+        """A fresh collection in `.<name>.recreating`, finished and then swapped in by two
+        renames: the old collection steps aside, the new one takes its place. What a killed
+        run left there is cleared first (`writing()`, held, keeps other writers out). A build
+        that fails is deleted; a block that created nothing leaves the old collection, as a
+        server's does."""
+        built = EdgeBackend(self._sibling("recreating"), self.index)
+        if built.directory.exists():
+            shutil.rmtree(built.directory)
+        try:
+            yield built
+            built._finish_writes()
+        except BaseException:
+            built.drop()
+            raise
+        if built.directory.exists():
+            self._swap_in(built)
+
+    def _swap_in(self, built: EdgeBackend) -> None:
+        built.close()
+        self.close()
+        old = self._sibling("replaced")
+        if old.exists():
+            shutil.rmtree(old)
+        if self.directory.exists():
+            self.directory.rename(old)
+        built.directory.rename(self.directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Held from an ingest's start to its end, its `--recreate` build and swap included:
+        a second writer would clear the first one's build directory, or write into a
+        collection about to be swapped out (Edge's own lock is per shard, and a build is
+        another shard). Queries never take it.
 
         An advisory `flock` on `.<name>.lock` beside the collection, not in its directory,
         which `--recreate` replaces. The kernel releases it when its process dies, so a
@@ -213,24 +219,12 @@ class EdgeBackend:
             lock.flush()
             yield  # closing the file releases the lock
 
-    def replacement(self) -> EdgeBackend:
-        staging = self._sibling("recreating")
-        if staging.exists():  # left by a --recreate that was killed: writing() is held
-            shutil.rmtree(staging)
-        return EdgeBackend(staging, self.index)
-
-    def replace_with(self, built: Backend) -> None:
-        """Two renames: the old collection steps aside, the new one takes its place."""
-        assert isinstance(built, EdgeBackend)
-        built.close()
-        self.close()
-        old = self._sibling("replaced")
-        if old.exists():
-            shutil.rmtree(old)
-        if self.directory.exists():
-            self.directory.rename(old)
-        built.directory.rename(self.directory)
-        shutil.rmtree(old, ignore_errors=True)
+    def _finish_writes(self) -> None:
+        if self._changed or self._shard is not None:
+            shard = self.shard()
+            shard.flush()
+            shard.optimize()
+            self._changed = False
 
     def _sibling(self, purpose: str) -> Path:
         return self.directory.with_name(f".{self.directory.name}.{purpose}")
@@ -240,79 +234,14 @@ class EdgeBackend:
             self._shard.close()
             self._shard = None
 
-    def finish_writes(self) -> None:
-        shard = self._open()
-        shard.flush()
-        shard.optimize()
-
     def load_index(self) -> None:
-        self._open()
+        """Load the shard now (`backend.warm_up`): Edge copies vectors, graph and payload
+        indexes into RAM as it loads, holding the GIL."""
+        self.shard()
 
-    # -- data --------------------------------------------------------------------
-    def upsert(self, points: Sequence[ProductPoint]) -> None:
-        if not points:
-            return
-        edge_points = [
-            qe.Point(
-                p.id,
-                {
-                    DENSE_VECTOR: p.dense.tolist(),
-                    SPARSE_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values),
-                },
-                p.payload,
-            )
-            for p in points
-        ]
-        self._open().update(qe.UpdateOperation.upsert_points(edge_points))
-
-    def point_ids(self) -> Iterator[str]:
-        shard, offset = self._open(), None
-        while True:
-            page = qe.ScrollRequest(offset, ID_PAGE, with_payload=False, with_vector=False)
-            records, offset = shard.scroll(page)
-            yield from (str(r.id) for r in records)
-            if offset is None:
-                return
-
-    def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._open().update(qe.UpdateOperation.delete_points(list(ids)))
-
-    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = self._open().retrieve(list(ids), with_payload=True, with_vector=False)
-        return {str(r.id): r.payload or {} for r in records}
-
-    def count(self, conditions: Sequence[Condition] = ()) -> int:
-        flt = build_filter(conditions, _MODELS)
-        return self._open().count(qe.CountRequest(exact=True, filter=flt))
-
-    def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
-        flt = build_filter(conditions, _MODELS)
-        response = self._open().facet(qe.FacetRequest(field, limit=limit, exact=True, filter=flt))
-        return by_count([FacetCount(hit.value, hit.count) for hit in response.hits])
-
-    def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
-        flt = build_filter(conditions, _MODELS)
-        ends = []
-        for direction in (qe.Direction.Asc, qe.Direction.Desc):
-            order = qe.OrderBy(field, direction=direction)
-            request = qe.ScrollRequest(
-                limit=1, filter=flt, with_payload=[field], with_vector=False, order_by=order
-            )
-            records, _ = self._open().scroll(request)
-            ends += [r.order_value for r in records]
-        return ValueRange(*ends) if ends else None
-
-    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
-        shard = self._open()
-        built = [_query_request(r) for r in requests]
-        if len(built) == 1:
-            results = [shard.query(built[0])]
-        else:
-            results = shard.query_batch(qe.QueryBatchRequest(built))
-        return [hits_by_score(points) for points in results]
-
-    def _open(self) -> qe.EdgeShard:
+    def shard(self) -> qe.EdgeShard:
+        """The Edge shard, loaded on first use. Public for code that measures the engine
+        beneath the `Backend` protocol (benchmarks/); the product goes through the protocol."""
         if self._shard is None:
             shard_dir = self.directory / SHARD_DIR
             if not shard_dir.exists():
@@ -323,6 +252,53 @@ class EdgeBackend:
             self._shard = _edge_call(self.directory, qe.EdgeShard.load, str(shard_dir))
         return self._shard
 
+    # -- data --------------------------------------------------------------------
+    def upsert(self, points: Sequence[ProductPoint]) -> None:
+        if points:
+            edge_points = [
+                qe.Point(p.id, qdrant_requests.point_vectors(p, EDGE_MODELS), p.payload)
+                for p in points
+            ]
+            self._changed = True
+            self.shard().update(qe.UpdateOperation.upsert_points(edge_points))
+
+    def point_ids(self) -> Iterator[str]:
+        return qdrant_requests.scrolled_ids(self._scroll)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._changed = True
+            self.shard().update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = self.shard().retrieve(list(ids), with_payload=True, with_vector=False)
+        return {str(r.id): r.payload or {} for r in records}
+
+    def count(self, conditions: Sequence[Condition] = ()) -> int:
+        flt = build_filter(conditions, EDGE_MODELS)
+        return self.shard().count(qe.CountRequest(exact=True, filter=flt))
+
+    def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
+        flt = build_filter(conditions, EDGE_MODELS)
+        request = qe.FacetRequest(field, limit=limit, exact=True, filter=flt)
+        return by_count(self.shard().facet(request).hits)
+
+    def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
+        return qdrant_requests.value_range(self._scroll, field, conditions, EDGE_MODELS)
+
+    def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
+        shard = self.shard()
+        built = [qdrant_requests.query_request(r, EDGE_MODELS) for r in requests]
+        if len(built) == 1:
+            results = [shard.query(built[0])]
+        else:
+            results = shard.query_batch(qe.QueryBatchRequest(built))
+        return [hits_by_score(points) for points in results]
+
+    def _scroll(self, **request: Any) -> tuple[list[Any], Any]:
+        """`qdrant_requests.Scroll` on this shard."""
+        return self.shard().scroll(qe.ScrollRequest(with_vector=False, **request))
+
 
 # Read lazily by Edge (payloads are stored on disk; sparse vectors are searched through their
 # inverted index): reading them ahead only adds I/O.
@@ -330,9 +306,9 @@ _LAZY_STORAGE = ("payload_storage", f"vector_storage-{SPARSE_VECTOR}")
 
 
 # Linux reads at most the device's read-ahead window for one POSIX_FADV_WILLNEED call (the
-# larger of read_ahead_kb and max_sectors_kb): a whole-file advice read only the first 8 MB of
-# each file on this project's machine, and can read as little as 128 KB (the default
-# read_ahead_kb) elsewhere. Advising step by step reads every byte.
+# larger of read_ahead_kb and max_sectors_kb), which can be as little as read_ahead_kb's
+# default of 128 KB: a whole-file advice reads the start of each file. Advising step by step
+# reads every byte.
 _READ_AHEAD_STEP = 128 * 1024
 
 
@@ -342,9 +318,8 @@ def _read_ahead(shard_dir: Path) -> None:
     Edge copies vectors, the HNSW graph and payload indexes into RAM, then drops each file
     from the page cache (posix_fadvise DONTNEED), and drops the rest when it closes the
     shard. Every process start therefore reads them from disk again, page fault by page
-    fault. Read ahead first, the faults find the pages cached: a cold `shopsearch query` on
-    the 55k catalog takes 0.38 s, against 0.64 with one whole-file advice per file (medians
-    of 10 interleaved runs; benchmarks/RESULTS.md section 4). Best effort: a file the
+    fault. Read ahead first, the faults find the pages cached, which is much of a cold
+    `shopsearch query`'s time (benchmarks/RESULTS.md section 4). Best effort: a file the
     kernel cannot read ahead is left to Edge, which reports what it cannot read.
     """
     if not hasattr(os, "posix_fadvise"):  # not on macOS
@@ -376,43 +351,6 @@ def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> 
                 "Qdrant server (--qdrant-url) for concurrent access"
             ) from exc
         raise CollectionError(f"cannot open the collection at {directory}: {exc}") from exc
-
-
-def _query_request(req: SearchRequest) -> qe.QueryRequest:
-    flt = build_filter(req.conditions, _MODELS)
-    params = qe.SearchParams(
-        exact=req.exact,
-        hnsw_ef=req.hnsw_ef,
-        quantization=qe.QuantizationSearchParams(rescore=True, oversampling=QUANTIZED_OVERSAMPLING),
-    )
-    common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
-    if req.with_terms:
-        common["with_vector"] = [SPARSE_VECTOR]
-    if req.mode is SearchMode.DENSE:
-        return qe.QueryRequest(query=_dense(req), params=params, filter=flt, **common)
-    if req.mode is SearchMode.BM25:
-        return qe.QueryRequest(query=_sparse(req.sparse), filter=flt, **common)
-    if req.fusion is FusionMethod.RRF:
-        fusion = qe.Fusion.Rrf(k=RRF_K, weights=rrf_weights(req.bm25_weight))
-    else:
-        fusion = qe.Fusion.Dbsf()
-    prefetches = [
-        qe.Prefetch(limit=req.candidates, query=_dense(req), params=params, filter=flt),
-        qe.Prefetch(limit=req.candidates, query=_sparse(req.sparse), filter=flt),
-    ]
-    # The filter goes into the prefetches only: every fused candidate already passed it, and
-    # the same filter at the root as well made each prefetch check it twice (+0.12 ms a query).
-    return qe.QueryRequest(query=fusion, prefetches=prefetches, **common)
-
-
-def _dense(req: SearchRequest) -> qe.Query:
-    assert req.dense is not None, "dense/hybrid search needs a query vector"
-    return qe.Query.Nearest(req.dense.tolist(), using=DENSE_VECTOR)
-
-
-def _sparse(sparse: SparseVec | None) -> qe.Query:
-    assert sparse is not None, "bm25/hybrid search needs a sparse query vector"
-    return qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE_VECTOR)
 
 
 def _write_json(path: Path, data: Any, indent: int | None = None) -> None:

@@ -20,12 +20,25 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
-META_KEY = "shopsearch"
-# Beside META_KEY in a server collection's metadata (Edge: vocabulary.json):
-# {"words": {word: products using it}}, the catalog vocabulary typo tolerance corrects to.
-VOCABULARY_KEY = "shopsearch_vocabulary"
-# Beside them (Edge: fusion.json): the learned fusion model (shopsearch.search.learned_fusion).
-FUSION_KEY = "shopsearch_fusion"
+
+
+class Document(Enum):
+    """A JSON object a collection keeps beside its points, under `key` in a server
+    collection's metadata and as `file` beside an Edge shard (`Backend.read_document`).
+
+    META: the `CollectionMeta`. VOCABULARY: `{"words": {word: products using it}}`, the
+    catalog vocabulary typo tolerance corrects to. FUSION: the learned fusion model
+    (shopsearch.search.learned_fusion), once `shopsearch fusion fit` made one.
+    """
+
+    META = ("shopsearch", "shopsearch.json")
+    VOCABULARY = ("shopsearch_vocabulary", "vocabulary.json")
+    FUSION = ("shopsearch_fusion", "fusion.json")
+
+    def __init__(self, key: str, file: str) -> None:
+        self.key = key
+        self.file = file
+
 
 # Point id = UUIDv5(PRODUCT_NAMESPACE, product id): re-ingesting a product overwrites it.
 PRODUCT_NAMESPACE = uuid.uuid5(

@@ -1,9 +1,10 @@
 """Server backend: a Qdrant server or cluster through qdrant-client.
 
 For shops that outgrow one machine (docker-compose.yml runs one). The collection's
-metadata goes into Qdrant's collection metadata, so other services can read which encoder
-and BM25 settings built it. Tests run this code against `QdrantClient(":memory:")`,
-which speaks the same client API.
+documents (its metadata, vocabulary and learned fusion) go into Qdrant's collection
+metadata, each under its `Document.key`, so other services can read which encoder and BM25
+settings built it. Tests run this code against `QdrantClient(":memory:")`, which speaks the
+same client API.
 """
 
 from __future__ import annotations
@@ -18,33 +19,20 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from shopsearch.errors import CollectionError, ServerError, UsageError
+from shopsearch.store import qdrant_requests
 from shopsearch.store.backend import (
-    ID_PAGE,
-    QUANTIZED_OVERSAMPLING,
-    RRF_K,
-    Backend,
     FusionMethod,
     Hit,
     IndexSettings,
     ProductPoint,
     SearchMode,
     SearchRequest,
-    SparseVec,
     hits_by_score,
     rrf_weights,
 )
 from shopsearch.store.conditions import Condition, build_filter
 from shopsearch.store.counts import FacetCount, ValueRange, by_count
-from shopsearch.store.schema import (
-    DENSE_VECTOR,
-    FUSION_KEY,
-    INDEXED_FIELDS,
-    META_KEY,
-    SPARSE_VECTOR,
-    VOCABULARY_KEY,
-    CollectionMeta,
-    FieldType,
-)
+from shopsearch.store.schema import CollectionMeta, Document
 
 WEIGHTED_RRF_SINCE = (1, 17)
 
@@ -58,11 +46,24 @@ def supports_weighted_rrf(version: str) -> bool:
     return (int(parts[0]), int(parts[1])) >= WEIGHTED_RRF_SINCE
 
 
-_INDEX_TYPES = {
-    FieldType.KEYWORD: models.PayloadSchemaType.KEYWORD,
-    FieldType.FLOAT: models.PayloadSchemaType.FLOAT,
-    FieldType.BOOL: models.PayloadSchemaType.BOOL,
-}
+class ServerModels(qdrant_requests.Models):
+    """qdrant_client's spelling of the requests `shopsearch.store.qdrant_requests` builds."""
+
+    def nearest(self, vector: Any, using: str) -> dict[str, Any]:
+        return {"query": vector, "using": using}  # the request names the vector
+
+    def rrf(self, k: int, weights: list[float] | None) -> models.RrfQuery:
+        return models.RrfQuery(rrf=models.Rrf(k=k, weights=weights))
+
+    def dbsf(self) -> models.FusionQuery:
+        return models.FusionQuery(fusion=models.Fusion.DBSF)
+
+    def int8(self) -> models.ScalarQuantization:
+        config = models.ScalarQuantizationConfig(type=models.ScalarType.INT8)
+        return models.ScalarQuantization(scalar=config)
+
+
+SERVER_MODELS = ServerModels(models, prefetch_field="prefetch")
 
 
 class ServerBackend:
@@ -81,6 +82,7 @@ class ServerBackend:
         self._url = url or location
         self.index = index or IndexSettings()
         self._server_version: str | None = None
+        self._replacing = False  # within rebuilding(): create() replaces the collection
 
     @contextmanager
     def _server(self, doing: str = "answered") -> Iterator[None]:
@@ -152,71 +154,44 @@ class ServerBackend:
                 return None
             return self.client.get_collection(self.collection).config.metadata or {}
 
-    def read_meta(self) -> CollectionMeta | None:
+    def read_document(self, document: Document) -> dict[str, Any] | None:
         metadata = self._metadata()
         if metadata is None:
             return None
-        meta = metadata.get(META_KEY)
-        if meta is None:
+        data = metadata.get(document.key)
+        if data is None and document is Document.META:
             raise CollectionError(
                 f"collection '{self.collection}' exists but was not created by shopsearch"
             )
-        return CollectionMeta.from_dict(meta)
+        if data is not None and not isinstance(data, dict):
+            raise CollectionError(
+                f"collection '{self.collection}': metadata key {document.key!r} is not an object"
+            )
+        return data
+
+    def write_document(self, document: Document, data: dict[str, Any]) -> None:
+        # Merged into the collection's metadata, beside the other documents' keys.
+        with self._server():
+            self.client.update_collection(self.collection, metadata={document.key: data})
 
     def create(self, meta: CollectionMeta) -> None:
+        config = qdrant_requests.collection_config(meta, self.index, SERVER_MODELS)
         with self._server():
-            self._create(meta)
-
-    def _create(self, meta: CollectionMeta) -> None:
-        if self.client.collection_exists(self.collection):
-            raise CollectionError(f"collection '{self.collection}' already exists")
-        self.client.create_collection(
-            self.collection,
-            vectors_config={
-                DENSE_VECTOR: models.VectorParams(
-                    size=meta.encoder.dimension, distance=models.Distance.COSINE
-                )
-            },
-            sparse_vectors_config={
-                SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
-            },
-            metadata={META_KEY: meta.to_dict()},
-            hnsw_config=models.HnswConfigDiff(
-                m=self.index.hnsw_m,
-                ef_construct=self.index.hnsw_ef_construct,
-                full_scan_threshold=self.index.full_scan_threshold_kb,
-            ),
-            quantization_config=models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8)
+            if self.client.collection_exists(self.collection):
+                if not self._replacing:
+                    raise CollectionError(f"collection '{self.collection}' already exists")
+                self.client.delete_collection(self.collection)
+            self.client.create_collection(
+                self.collection,
+                vectors_config=config["vectors"],
+                sparse_vectors_config=config["sparse_vectors"],
+                hnsw_config=config["hnsw_config"],
+                quantization_config=config["quantization_config"],
+                # With the collection, not after it: no one sees it without its metadata.
+                metadata={Document.META.key: meta.to_dict()},
             )
-            if self.index.int8_quantization
-            else None,
-        )
-        for name, kind in INDEXED_FIELDS.items():
-            self.client.create_payload_index(self.collection, name, field_schema=_INDEX_TYPES[kind])
-
-    def write_meta(self, meta: CollectionMeta) -> None:
-        with self._server():
-            self.client.update_collection(self.collection, metadata={META_KEY: meta.to_dict()})
-
-    def read_vocabulary(self) -> dict[str, int] | None:
-        stored = (self._metadata() or {}).get(VOCABULARY_KEY)
-        return None if stored is None else dict(stored["words"])
-
-    def write_vocabulary(self, words: dict[str, int]) -> None:
-        # Merged into the collection's metadata, beside META_KEY's.
-        with self._server():
-            self.client.update_collection(
-                self.collection, metadata={VOCABULARY_KEY: {"words": words}}
-            )
-
-    def read_fusion(self) -> dict[str, Any] | None:
-        stored = (self._metadata() or {}).get(FUSION_KEY)
-        return None if stored is None else dict(stored)
-
-    def write_fusion(self, model: dict[str, Any]) -> None:
-        with self._server():
-            self.client.update_collection(self.collection, metadata={FUSION_KEY: model})
+            for name, schema in qdrant_requests.payload_indexes(SERVER_MODELS).items():
+                self.client.create_payload_index(self.collection, name, field_schema=schema)
 
     def drop(self) -> None:
         with self._server():
@@ -224,38 +199,30 @@ class ServerBackend:
                 self.client.delete_collection(self.collection)
 
     def writing(self) -> AbstractContextManager[None]:
-        """No lock: the server serialises writes; two ingests interleave their upserts, as
-        any two clients' do."""
+        """No lock: the server serialises writes, so two ingests interleave their upserts as
+        any two clients' do. Nothing to finish: upserts wait until they are durable, and the
+        server indexes in the background."""
         return nullcontext()
 
-    def replacement(self) -> ServerBackend:
-        return self
-
-    def replace_with(self, built: Backend) -> None:
-        """Built in place."""
+    @contextmanager
+    def rebuilding(self) -> Iterator[ServerBackend]:
+        """In place: `create` replaces the old collection, so it stays until the new
+        catalog's first products are ready to go in."""
+        self._replacing = True
+        try:
+            yield self
+        finally:
+            self._replacing = False
 
     def close(self) -> None:
         self.client.close()
-
-    def finish_writes(self) -> None:
-        """The server indexes in the background; upserts already waited for durability."""
-
-    def load_index(self) -> None:
-        """The server holds its index loaded."""
 
     def upsert(self, points: Sequence[ProductPoint]) -> None:
         if not points:
             return
         structs = [
             models.PointStruct(
-                id=p.id,
-                vector={
-                    DENSE_VECTOR: p.dense.tolist(),
-                    SPARSE_VECTOR: models.SparseVector(
-                        indices=p.sparse.indices, values=p.sparse.values
-                    ),
-                },
-                payload=p.payload,
+                id=p.id, vector=qdrant_requests.point_vectors(p, SERVER_MODELS), payload=p.payload
             )
             for p in points
         ]
@@ -263,15 +230,8 @@ class ServerBackend:
             self.client.upsert(self.collection, structs, wait=True)
 
     def point_ids(self) -> Iterator[str]:
-        offset: models.ExtendedPointId | None = None
-        while True:
-            with self._server():
-                records, offset = self.client.scroll(
-                    self.collection, limit=ID_PAGE, offset=offset, with_payload=False
-                )
-            yield from (str(r.id) for r in records)
-            if offset is None:
-                return
+        with self._server():
+            yield from qdrant_requests.scrolled_ids(self._scroll)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -286,41 +246,33 @@ class ServerBackend:
         return {str(r.id): r.payload or {} for r in records}
 
     def count(self, conditions: Sequence[Condition] = ()) -> int:
-        flt = build_filter(conditions, models)
+        flt = build_filter(conditions, SERVER_MODELS)
         with self._server():
             return self.client.count(self.collection, count_filter=flt, exact=True).count
 
     def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
-        flt = build_filter(conditions, models)
+        flt = build_filter(conditions, SERVER_MODELS)
         with self._server("rejected the count"):
             response = self.client.facet(
                 self.collection, field, facet_filter=flt, limit=limit, exact=True
             )
-        return by_count([FacetCount(hit.value, hit.count) for hit in response.hits])
+        return by_count(response.hits)
 
     def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
-        flt = build_filter(conditions, models)
-        ends = []
         with self._server("rejected the range"):
-            for direction in (models.Direction.ASC, models.Direction.DESC):
-                records, _ = self.client.scroll(
-                    self.collection,
-                    scroll_filter=flt,
-                    limit=1,
-                    order_by=models.OrderBy(key=field, direction=direction),
-                    with_payload=[field],
-                )
-                ends += [r.order_value for r in records]
-        return ValueRange(*ends) if ends else None
+            return qdrant_requests.value_range(self._scroll, field, conditions, SERVER_MODELS)
 
     def search_batch(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if any(_weighted_rrf(r) for r in requests):
             self._check_weighted_rrf()
+        built = [qdrant_requests.query_request(r, SERVER_MODELS) for r in requests]
         with self._server("rejected the query"):
-            responses = self.client.query_batch_points(
-                self.collection, [_query_request(r) for r in requests]
-            )
+            responses = self.client.query_batch_points(self.collection, built)
         return [hits_by_score(response.points) for response in responses]
+
+    def _scroll(self, filter: Any = None, **request: Any) -> tuple[list[Any], Any]:
+        """`qdrant_requests.Scroll` on this collection."""
+        return self.client.scroll(self.collection, scroll_filter=filter, **request)
 
 
 def _error_text(exc: UnexpectedResponse) -> str:
@@ -337,49 +289,3 @@ def _weighted_rrf(req: SearchRequest) -> bool:
         and req.fusion is FusionMethod.RRF
         and rrf_weights(req.bm25_weight) is not None
     )
-
-
-def _query_request(req: SearchRequest) -> models.QueryRequest:
-    flt = build_filter(req.conditions, models)
-    params = models.SearchParams(
-        exact=req.exact,
-        hnsw_ef=req.hnsw_ef,
-        quantization=models.QuantizationSearchParams(
-            rescore=True, oversampling=QUANTIZED_OVERSAMPLING
-        ),
-    )
-    common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
-    if req.with_terms:
-        common["with_vector"] = [SPARSE_VECTOR]
-    if req.mode is SearchMode.DENSE:
-        return models.QueryRequest(
-            query=_dense(req), using=DENSE_VECTOR, params=params, filter=flt, **common
-        )
-    if req.mode is SearchMode.BM25:
-        return models.QueryRequest(
-            query=_sparse(req.sparse), using=SPARSE_VECTOR, filter=flt, **common
-        )
-    if req.fusion is FusionMethod.RRF:
-        fusion: Any = models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=rrf_weights(req.bm25_weight)))
-    else:
-        fusion = models.FusionQuery(fusion=models.Fusion.DBSF)
-    prefetch = [
-        models.Prefetch(
-            query=_dense(req), using=DENSE_VECTOR, limit=req.candidates, params=params, filter=flt
-        ),
-        models.Prefetch(
-            query=_sparse(req.sparse), using=SPARSE_VECTOR, limit=req.candidates, filter=flt
-        ),
-    ]
-    # Filtered in the prefetches only, as in edge.py: every fused candidate already passed it.
-    return models.QueryRequest(query=fusion, prefetch=prefetch, **common)
-
-
-def _dense(req: SearchRequest) -> list[float]:
-    assert req.dense is not None, "dense/hybrid search needs a query vector"
-    return req.dense.tolist()
-
-
-def _sparse(sparse: SparseVec | None) -> models.SparseVector:
-    assert sparse is not None, "bm25/hybrid search needs a sparse query vector"
-    return models.SparseVector(indices=sparse.indices, values=sparse.values)

@@ -238,10 +238,10 @@ def _quantize(st_model: Any, config: str, staging: Path, report: Callable[[str],
 
     onnxruntime's transformer optimizer (sentence-transformers' "O2" export) fuses each layer's
     ~100 nodes into Attention / SkipLayerNormalization / BiasGelu kernels, which quantise into
-    one QAttention per layer. On all-MiniLM-L6-v2 that cut one query from 2.2 to 1.6 ms and the
-    session load from 0.13 to 0.03 s at the same agreement with fp32 (cosine 0.992); batches of
-    titles were ~10% slower (RESULTS.md section 1). optimum's quantizer cannot type the fused
-    graph, so onnxruntime's `quantize_dynamic` runs with optimum's settings for `config`.
+    one QAttention per layer: a single query runs faster and the session loads faster, at the
+    same agreement with fp32, while large batches of titles run slightly slower
+    (benchmarks/RESULTS.md, the encoder throughput section). optimum's quantizer cannot type the
+    fused graph, so onnxruntime's `quantize_dynamic` runs with optimum's settings for `config`.
     Architectures the optimizer does not know are quantised unfused.
     """
     from onnx import TensorProto

@@ -67,12 +67,13 @@ class TrainConfig:
     resume: bool = False
     bf16: bool | None = None  # bf16 autocast; None: where the hardware has bf16 units
     # grades
-    grades: str | None = None  # see training_data.parse_grade_map
+    grades: str | None = None  # see data.parse_grade_map
     positive_threshold: float | None = None
     # stage 1
     temperature: float = 0.05
-    # m < 0 masks only negatives scoring above the positive by -m, and mined negatives are
-    # the base model's: the best pair measured on Home Depot (benchmarks/RESULTS.md §6).
+    # m < 0 masks only negatives scoring more than -m above the positive: m >= 0 also hides
+    # informative negatives. With the base model's mined negatives this trains best
+    # (benchmarks/RESULTS.md, the training section).
     margin: float | None = -0.1
     symmetric: bool = False
     guide_model: str | None = None
@@ -460,8 +461,9 @@ def use_bf16(cfg: TrainConfig) -> bool:
     """`cfg.bf16`, or where unset, whether the device the Trainer picks multiplies in bf16.
 
     Mixed precision keeps fp32 weights and runs the matrix products in bf16. On a CPU with
-    AMX it made each stage of the Home Depot ablation 1.6-3.7x faster at unchanged dev quality
-    (benchmarks/RESULTS.md section 6); a CPU without bf16 units would only emulate it, slower.
+    AMX that makes each stage markedly faster at unchanged dev quality
+    (benchmarks/RESULTS.md, the training section); a CPU without bf16 units would only emulate
+    it, slower.
     """
     import torch
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shopsearch.training.losses.functional import masked_info_nce
+
 logger = logging.getLogger(__name__)
 
 # Pair keys pack (query key, product key) into one int64: query * STRIDE + product.
@@ -27,42 +29,6 @@ PAIR_KEY_STRIDE = 1 << 32
 def pair_keys(query_keys: Tensor, product_keys: Tensor) -> Tensor:
     """int64 keys of (query, product) pairs, broadcasting the two tensors."""
     return query_keys.long() * PAIR_KEY_STRIDE + product_keys.long()
-
-
-def masked_info_nce(
-    scores: Tensor,
-    positive_index: Tensor,
-    identity_mask: Tensor | None,
-    temperature: float,
-    margin: float | None,
-    guide_scores: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean over rows of -log softmax(scores/tau)[positive] over the unmasked columns.
-
-    `scores` [B, M] are cosine similarities of each anchor with every candidate column;
-    `positive_index` [B] names each row's positive column. `identity_mask` [B, M] (True = drop)
-    marks certain false negatives. The margin mask drops columns j with s_ij > s_ii - m, judged on
-    `guide_scores` when given, else on the detached `scores`: it never carries gradient. The
-    positive column is never masked. Returns (loss, identity-only mask, margin mask).
-    """
-    rows = torch.arange(scores.size(0), device=scores.device)
-    is_positive = torch.zeros_like(scores, dtype=torch.bool)
-    is_positive[rows, positive_index] = True
-    identity = (
-        torch.zeros_like(is_positive)
-        if identity_mask is None
-        else identity_mask.to(torch.bool) & ~is_positive
-    )
-    if margin is None:
-        margin_mask = torch.zeros_like(is_positive)
-    else:
-        with torch.no_grad():
-            reference = (guide_scores if guide_scores is not None else scores).detach()
-            positive_ref = reference[rows, positive_index].unsqueeze(1)
-            margin_mask = (reference > positive_ref - margin) & ~is_positive & ~identity
-    logits = (scores.float() / temperature).masked_fill(identity | margin_mask, float("-inf"))
-    loss = F.cross_entropy(logits, positive_index)
-    return loss, identity, margin_mask
 
 
 class FalseNegativeMaskedContrastiveLoss(nn.Module):
@@ -78,24 +44,125 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
     N_i is every other product column except
 
     * the **identity mask**: d_j is the same product as d_i, or a known positive of q_i (another
-      pair of the same query in the batch, or any (q_i, d_j) in ``known_positives``);
+      pair of the same query in the batch, or any (q_i, d_j) in ``known_positives``). These are
+      certain false negatives.
     * the **margin mask**: s_ij > s_ii - m, computed without gradient, on a frozen ``guide``
-      model's similarities when one is given (near-duplicates of the positive). A negative m
-      masks only negatives scoring above the positive by more than -m: `shopsearch train`
-      uses m = -0.1, since on Home Depot every m >= 0 tried hid informative negatives and
-      lost nDCG (benchmarks/RESULTS.md §6); the default here, 0.05, keeps the mask's first
-      meaning: negatives within m of the positive.
+      model's similarities when one is given, else on the model's own detached similarities.
+      These are likely near-duplicates of the positive (same item, other size, colour or pack).
 
-    With ``symmetric=True`` the product-to-query direction (each d_i against all queries, with
-    the transposed masks) is added and the two are averaged.
+    The positive column is never masked. With ``symmetric=True`` the product-to-query direction
+    (each d_i against all queries, with the transposed masks) is added and the two are averaged.
 
-    Inputs, as the sentence-transformers Trainer passes them: ``sentence_features`` =
-    [anchor, positive, negative_1, ..., negative_H] and ``labels`` an int64 tensor [B, 2 + H]
-    of (query key, positive product key, negative product keys...) — the keys that
-    `shopsearch.training.data` assigns. Without labels only the margin mask applies.
+    The fraction of negatives each mask removed is accumulated; :meth:`pop_mask_stats` returns
+    the mean since the last call (the training pipeline adds it to the Trainer's logs), so a run
+    shows how much of each batch the masks took away.
 
-    The fraction of negatives each mask removed is accumulated; `pop_mask_stats()` returns the
-    mean since the last call (the training pipeline adds it to the Trainer's logs).
+    Args:
+        model: SentenceTransformer model to train.
+        temperature: tau, > 0. The inverse of the ``scale`` of
+            :class:`MultipleNegativesRankingLoss` (``scale=20`` is ``temperature=0.05``).
+        margin: m of the margin mask; None turns the margin mask off (identity mask alone).
+            A positive m also masks negatives scoring within m below the positive; a negative m
+            masks only negatives scoring more than -m above it. ``shopsearch train`` uses
+            m = -0.1, because m >= 0 hides informative negatives along with the near-duplicates
+            (benchmarks/RESULTS.md, the training section); the default, 0.05, is the plain
+            reading of the mask: negatives within m of the positive.
+        guide: Optional frozen SentenceTransformer whose similarities decide the margin mask.
+            Its parameters are frozen and it is put in eval mode. Where its vocabulary differs
+            from the model's, or its max_seq_length is shorter, each batch is decoded and
+            re-tokenised for it.
+        symmetric: Also add the product-to-query direction and average the two.
+        known_positives: (query key, product key) pairs judged positive anywhere in the data,
+            for the identity mask: a judged positive of q_i that is another query's positive or
+            hard negative in the batch is not pushed away from q_i.
+        guide_name: The guide's name or path for :meth:`get_config_dict` (a model loaded from a
+            path does not know its own name); ignored without a guide.
+
+    References:
+        - InfoNCE: van den Oord et al., Representation Learning with Contrastive Predictive
+          Coding, https://arxiv.org/abs/1807.03748
+        - GISTEmbed (guide-model masking of in-batch negatives):
+          https://arxiv.org/abs/2402.16829
+        - docs/DESIGN.md, "Stage 1"
+
+    Requirements:
+        1. (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) n-tuples
+        2. For the identity mask: int keys per row, [query key, positive product key, negative
+           product keys...] (product keys in column order, as
+           :func:`shopsearch.training.data.build_stage1` assigns them). Without labels only the
+           margin mask applies.
+
+    Inputs:
+        +-------------------------------------------------+------------------------------+
+        | Inputs                                          | Labels                       |
+        +=================================================+==============================+
+        | (anchor, positive) pairs                        | [query key, positive key]    |
+        +-------------------------------------------------+------------------------------+
+        | (anchor, positive, negative_1, ..., negative_n) | [query key, product keys...] |
+        +-------------------------------------------------+------------------------------+
+        | (anchor, positive[, negatives...])              | none (margin mask only)      |
+        +-------------------------------------------------+------------------------------+
+
+    Recommendations:
+        - Build the rows and ``known_positives`` with
+          :func:`shopsearch.training.data.build_stage1`: its keys are the ones the identity mask
+          compares. ``BatchSamplers.NO_DUPLICATES`` is not needed: a product repeated in a batch
+          is identity-masked.
+
+    Relations:
+        - :class:`MultipleNegativesRankingLoss` is this loss without masks: with
+          ``margin=None`` and no labels the two compute the same value (``scale =
+          1 / temperature``); ``symmetric=True`` then equals its ``directions=("query_to_doc",
+          "doc_to_query")`` with ``partition_mode="per_direction"``.
+        - :class:`GISTEmbedLoss` masks in-batch negatives that a guide model scores above the
+          positive. The same here: the margin mask is GIST's ``margin_strategy="absolute"``
+          rule, dropping column j, without gradient, where the guide's s_ij > its s_ii - m, and
+          never dropping the positive. What differs:
+
+          * the guide is optional: without one, the model's own detached scores judge;
+          * the margin: GIST's defaults to 0 (only what the guide scores above the positive)
+            and may be relative to |s_ii|; here m is absolute, defaults to 0.05, may be
+            negative (``shopsearch train``'s -0.1 drops only what scores more than 0.1 above
+            the positive) and None turns the mask off;
+          * the identity mask: GIST has no labels; here known false negatives are dropped by
+            key, whatever they score;
+          * the columns: GIST also contrasts anchor-anchor and positive-positive and takes at
+            most one negative column; here only query-product columns count, with any number
+            of hard negatives, and the product-to-query direction is optional.
+        - :class:`~shopsearch.training.losses.ROARLoss` adds this masked InfoNCE
+          (:func:`~shopsearch.training.losses.functional.masked_info_nce`) as its optional
+          retrieval anchor.
+
+    Example:
+        ::
+
+            from datasets import Dataset
+            from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+
+            from shopsearch.training.losses import FalseNegativeMaskedContrastiveLoss
+
+            model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+            train_dataset = Dataset.from_dict({
+                "anchor": ["cordless drill", "cordless drill", "garden hose"],
+                "positive": [
+                    "DeWalt 20V MAX cordless drill/driver kit",
+                    "Makita 18V LXT cordless drill",
+                    "Flexzilla 50 ft. garden hose",
+                ],
+                # [query key, product key]: rows 0 and 1 share query 0, so neither drill is
+                # pushed away from that query as the other row's negative.
+                "label": [[0, 10], [0, 11], [1, 20]],
+            })
+            loss = FalseNegativeMaskedContrastiveLoss(
+                model, margin=-0.1, known_positives=[(0, 10), (0, 11), (1, 20)]
+            )
+
+            trainer = SentenceTransformerTrainer(
+                model=model,
+                train_dataset=train_dataset,
+                loss=loss,
+            )
+            trainer.train()
     """
 
     def __init__(
@@ -145,15 +212,19 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
             raise ValueError("expected (anchor, positive[, negatives...]) columns")
         embeddings = [self.model(f)["sentence_embedding"] for f in features]
         guide_embeddings = self._guide_embeddings(features) if self.guide is not None else None
-        return self.loss_from_embeddings(embeddings, labels, guide_embeddings)
+        return self.compute_loss_from_embeddings(embeddings, labels, guide_embeddings)
 
-    def loss_from_embeddings(
+    def compute_loss_from_embeddings(
         self,
         embeddings: list[Tensor],
         labels: Tensor | None,
         guide_embeddings: list[Tensor] | None = None,
     ) -> Tensor:
-        """The loss for embeddings [anchor, positive, negatives...], each [B, D]."""
+        """The loss for embeddings [anchor, positive, negatives...], each [B, D].
+
+        `labels`: [B, 2 + H] int keys (see Inputs) or None; `guide_embeddings`, the guide's
+        embeddings of the same columns, decide the margin mask when given.
+        """
         queries = F.normalize(embeddings[0], dim=-1)
         docs = F.normalize(torch.cat(embeddings[1:]), dim=-1)
         batch = queries.size(0)
@@ -221,7 +292,7 @@ class FalseNegativeMaskedContrastiveLoss(nn.Module):
     @property
     def citation(self) -> str:
         return """
-@inproceedings{oord2018infonce,
+@misc{oord2018infonce,
     title={Representation Learning with Contrastive Predictive Coding},
     author={Aaron van den Oord and Yazhe Li and Oriol Vinyals},
     year={2018},

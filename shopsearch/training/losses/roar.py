@@ -4,8 +4,9 @@ Stage 1 only knows "substitute or better". Shops also need the order below that:
 above a substitute, a substitute above a complement, a complement above junk. ROAR
 (docs/DESIGN.md, "Stage 2: ROAR") compares the size-normalised softmax mass of each grade
 group per query, only between consecutive non-empty grades, so variable-size groups and
-missing grades are handled without inventing pairs. Needs the `train` extra; never imported
-on the query path.
+missing grades are handled without inventing pairs. `ROARDataCollator`, which lays a batch out
+the way the loss reads it, lives here beside it. Needs the `train` extra; never imported on
+the query path.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shopsearch.training.losses.false_negative_masked_contrastive import masked_info_nce
+from shopsearch.training.losses.functional import masked_info_nce
 
 # Fill value for "not in this set" logits. Finite on purpose: -inf would make the gradients of
 # masked-out (but still computed) entries NaN, and 0 * NaN survives torch.where. Scores are
@@ -115,19 +116,102 @@ class ROARLoss(nn.Module):
             -\log \sigma\big(\beta\,(l(G_a) - l(G_b)) - \gamma_{ab}\big)
 
     C_q = pairs of consecutive non-empty levels a > b (the full order follows by transitivity);
-    gamma_ab = the log-odds-ratio margin of the pair (`margins`, per adjacent level pair, summed
-    over skipped empty levels). A query with a single non-empty level contributes nothing; the
-    batch loss is the mean over queries that have a pair (0, with a valid graph, if none has).
-    With ``anchor_weight`` lambda > 0 the stage-1 loss (FN-masked InfoNCE, query vs. its best
-    candidate against the other queries' candidates in the batch; the query's own other candidates
-    are identity-masked, ROAR orders them) is added as lambda * L_anchor so stage 2 keeps
-    retrieving. Only a query whose best candidate is a stage-1 positive (level >=
-    ``anchor_min_grade``; training passes `GradeMap.positive_level`) is anchored: a Complement
-    is not a retrieval positive.
+    gamma_ab = the log-odds-ratio margin of the pair. Normalising P(G) by the group's size keeps
+    a grade with many candidates from outweighing one with few. A query with a single non-empty
+    level contributes nothing; the batch loss is the mean over queries that have a pair (0,
+    with a valid graph, if none has). l(G) is computed from logsumexps only, so it stays finite
+    when P -> 1 at small tau.
 
-    Inputs, as produced by `ROARDataCollator`: ``sentence_features`` = [queries (B), candidates
-    (all queries' candidates, flattened row by row)] and ``labels`` [B, K] int grades padded with
-    -1; row i's candidates are the non-negative entries of row i, in order.
+    With ``anchor_weight`` lambda > 0 the stage-1 loss (masked InfoNCE: the query against its
+    best candidate and the other queries' candidates in the batch; the query's own other
+    candidates are identity-masked, since ROAR orders them) is added as lambda * L_anchor, so
+    that stage 2 keeps retrieving while it learns the order. Only a query whose best candidate
+    is a stage-1 positive (level >= ``anchor_min_grade``) is anchored: a Complement is not a
+    retrieval positive.
+
+    Args:
+        model: SentenceTransformer model to train.
+        temperature: tau of the softmax over each query's candidates, > 0.
+        beta: Scale of the log-odds difference of a pair.
+        margins: gamma: one log-odds margin per adjacent level pair (index l: between level
+            l+1 and level l), or one float for all of them. A pair of non-empty levels that
+            skips empty levels gets the sum of the margins in between.
+        anchor_weight: lambda of the retrieval anchor; 0 turns it off.
+        anchor_temperature: tau of the anchor's InfoNCE (``shopsearch train`` passes stage 1's).
+        anchor_margin: m of the anchor's margin mask, None for none (stage 1's, likewise).
+        anchor_min_grade: The lowest level a query's best candidate may have for the query to be
+            anchored; ``shopsearch train`` passes
+            :attr:`shopsearch.training.data.GradeMap.positive_level`.
+
+    References:
+        - ROAR: Relative Odds Alignment for Retrieval. Implemented from the paper's abstract as
+          docs/DESIGN.md ("Stage 2: ROAR") reads it; authors, venue and year are not recorded.
+        - The anchor's InfoNCE: van den Oord et al., https://arxiv.org/abs/1807.03748
+
+    Requirements:
+        1. Per query, a list of candidates and one ordinal grade per candidate (0 = worst);
+           any number of candidates, but at least two grade levels for the query to contribute
+        2. :class:`ROARDataCollator` as the Trainer's ``data_collator``
+
+    Inputs:
+        +------------------------------------+--------------------------------------------+
+        | Inputs                             | Labels                                     |
+        +====================================+============================================+
+        | (query, [candidate_1, ...]) rows   | [grade_1, ...]: one int >= 0 per candidate |
+        +------------------------------------+--------------------------------------------+
+
+        :class:`ROARDataCollator` turns a batch of such rows into ``sentence_features`` =
+        [queries (B), candidates (all queries' candidates, flattened row by row)] and
+        ``labels`` [B, K] int grades padded with -1: row i's candidates are the non-negative
+        entries of row i, in order.
+
+    Relations:
+        - :class:`CoSENTLoss` also learns an order from graded labels, but pairwise: every two
+          (text, text) pairs of the batch whose labels differ. ROAR is listwise within one
+          query and compares grade groups, not single pairs, so groups of any size and
+          missing grades need no invented pairs.
+        - :class:`~sentence_transformers.cross_encoder.losses.ListNetLoss` is listwise over a
+          query's candidates too, for cross-encoders, and fits the softmax to one built from
+          the labels; ROAR takes the softmax over a bi-encoder's cosines and only asks each
+          grade group for more odds than the next lower one, by a margin.
+        - :class:`~shopsearch.training.losses.FalseNegativeMaskedContrastiveLoss` is the
+          stage-1 loss; its masked InfoNCE
+          (:func:`~shopsearch.training.losses.functional.masked_info_nce`) is the retrieval
+          anchor here.
+
+    Example:
+        ::
+
+            from datasets import Dataset
+            from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+
+            from shopsearch.training.losses import ROARLoss
+            from shopsearch.training.losses.roar import ROARDataCollator
+
+            model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+            train_dataset = Dataset.from_dict({
+                "query": ["cordless drill", "garden hose"],
+                "candidates": [
+                    [
+                        "DeWalt 20V MAX cordless drill",
+                        "Ryobi corded hammer drill",
+                        "29-piece drill bit set",
+                        "patio umbrella",
+                    ],
+                    ["Flexzilla 50 ft. garden hose", "hose reel cart", "hose nozzle"],
+                ],
+                # ESCI levels: 3 Exact, 2 Substitute, 1 Complement, 0 Irrelevant
+                "label": [[3, 2, 1, 0], [3, 1, 1]],
+            })
+            loss = ROARLoss(model, margins=0.1, anchor_weight=0.5, anchor_min_grade=2)
+
+            trainer = SentenceTransformerTrainer(
+                model=model,
+                train_dataset=train_dataset,
+                loss=loss,
+                data_collator=ROARDataCollator(model.preprocess),
+            )
+            trainer.train()
     """
 
     def __init__(
@@ -161,11 +245,18 @@ class ROARLoss(nn.Module):
             raise ValueError("ROARLoss expects (queries, flattened candidates) features")
         queries = self.model(features[0])["sentence_embedding"]
         candidates = self.model(features[1])["sentence_embedding"]
-        return self.loss_from_embeddings(queries, candidates, labels)
+        return self.compute_loss_from_embeddings([queries, candidates], labels)
 
-    def loss_from_embeddings(self, queries: Tensor, candidates: Tensor, grades: Tensor) -> Tensor:
-        """queries [B, D], candidates [N, D] flattened row-major over grades [B, K] >= 0."""
-        grades = grades.to(device=queries.device, dtype=torch.long)
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        """The loss for embeddings [queries [B, D], candidates [N, D]] and grades `labels`.
+
+        `labels` [B, K]: each query's candidate grades, padded with -1; the N candidates are
+        the graded slots flattened row by row, as `ROARDataCollator` lays them out.
+        """
+        if len(embeddings) != 2:
+            raise ValueError("ROARLoss expects (queries, flattened candidates) embeddings")
+        queries, candidates = embeddings
+        grades = labels.to(device=queries.device, dtype=torch.long)
         valid = grades >= 0
         if int(valid.sum()) != candidates.size(0):
             raise ValueError(
@@ -185,7 +276,6 @@ class ROARLoss(nn.Module):
     def _anchor_loss(self, q: Tensor, c: Tensor, grades: Tensor, valid: Tensor) -> Tensor:
         owner = torch.arange(grades.size(0), device=grades.device).unsqueeze(1).expand_as(grades)
         owner = owner[valid]  # [N]: which query each flattened candidate belongs to
-        flat_grades = grades[valid]
         # Each query's best candidate (first of its top grade) is its positive.
         best = torch.where(valid, grades, torch.full_like(grades, -2)).argmax(dim=1)
         offsets = valid.long().cumsum(1) - 1  # flattened position within the row
@@ -197,7 +287,6 @@ class ROARLoss(nn.Module):
         scores = q[keep] @ c.T
         rows = torch.nonzero(keep).squeeze(1)
         identity = owner.unsqueeze(0) == rows.unsqueeze(1)  # own candidates: ROAR orders them
-        del flat_grades
         loss, _, _ = masked_info_nce(
             scores, positive[keep], identity, self.anchor_temperature, self.anchor_margin
         )

@@ -1,0 +1,156 @@
+"""Variants: results show one product per family (its best variant passing the filters),
+an offset counts families, and the search reads deep enough to fill the page."""
+
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+from qdrant_client import QdrantClient
+from search_helpers import TIE_FREE_QUERIES, _empty_backend, ingest
+
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.search.variants import MAX_DEPTH, collapse, deeper_limit, first_limit
+from shopsearch.store.backend import Hit, SearchMode
+from shopsearch.store.documents import read_meta, write_meta
+from shopsearch.store.edge import EdgeBackend
+from shopsearch.store.server import ServerBackend
+
+
+@pytest.fixture(scope="module")
+def variant_backends(variant_catalog, encoder, tmp_path_factory):
+    """`variant_catalog` in an Edge shard and in QdrantClient(':memory:')."""
+    tmp = tmp_path_factory.mktemp("variants")
+    backends = {
+        "edge": EdgeBackend(tmp / "products"),
+        "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
+    }
+    for backend in backends.values():
+        ingest(variant_catalog, backend, encoder, tmp)
+    yield backends
+    for backend in backends.values():
+        backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_results_show_one_variant_per_family(
+    variant_backends, variant_catalog, encoder, backend_name
+):
+    parents_of = {r["id"]: r["parent_id"] for r in pq.read_table(variant_catalog).to_pylist()}
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    query = Query("women's casual shoes")
+    every = search.search(query, SearchOptions(top_k=10, collapse_variants=False))
+    parents = [h.payload["parent_id"] for h in every if "parent_id" in h.payload]
+    assert len(set(parents)) < len(parents)  # without collapsing, sizes crowd the page
+
+    hits = search.search(query, SearchOptions(top_k=10))
+    families = [h.payload.get("parent_id") or h.payload["product_id"] for h in hits]
+    assert len(hits) == 10 and len(set(families)) == 10  # searched deeper to fill the page
+    for hit in hits:
+        if "parent_id" not in hit.payload:
+            assert not hit.other_variants
+            continue
+        family = {p for p, parent in parents_of.items() if parent == hit.payload["parent_id"]}
+        assert len(family) == 6
+        assert hit.payload["product_id"] in family
+        assert set(hit.other_variants) <= family - {hit.payload["product_id"]}
+    assert hits[0].payload["product_id"] == every[0].payload["product_id"]
+    top_family = [
+        h.payload["product_id"] for h in every if h.payload.get("parent_id") == families[0]
+    ]
+    assert hits[0].other_variants[: len(top_family) - 1] == tuple(top_family[1:])
+
+    # The filters pick the variant shown: the family's best match that passes them.
+    sized = search.search(Query("women's casual shoes", parse_filters(["size=9"])))
+    assert len(sized) == 10 and all(h.payload["size"] == "9" for h in sized)
+    assert all(not h.other_variants for h in sized)
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_collapsed_ranking_is_each_familys_best_variant_in_rank_order(
+    variant_backends, encoder, backend_name
+):
+    """Exact dense scores do not depend on the search depth, so the collapsed page must equal
+    the first variant of each family down a long uncollapsed ranking."""
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    dense = SearchOptions(mode=SearchMode.DENSE, exact=True, payload_fields=["title"])
+    collapsed = 0
+    for text in ("black boots", "gold ring", "canvas sneakers"):
+        # An uncollapsed search adds no family fields to the payload asked for.
+        every = replace(dense, top_k=320, collapse_variants=False, payload_fields=["parent_id"])
+        long = search.search(Query(text), every)
+        first: dict[str, str] = {}
+        for h in long:
+            first.setdefault(h.payload.get("parent_id") or h.point_id, h.point_id)
+        page = search.search(Query(text), replace(dense, top_k=12))
+        assert [h.point_id for h in page] == list(first.values())[:12], text
+        collapsed += sum(bool(h.other_variants) for h in page)
+        assert all({"product_id", "parent_id"} <= set(h.payload) for h in page if h.other_variants)
+    assert collapsed >= 10, collapsed  # black boots, canvas sneakers: shoes in six sizes
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_an_offset_counts_families_where_variants_collapse(variant_backends, encoder, backend_name):
+    """The offset skips families, not the variants collapsed into them: page 2 is the second
+    half of a page twice as long. (Page 1 is the first half of its own, shallower search:
+    where variants send both deeper, approximate retrieval at another depth may differ.)"""
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    for text in ("black boots", "canvas sneakers"):
+        whole = search.search(Query(text), SearchOptions(top_k=12))
+        assert len({h.payload.get("parent_id") or h.point_id for h in whole}) == 12
+        page = search.search(Query(text), SearchOptions(top_k=6, offset=6))
+        assert page == whole[6:], text
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_catalog_without_families_gets_the_page_collapsing_would_give(
+    backend_name, small_catalog, encoder, tmp_path
+):
+    """A collection recorded without families skips collapsing and its deeper first search;
+    the page is the one a collection that may have families (variants unrecorded) returns."""
+    backend = _empty_backend(backend_name, tmp_path)
+    ingest(small_catalog, backend, encoder, tmp_path)
+    meta = read_meta(backend)
+    assert meta.variants is False
+    options = [SearchOptions(top_k=10), SearchOptions(mode=SearchMode.DENSE, exact=True)]
+    pages = {}
+    for variants in (False, None):
+        write_meta(backend, replace(meta, variants=variants))
+        search = ProductSearch(backend, encoder)
+        pages[variants] = [
+            [(h.point_id, round(h.score, 5)) for h in search.search(Query(q), o)]
+            for q in TIE_FREE_QUERIES
+            for o in options
+        ]
+    assert pages[False] == pages[None]
+    backend.close()
+
+
+def test_search_depths_first_and_deeper():
+    def hits(families, per_family):
+        return [
+            Hit(f"{f}-{v}", 1.0, {"parent_id": str(f)})
+            for f in range(families)
+            for v in range(per_family)
+        ]
+
+    assert deeper_limit(10, hits(10, 1), top_k=10) is None  # the page is full
+    assert deeper_limit(10, hits(3, 2), top_k=10) is None  # the catalog had only 6 hits
+    assert deeper_limit(10, hits(2, 5), top_k=10) == 150  # 5 a family: 3 x 5 x 10
+    assert deeper_limit(40, hits(20, 2), top_k=30) == 180
+    assert deeper_limit(40, hits(39, 1) + hits(1, 1), top_k=41) == 160  # at least 4x
+    assert deeper_limit(300, hits(30, 10), top_k=100) == MAX_DEPTH
+    assert deeper_limit(MAX_DEPTH, hits(100, 10), top_k=101) is None
+    # The first search reads four pages, within the depth, never less than the page.
+    assert first_limit(10) == 40
+    assert first_limit(300) == MAX_DEPTH
+    assert first_limit(2 * MAX_DEPTH) == 2 * MAX_DEPTH
+
+
+def test_a_parent_listed_as_a_product_is_one_family_with_its_variants():
+    parent = Hit("p1", 0.9, {"product_id": "drill"})
+    variant = Hit("p2", 0.8, {"product_id": "drill-18v", "parent_id": "drill"})
+    other = Hit("p3", 0.7, {"product_id": "hose"})
+    page = collapse([parent, variant, other], top_k=10)
+    assert [h.point_id for h in page] == ["p1", "p3"]
+    assert page[0].other_variants == ("drill-18v",) and page[1].other_variants == ()
