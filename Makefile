@@ -14,7 +14,7 @@ $(BIN)/shopsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --retries 1 --timeout 20 torch==2.13.0 --extra-index-url $(TORCH_INDEX)
-	$(BIN)/pip install --quiet -e '.[train,dev]'
+	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
 	touch $@
 
 install: $(BIN)/shopsearch

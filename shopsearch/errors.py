@@ -58,3 +58,10 @@ class MissingExtraError(ShopsearchError):
 class InputFileError(UsageError):
     """A judgments, run or query file with a bad line, column or value; the message names the
     file and the line or column, so the user can fix the file rather than guess."""
+
+
+class Interrupted(ShopsearchError):
+    """The user pressed Ctrl-C. The message, if any, says what the command kept, so that a
+    user knows whether to run it again; the CLI prints it after "interrupted"."""
+
+    exit_code = 130

@@ -398,6 +398,7 @@ def test_missing_collection_and_model_are_clear_errors(demo_env, tmp_path):
 
 def test_a_broken_model_file_is_a_clear_error(demo_env, exported_model, tmp_path):
     """The query encoder's child fails; the CLI still reports the in-process error, once."""
+    import hashlib
     import shutil
 
     env, _ = demo_env
@@ -405,6 +406,9 @@ def test_a_broken_model_file_is_a_clear_error(demo_env, exported_model, tmp_path
     shutil.copytree(exported_model, broken)
     manifest = json.loads((broken / "manifest.json").read_text())
     (broken / manifest["files"]["int8"]).write_bytes(b"not an onnx graph")
+    # Pinned in the manifest, so the file passes the sha256 check and onnxruntime refuses it.
+    manifest["sha256"][manifest["files"]["int8"]] = hashlib.sha256(b"not an onnx graph").hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     proc = run_cli("query", "x", "--model", str(broken), env_extra=env, check=False)
     assert proc.returncode == 1 and proc.stderr.count("onnxruntime cannot load") == 1
     assert "Traceback" not in proc.stderr and not proc.stdout

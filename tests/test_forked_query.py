@@ -7,6 +7,7 @@ CLI does) and reports back as JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -88,6 +89,9 @@ def test_a_failing_child_gives_the_in_process_error(exported_model: Path, tmp_pa
     shutil.copytree(exported_model, broken)
     manifest = json.loads((broken / "manifest.json").read_text())
     (broken / manifest["files"]["int8"]).write_bytes(b"not an onnx graph")
+    # Pinned in the manifest, so the file passes the sha256 check and onnxruntime refuses it.
+    manifest["sha256"][manifest["files"]["int8"]] = hashlib.sha256(b"not an onnx graph").hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     report = run_fresh(
         f"""
         import json

@@ -24,8 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "ingest": {"errors", "encoders", "store"},
     "evaluation": {"errors", "encoders", "store", "search", "ingest"},
     "training": {"errors", "encoders", "store", "ingest"},
-    "api": {"errors", "encoders", "store", "search", "ingest"},
-    "cli": {"errors", "encoders", "store", "search", "ingest", "evaluation", "training", "api"},
+    "service": {"errors", "encoders", "store", "search", "ingest"},
+    "cli": {"errors", "encoders", "store", "search", "ingest", "evaluation", "training", "service"},
 }
 HEAVY = ("torch", "transformers", "sentence_transformers", "optimum", "datasets", "accelerate")
 # The CLI commands that run training or export; they import `training` inside the command.

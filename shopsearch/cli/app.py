@@ -2,18 +2,38 @@
 
 Library code raises typed `ShopsearchError`s; `main` renders each one once, as a one-line
 message and an exit code (2 for bad usage), never as a traceback.
+
+Ctrl-C ends any command with "interrupted" and exit code 130, never a traceback. Inside a
+command it raises KeyboardInterrupt as usual, so that the command unwinds (closing what it
+opened) and may say what it kept (`Interrupted`). Outside one (while Python imports the CLI,
+parses arguments, or tears down after the command) there is nothing to unwind, and the
+process ends at once (`_end_interrupted`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import signal
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
-import typer
 
-from shopsearch.errors import ShopsearchError
+def _end_interrupted(signum: int | None = None, frame: object = None) -> None:
+    """SIGINT where no command runs: say so and end the process, running no more Python."""
+    os.write(2, b"interrupted\n")
+    os._exit(130)
+
+
+try:  # the heaviest imports of a cold start: a Ctrl-C during them must not print a traceback
+    import typer
+
+    from shopsearch.errors import Interrupted, ShopsearchError
+except KeyboardInterrupt:
+    _end_interrupted()
 
 # command -> (module in shopsearch.cli, function). Only the invoked command's module is
 # imported: `shopsearch query` must not pay for pyarrow (ingest) or the evaluation stack.
@@ -24,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("commands_query", "info"),
     "eval": ("commands_eval", "evaluate"),
     "train": ("commands_train", "train"),
+    "serve": ("commands_serve", "serve"),
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "model": ("Export encoders to ONNX.", {"export": ("commands_model", "export")}),
@@ -64,7 +85,32 @@ def register(names: set[str] | None = None) -> typer.Typer:
 
 
 def _load(module: str, function: str) -> typer.models.CommandFunctionType:
-    return getattr(importlib.import_module(f"shopsearch.cli.{module}"), function)
+    command = getattr(importlib.import_module(f"shopsearch.cli.{module}"), function)
+
+    @functools.wraps(command)  # typer reads the signature through __wrapped__
+    def interruptible(*args: Any, **kwargs: Any) -> Any:
+        with _command_running():
+            return command(*args, **kwargs)
+
+    return interruptible
+
+
+@contextmanager
+def _command_running() -> Iterator[None]:
+    """While a command runs, Ctrl-C raises KeyboardInterrupt (`run` has it end the process
+    elsewhere), and the command ends as `Interrupted`: typer would turn the KeyboardInterrupt
+    into a silent exit 130, telling the user nothing of what was kept."""
+    previous = signal.getsignal(signal.SIGINT)
+    switch = previous is _end_interrupted
+    if switch:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted() from None
+    finally:
+        if switch:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _invoked(argv: list[str]) -> set[str] | None:
@@ -101,17 +147,42 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; typer handles usage errors, we render ours."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        register(_invoked(args))
-        app(args=args, prog_name="shopsearch")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except ShopsearchError as exc:
-        _print_error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        try:
+            register(_invoked(args))
+            app(args=args, prog_name="shopsearch")
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Interrupted as exc:
+            _print_interrupted(str(exc))
+            return exc.exit_code
+        except ShopsearchError as exc:
+            _print_error(str(exc))
+            return exc.exit_code
+        except OSError as exc:  # a file or device failing under a command: a fault, not a bug
+            _print_error(_os_error_text(exc))
+            return 1
+    except KeyboardInterrupt:  # while importing a command, or while reporting an error
+        _print_interrupted("")
         return 130
     return 0
+
+
+def _print_interrupted(note: str) -> None:
+    sys.stderr.write(f"interrupted: {note}\n" if note else "interrupted\n")
+    sys.stderr.flush()
+
+
+def _os_error_text(exc: OSError) -> str:
+    """`[Errno 28] No space left on device: 'runs.jsonl'` as `runs.jsonl: no space left on
+    device`."""
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    names = [
+        os.fsdecode(n) if isinstance(n, str | bytes) else str(n)
+        for n in (exc.filename, exc.filename2)
+        if n is not None
+    ]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
 def _print_error(message: str) -> None:
@@ -134,6 +205,8 @@ READ_ONLY_COMMANDS = frozenset({"query", "info"})
 
 
 def run() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (nohup, &)
+        signal.signal(signal.SIGINT, _end_interrupted)
     args = sys.argv[1:]
     code = main(args)
     invoked = _invoked(args)

@@ -133,6 +133,9 @@ def evaluate(
     """Graded retrieval metrics, strata, significance and an HTML report."""
     if not runs and not modes:
         raise UsageError("nothing to evaluate: give --run FILE and/or --mode MODE (collection)")
+    # Checked before the judgments are read and the collection searched, not after.
+    opt.writable_file(report, "--report")
+    opt.writable_dir(save_runs, "--save-runs")
     judged = load_judgments(
         judgments,
         parse_column_map(column_map or []),

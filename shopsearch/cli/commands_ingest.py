@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
-from shopsearch.errors import CatalogError
+from shopsearch.errors import CatalogError, Interrupted
 from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, IngestReport, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
@@ -108,6 +108,9 @@ def ingest(
                 prune=prune,
                 on_rows=lambda n: progress.advance(task, n),
             )
+    except KeyboardInterrupt:
+        read = int(progress.tasks[0].completed) if progress.tasks else 0
+        raise Interrupted(_interrupted_note(read, reader.total_rows, recreate)) from None
     finally:
         backend.close()
     if report.not_pruned:
@@ -123,6 +126,20 @@ def ingest(
             f"no product ingested: all {report.rejected} rows were rejected "
             f"(reasons in {report.rejects_file}; --map id=FIELD if the ids have another name)"
         )
+
+
+def _interrupted_note(read: int, total: int | None, recreate: bool) -> str:
+    """What an interrupted ingest kept, and that running it again finishes the job."""
+    of = f" of {total:,}" if total is not None else ""
+    if recreate:
+        return (
+            f"{read:,}{of} rows read; run the same command again to build the collection anew "
+            "(an embedded collection keeps its old products until a --recreate completes)"
+        )
+    return (
+        f"{read:,}{of} rows read and stored; run the same command again to resume (stored "
+        "products that have not changed are not encoded again)"
+    )
 
 
 def _print_summary(report: IngestReport, prune: bool) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated
 
 import typer
 
@@ -15,9 +15,10 @@ from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
-from shopsearch.search.facets import FACET_FIELDS, RANGE_FIELDS, Facets, check_facet_fields
+from shopsearch.search.facets import FACET_FIELDS, RANGE_FIELDS, check_facet_fields
 from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions, prepare_query
+from shopsearch.search.responses import collection_document, facets_document, search_document
 from shopsearch.search.spelling import TypoCorrector
 from shopsearch.store.backend import FusionMethod, SearchMode
 
@@ -91,6 +92,7 @@ def query(
         raise UsageError("give a query TEXT or --batch FILE (one of the two)")
     if out is not None and batch is None:
         raise UsageError("--out goes with --batch")
+    opt.writable_file(out, "--out")
     if offset and batch is not None:
         raise UsageError("--offset pages one query's results; --batch writes whole rankings")
     if facet and batch is not None:
@@ -111,7 +113,7 @@ def query(
     queries = (
         list(_read_batch(batch, filters or []))
         if batch
-        else [Query(text or "", parse_filters(filters or []))]
+        else [Query(opt.utf8_text(text or "", "the query"), parse_filters(filters or []))]
     )
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
@@ -135,26 +137,7 @@ def query(
     finally:
         backend.close()
     if as_json:
-        doc = {
-            "query": text,
-            "searched": searched,
-            "filters": filters or [],
-            "mode": mode.value,
-            "fusion": fusion.value if mode is SearchMode.HYBRID else None,
-            "bm25_weight": options.rrf_bm25_weight if options.fused_by_rrf else None,
-            "offset": offset,
-            "results": [
-                {"score": h.score, **h.payload, "other_variants": list(h.other_variants)}
-                for h in hits
-            ],
-        }
-        if counted is not None:
-            facets_doc = _facets_doc(counted)
-            doc.update(
-                facets_among=facets_doc["products"],
-                facets=facets_doc["facets"],
-                ranges=facets_doc["ranges"],
-            )
+        doc = search_document(queries[0], filters or [], options, hits, counted)
         print_json(doc, ensure_ascii=False)
         return
     from rich.console import Console  # not imported for --json: see app._print_error
@@ -202,7 +185,7 @@ def facets(
     finally:
         backend.close()
     if as_json:
-        print_json({"filters": filters or [], **_facets_doc(counted)}, ensure_ascii=False)
+        print_json({"filters": filters or [], **facets_document(counted)}, ensure_ascii=False)
         return
     from rich.console import Console
 
@@ -210,20 +193,6 @@ def facets(
 
     passed = f" pass {' and '.join(filters)}" if filters else ""
     Console().print(*facet_tables(f"{counted.products:,} products{passed}", counted))
-
-
-def _facets_doc(counted: Facets) -> dict[str, Any]:
-    return {
-        "products": counted.products,
-        "facets": {
-            name: [{"value": c.value, "count": c.count} for c in hits]
-            for name, hits in counted.counts.items()
-        },
-        "ranges": {
-            name: None if span is None else {"min": span.low, "max": span.high}
-            for name, span in counted.ranges.items()
-        },
-    }
 
 
 def info(
@@ -237,14 +206,7 @@ def info(
     learned fusion (`shopsearch fusion fit`) if it has one."""
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        search = ProductSearch(backend, None)
-        doc: dict[str, Any] = {
-            "location": backend.location,
-            "products": backend.count(),
-            **search.meta.to_dict(),
-            "vocabulary_words": len(search.typos.vocabulary),
-            "learned_fusion": search.fusion_info(),
-        }
+        doc = collection_document(ProductSearch(backend, None))
     finally:
         backend.close()
     if as_json:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import MissingExtraError, UsageError
 
@@ -132,6 +133,8 @@ def train(
 ) -> None:
     """Two-stage training: FN-masked contrastive (stage 1), then ROAR (stage 2)."""
     from shopsearch.ingest.readers import parse_column_map
+
+    opt.writable_dir(out, "--out")  # before torch loads and the judgments are read
 
     try:
         import accelerate  # noqa: F401  (the Trainer needs it)

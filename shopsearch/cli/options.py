@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from shopsearch.encoders.manifest import DEFAULT_PRECISION as DEFAULT_PRECISION
 from shopsearch.encoders.protocol import TextEncoder
+from shopsearch.errors import UsageError
 from shopsearch.store.connection import Connection
 
 Collection = Annotated[
@@ -91,8 +93,6 @@ def load_encoder(
 ) -> TextEncoder:
     """The encoder; given the `queries` a one-shot process will search, they are encoded in a
     forked child while the collection loads (`ForkedQueryEncoder`)."""
-    from shopsearch.errors import UsageError
-
     if precision not in ("fp32", "int8"):
         raise UsageError(f"bad --precision {precision!r}: use fp32 or int8")
     if queries is not None:
@@ -102,3 +102,48 @@ def load_encoder(
     from shopsearch.encoders.onnx_encoder import OnnxEncoder
 
     return OnnxEncoder.load(model, precision=precision, threads=threads)  # type: ignore[arg-type]
+
+
+def utf8_text(text: str, what: str) -> str:
+    """`text` unchanged, or UsageError: an argument of invalid UTF-8 reaches Python with its
+    bytes escaped as lone surrogates, which no tokenizer, JSON document or Qdrant request can
+    carry. `what` names the argument ("the query")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8: {text!r}") from None
+    return text
+
+
+def writable_file(path: Path | None, flag: str) -> None:
+    """UsageError unless `path` (None: not given) can be written as a file: checked before a
+    command does its work, so that a typo in an output path does not cost that work. An
+    existing file is overwritten."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory: give a file name")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        missing = "is not a directory" if parent.exists() else "does not exist"
+        raise UsageError(f"{flag} {path}: its directory {parent} {missing}")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"{flag} {path}: no permission to write {target}")
+
+
+def writable_dir(path: Path | None, flag: str) -> None:
+    """UsageError unless `path` (None: not given) is a directory, or can be made one, that this
+    process may write in: checked before a command does its work. A missing directory is
+    made later, by the command, with its missing parents."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a directory")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"{flag} {path}: no permission to write in {existing}")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision
+from shopsearch.encoders.manifest import Manifest, ManifestIdentity, Precision, check_threads
 
 if TYPE_CHECKING:
     from shopsearch.encoders.onnx_encoder import OnnxEncoder
@@ -75,7 +75,11 @@ class ForkedQueryEncoder(ManifestIdentity):
         precision: Precision = "int8",
         threads: int | None = None,
     ) -> ForkedQueryEncoder:
-        """Check the export is there (fast, in-process), then start encoding `queries`."""
+        """Check the export is there and `threads` is sane (fast, in-process), then start
+        encoding `queries`. The child loads the model as `OnnxEncoder.load` does, checking its
+        files against the manifest's sha256; a damaged file fails the child, and the in-process
+        encoder that takes over raises the ModelIntegrityError."""
+        check_threads(threads)
         manifest = Manifest.load(model_dir)
         manifest.model_file(precision)  # a missing precision fails here, before any fork
         encoder = cls(manifest, precision, threads, queries)
@@ -130,6 +134,7 @@ class ForkedQueryEncoder(ManifestIdentity):
                     self._manifest.directory,
                     precision=self._precision,
                     threads=self._threads or _CHILD_THREADS,
+                    verify=True,
                 )
                 with os.fdopen(write_end, "wb") as pipe:
                     pickle.dump(encoder.encode_queries(self._texts), pipe)

@@ -5,19 +5,30 @@ must reproduce (pooling, normalisation, prompts, truncation length) is written d
 ONNX files. The manifest also pins every file by sha256, so a corrupted or swapped file is
 caught, and derives a `fingerprint` that names the embedding space: collections record it, so
 vectors from a different encoder are never mixed in silently.
+
+Every load checks the pinned files (`Manifest.check_files`), and hashing a model on each cold
+`shopsearch query` would cost more than the query. So each file is hashed once and its digest
+kept in `$XDG_CACHE_HOME/shopsearch/verified.json` (default `~/.cache/...`), keyed by the file's
+real path and stat signature (size, mtime, ctime, inode, device); later loads compare only that
+signature, and any write to the file changes it, so the file is hashed again. The cache holds
+digests, never verdicts: a manifest whose sha256 was altered is caught on a warm cache too. A
+cache that cannot be read or written only costs a re-hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Literal
 
 from shopsearch.encoders.resolve import default_model_dir
-from shopsearch.errors import ModelIntegrityError, ModelNotFoundError
+from shopsearch.errors import ModelIntegrityError, ModelNotFoundError, UsageError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -30,6 +41,28 @@ Precision = Literal["fp32", "int8"]
 DEFAULT_PRECISION: Precision = "int8"
 
 _HASH_CHUNK = 1 << 20
+# Encoder threads beyond a few per CPU only queue for the same cores while each costs a native
+# thread and its stack; the bound keeps a typo (--threads 1000) from stalling the machine.
+THREADS_PER_CPU = 4
+VERIFIED_CACHE_FILE = "verified.json"
+_VERIFIED_CACHE_VERSION = 1
+# Files of a few exports and precisions; the oldest entries go first.
+_VERIFIED_CACHE_ENTRIES = 64
+
+
+def check_threads(threads: int | None) -> None:
+    """UsageError unless `threads` (None: all CPUs) is between 1 and THREADS_PER_CPU per CPU.
+
+    The encoders' one check, before any session or child process is made."""
+    if threads is None:
+        return
+    cpus = os.cpu_count() or 1
+    limit = THREADS_PER_CPU * cpus
+    if not 1 <= threads <= limit:
+        raise UsageError(
+            f"threads must be between 1 and {limit} ({THREADS_PER_CPU} per CPU, {cpus} CPUs "
+            f"here), not {threads}"
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -98,23 +131,48 @@ class Manifest:
         return self.path(relative)
 
     def verify(self, files: Iterable[str] | None = None) -> None:
-        """Recompute sha256 of `files` (default: all recorded); ModelIntegrityError on mismatch."""
-        for relative in self.sha256 if files is None else files:
-            expected = self.sha256.get(relative)
-            if expected is None:
-                raise ModelIntegrityError(f"{relative} has no sha256 in {self._manifest_path()}")
-            target = self.path(relative)
-            if not target.is_file():
-                raise ModelIntegrityError(
-                    f"{target} is missing but listed in {self._manifest_path()}; "
-                    "re-export the model"
-                )
-            actual = sha256_file(target)
-            if actual != expected:
-                raise ModelIntegrityError(
-                    f"{target} is corrupted or was replaced: sha256 {actual} does not match "
-                    f"{expected} in {self._manifest_path()}; re-export the model"
-                )
+        """Re-hash `files` (default: all recorded) and compare with the manifest;
+        ModelIntegrityError on a mismatch. The digests refresh the verified-files cache."""
+        self._check_digests(files, DigestCache.open(), rehash=True)
+
+    def check_files(self, files: Iterable[str] | None = None) -> None:
+        """`verify`, but a file whose stat signature the verified-files cache has seen is not
+        re-hashed: cheap enough for every load."""
+        self._check_digests(files, DigestCache.open(), rehash=False)
+
+    def _check_digests(self, files: Iterable[str] | None, cache: DigestCache, rehash: bool) -> None:
+        try:
+            for relative in self.sha256 if files is None else files:
+                expected = self.sha256.get(relative)
+                if expected is None:
+                    raise ModelIntegrityError(
+                        f"{relative} has no sha256 in {self._manifest_path()}"
+                    )
+                target = self.path(relative)
+                try:
+                    stat = target.stat()
+                except OSError:
+                    stat = None
+                if stat is None or not S_ISREG(stat.st_mode):
+                    raise ModelIntegrityError(
+                        f"{target} is missing but listed in {self._manifest_path()}; "
+                        "re-export the model"
+                    )
+                actual = None if rehash else cache.digest(target, stat)
+                if actual is None:
+                    try:
+                        actual = sha256_file(target)
+                    except OSError as exc:
+                        raise ModelIntegrityError(f"cannot read {target}: {exc}") from exc
+                    cache.record(target, stat, actual)
+                if actual != expected:
+                    raise ModelIntegrityError(
+                        f"{target} is corrupted or was replaced: its sha256 {actual} does not "
+                        f"match {expected} in {self._manifest_path()}; re-export the model "
+                        "(`shopsearch model export`)"
+                    )
+        finally:
+            cache.save()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -170,6 +228,13 @@ class Manifest:
     def _check(self, where: object) -> None:
         if self.pooling not in POOLING_MODES:
             raise ModelIntegrityError(f"{where}: unsupported pooling {self.pooling!r}")
+        for name, mapping in (("files", self.files), ("sha256", self.sha256)):
+            if not isinstance(mapping, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+            ):
+                raise ModelIntegrityError(f"{where}: {name} must map names to strings")
+        if not isinstance(self.tokenizer, str):
+            raise ModelIntegrityError(f"{where}: tokenizer must be a file name")
         if "fp32" not in self.files:
             raise ModelIntegrityError(f"{where}: no fp32 model listed under files")
         unpinned = [f for f in (self.tokenizer, *self.files.values()) if f not in self.sha256]
@@ -178,6 +243,88 @@ class Manifest:
 
     def _manifest_path(self) -> Path | str:
         return self.directory / MANIFEST_FILE if self.directory else MANIFEST_FILE
+
+
+def verified_cache_path() -> Path | None:
+    """Where digests of verified model files are kept: the XDG cache (None without a home)."""
+    cache_home = os.environ.get("XDG_CACHE_HOME")  # the XDG spec: empty counts as unset
+    try:
+        root = Path(cache_home) if cache_home else Path.home() / ".cache"
+    except RuntimeError:  # no home directory to expand
+        return None
+    return root / "shopsearch" / VERIFIED_CACHE_FILE
+
+
+class DigestCache:
+    """sha256 digests of model files, keyed by real path, valid while the stat signature holds.
+
+    The signature includes ctime, which no user call can set back, so restoring a changed file's
+    mtime does not make its old digest valid again. The file is rewritten whole through a
+    rename, so concurrent processes never read half of it; the last writer wins, and a lost
+    entry only costs a re-hash.
+    """
+
+    def __init__(self, path: Path | None, entries: dict[str, dict[str, Any]]) -> None:
+        self._path = path
+        self._entries = entries
+        self._changed = False
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> DigestCache:
+        path = path or verified_cache_path()
+        entries: dict[str, dict[str, Any]] = {}
+        if path is not None:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if data.get("version") == _VERIFIED_CACHE_VERSION:
+                    entries = {k: v for k, v in data["files"].items() if isinstance(v, dict)}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                entries = {}
+        return cls(path, entries)
+
+    @staticmethod
+    def _key(target: Path) -> str:
+        return os.path.realpath(target)
+
+    @staticmethod
+    def _signature(stat: os.stat_result) -> list[int]:
+        return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+    def digest(self, target: Path, stat: os.stat_result) -> str | None:
+        """The digest recorded for `target` while it had this stat signature, else None."""
+        entry = self._entries.get(self._key(target))
+        if entry is None or entry.get("stat") != self._signature(stat):
+            return None
+        digest = entry.get("sha256")
+        return digest if isinstance(digest, str) else None
+
+    def record(self, target: Path, stat: os.stat_result, digest: str) -> None:
+        key = self._key(target)
+        self._entries.pop(key, None)  # re-inserted last: the newest entry
+        self._entries[key] = {"stat": self._signature(stat), "sha256": digest}
+        self._changed = True
+
+    def save(self) -> None:
+        """Write the cache if anything was recorded; a cache that cannot be written is skipped."""
+        if not self._changed or self._path is None:
+            return
+        self._changed = False
+        kept = dict(list(self._entries.items())[-_VERIFIED_CACHE_ENTRIES:])
+        text = json.dumps({"version": _VERIFIED_CACHE_VERSION, "files": kept}, indent=1)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(
+                prefix=f".{self._path.name}.", dir=self._path.parent
+            )
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as out:
+                    out.write(text)
+                os.replace(temporary, self._path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError:
+            pass
 
 
 class ManifestIdentity:

@@ -24,7 +24,13 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from shopsearch.encoders.manifest import DEFAULT_PRECISION, Manifest, ManifestIdentity, Precision
+from shopsearch.encoders.manifest import (
+    DEFAULT_PRECISION,
+    Manifest,
+    ManifestIdentity,
+    Precision,
+    check_threads,
+)
 from shopsearch.errors import ModelIntegrityError, UsageError
 
 _PRECISIONS = ("fp32", "int8")
@@ -72,13 +78,16 @@ class OnnxEncoder(ManifestIdentity):
         precision: Precision = DEFAULT_PRECISION,
         threads: int | None = None,
         batch_size: int = 16,
-        verify: bool = False,
+        verify: bool = True,
     ) -> OnnxEncoder:
         """Open an exported model (default: `default_model_dir()`).
 
-        `threads` (default: all CPUs) is onnxruntime's intra-op thread count for one text and
-        the number of batches encoded side by side for many. `verify` re-hashes
-        the files this precision reads against the manifest before loading them.
+        `threads` (default: all CPUs; at most `THREADS_PER_CPU` per CPU) is onnxruntime's
+        intra-op thread count for one text and the number of batches encoded side by side for
+        many. `verify` checks the files this precision reads against the manifest's sha256
+        before loading them (`Manifest.check_files`: each file is hashed once, then known by
+        its stat signature), so a damaged file never yields vectors under the export's
+        fingerprint; ModelIntegrityError names the file.
         """
         if precision not in _PRECISIONS:
             raise UsageError(
@@ -86,14 +95,13 @@ class OnnxEncoder(ManifestIdentity):
             )
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, not {batch_size}")
-        if threads is not None and threads < 1:
-            raise UsageError(f"threads must be at least 1, not {threads}")
+        check_threads(threads)
 
         manifest = Manifest.load(model_dir)
         model_path = manifest.model_file(precision)
         tokenizer_path = manifest.path(manifest.tokenizer)
         if verify:
-            manifest.verify([manifest.tokenizer, manifest.files[precision]])
+            manifest.check_files([manifest.tokenizer, manifest.files[precision]])
         for needed in (model_path, tokenizer_path):
             if not needed.is_file():
                 raise ModelIntegrityError(

@@ -11,10 +11,13 @@ and an order for pairwise accuracy, so every metric reads grades the same way.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -161,27 +164,28 @@ def load_judgments(
     relevant: float | str | None = None,
     pair_gap: float = 0.5,
 ) -> Judgments:
-    """Read a judgments file; the grade column's type decides the scheme (text: ESCI)."""
+    """Read a judgments file. The grade column's values decide the scheme (mostly ESCI
+    labels: ESCI; mostly numbers: ratings), not its type: a CSV column is text either way,
+    and a column that holds one bad value among ratings is ratings with that value blamed."""
     path = Path(path)
-    table = _read_table(path)
-    columns = _resolve_columns(path, table.column_names, dict(column_map or {}))
-    grade_col = columns["grade"]
-    grade_type = table.schema.field(grade_col).type
-    is_esci = pa.types.is_string(grade_type) or pa.types.is_large_string(grade_type)
-    rows = table.select([c for c in columns.values() if c]).to_pylist()
+    names, rows = _read_rows(path)
+    columns = _resolve_columns(path, names, dict(column_map or {}))
+    grade_col = str(columns["grade"])  # a required field: always found
+    is_esci = _holds_labels(row.get(grade_col) for _, row in rows)
     queries: dict[str, JudgedQuery] = {}
     ratings: list[float] = []
-    for number, row in enumerate(rows, start=1):
-        where = f"{path.name} row {number}"
-        qid, text, pid = (row.get(columns[f]) for f in ("query_id", "query", "product_id"))
-        if qid is None or pid is None or text is None:
-            missing = [
-                f for f, v in (("query_id", qid), ("query", text), ("product_id", pid)) if v is None
-            ]
+    for where, row in rows:
+        qid, text, pid = (row.get(columns[f] or "") for f in ("query_id", "query", "product_id"))
+        missing = [
+            f for f, v in (("query_id", qid), ("query", text), ("product_id", pid)) if _blank(v)
+        ]
+        if missing:
             raise InputFileError(f"{where}: missing {', '.join(missing)}")
         qid, pid = _id(qid), _id(pid)
         raw = row.get(grade_col)
         grade: float | str
+        if _blank(raw):
+            raise InputFileError(f"{where}, column '{grade_col}': no grade")
         if is_esci:
             label = _esci_label(raw)
             if label is None:
@@ -191,11 +195,12 @@ def load_judgments(
                 )
             grade = label
         else:
-            if not isinstance(raw, int | float) or isinstance(raw, bool) or not math.isfinite(raw):
+            number = _number(raw)
+            if number is None:
                 raise InputFileError(
                     f"{where}, column '{grade_col}': grade {raw!r} is not a number"
                 )
-            grade = float(raw)
+            grade = number
             ratings.append(grade)
         query = queries.get(qid)
         if query is None:
@@ -207,14 +212,14 @@ def load_judgments(
         if pid in query.grades:
             raise InputFileError(f"{where}: product {pid!r} is judged twice for query {qid!r}")
         query.grades[pid] = grade
-        if columns.get("count"):
-            count = row.get(columns["count"])
-            if count is not None:
-                if not isinstance(count, int | float) or isinstance(count, bool):
-                    raise InputFileError(
-                        f"{where}, column '{columns['count']}': count {count!r} is not a number"
-                    )
-                query.count = float(count)
+        count_col = columns.get("count")
+        if count_col and not _blank(row.get(count_col)):
+            count = _number(row.get(count_col))
+            if count is None:
+                raise InputFileError(
+                    f"{where}, column '{count_col}': count {row.get(count_col)!r} is not a number"
+                )
+            query.count = count
     if not queries:
         raise InputFileError(f"{path}: no judgments")
     if is_esci:
@@ -237,6 +242,38 @@ def load_judgments(
     return Judgments(queries, scheme, source=str(path))
 
 
+def _holds_labels(grades: Iterable[Any]) -> bool:
+    """Whether a grade column holds ESCI labels rather than ratings: whichever most of its
+    values are. Deciding by the first value, or by the column's type, blames the wrong row
+    when that one is the odd value out."""
+    labels = numbers = 0
+    for grade in grades:
+        if _esci_label(grade) is not None:
+            labels += 1
+        elif _number(grade) is not None:
+            numbers += 1
+    return labels > numbers
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, from a number or from text that is one (a CSV cell); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float | Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _esci_label(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
@@ -252,15 +289,21 @@ def _id(value: Any) -> str:
     return str(value)
 
 
-def _read_table(path: Path) -> pa.Table:
+Rows = list[tuple[str, dict[str, Any]]]  # (where, for messages: "j.csv row 3"; the row)
+
+
+def _read_rows(path: Path) -> tuple[list[str], Rows]:
+    """The file's column names and its rows, each with where it is in the file."""
     if not path.is_file():
         raise InputFileError(f"judgments file not found: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            return pq.read_table(path)
+            table = pq.read_table(path)  # dictionary columns read as their values
+            numbered = enumerate(table.to_pylist(), start=1)
+            return table.column_names, [(f"{path.name} row {n}", row) for n, row in numbered]
         if suffix == ".csv":
-            return pacsv.read_csv(path)
+            return _read_csv(path)
         if suffix in (".jsonl", ".json", ".ndjson"):
             return _read_jsonl(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -268,22 +311,77 @@ def _read_table(path: Path) -> pa.Table:
     raise InputFileError(f"judgments {path}: unknown format (use .parquet, .csv or .jsonl)")
 
 
-def _read_jsonl(path: Path) -> pa.Table:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(f"{path.name} line {number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise InputFileError(f"{path.name} line {number}: expected a JSON object")
-        rows.append(row)
-    try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise InputFileError(f"{path.name}: columns with mixed types ({exc})") from None
+def _read_csv(path: Path) -> tuple[list[str], Rows]:
+    """Every cell as text, as the catalog reader reads it: a product id "00123" stays
+    "00123", and a grade column does not change type because one cell is bad. A cell that
+    is not UTF-8 is named by its row."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+        names = next(csv.reader(fh), [])
+    table = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.binary() for name in names}, strings_can_be_null=False
+        ),
+    )
+    rows: Rows = []
+    for number, raw in enumerate(table.to_pylist(), start=1):
+        where = f"{path.name} row {number}"
+        row: dict[str, Any] = {}
+        for column, cell in raw.items():
+            try:
+                row[column] = cell.decode("utf-8") if isinstance(cell, bytes) else cell
+            except UnicodeDecodeError:
+                raise InputFileError(f"{where}, column '{column}': not valid UTF-8") from None
+        rows.append((where, row))
+    return table.column_names, rows
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], Rows]:
+    names: dict[str, None] = {}  # in the order they first appear
+    rows: Rows = []
+    with path.open("rb") as fh:
+        for number, data in enumerate(fh, start=1):
+            where = f"{path.name} line {number}"
+            if number == 1:
+                data = data.removeprefix(codecs.BOM_UTF8)
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputFileError(f"{where}: not valid UTF-8 at byte {exc.start + 1}") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, object_pairs_hook=_unique_keys)
+            except _RepeatedKey as exc:
+                raise InputFileError(f"{where}: key {exc.key!r} appears twice") from None
+            except json.JSONDecodeError as exc:
+                raise InputFileError(f"{where}: invalid JSON ({exc.msg})") from None
+            except ValueError as exc:  # a number over Python's 4300-digit limit
+                raise InputFileError(f"{where}: invalid JSON ({exc})") from None
+            except RecursionError:
+                raise InputFileError(f"{where}: invalid JSON (nested too deeply)") from None
+            if not isinstance(row, dict):
+                raise InputFileError(f"{where}: expected a JSON object")
+            names.update(dict.fromkeys(row))
+            rows.append((where, row))
+    return list(names), rows
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; one that gives a key twice is refused, as `json` would keep the last
+    value without a word."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _RepeatedKey(key)
+        mapping[key] = value
+    return mapping
 
 
 def _resolve_columns(
@@ -306,4 +404,10 @@ def _resolve_columns(
                 f"columns: {', '.join(available)}); map one with --map {name}=COLUMN"
             )
         columns[name] = found
+    for name, column in columns.items():
+        if column is not None and available.count(column) > 1:
+            raise InputFileError(
+                f"{path.name}: {available.count(column)} columns named '{column}' (the {name}): "
+                "which one to read is ambiguous; rename or drop all but one"
+            )
     return columns

@@ -20,6 +20,11 @@ its quote fixed instead. Two checks, next to free when no cell spans lines:
   as many cells as the header is taken for swallowed rows, in a file of three columns or
   more. Real descriptions rarely do (no multi-line cell of the Flipkart and ESCI product
   samples does). Only the columns read and the rows pyarrow cannot split are checked.
+
+A file is refused before it is read when it cannot be what it is read as (compressed,
+UTF-16, parquet read as text), when it lacks a column, and when a column it is read from
+appears twice, as no reader can tell which one is meant; a JSONL line that gives a key it
+is read from twice is a reject for the same reason.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import csv
 import functools
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +51,26 @@ from shopsearch.ingest.fields import CATALOG_FIELDS, REQUIRED_FIELDS
 FORMATS = ("parquet", "csv", "jsonl")
 CSV_BLOCK_BYTES = 1 << 20  # pyarrow's default
 CSV_MAX_BLOCK_BYTES = 256 << 20  # the largest cell a CSV may hold
+
+
+# The first bytes of files that are no text catalog: compressed ones, and parquet's own.
+_COMPRESSED = {
+    b"\x1f\x8b": ("gzip", "gunzip -k"),
+    b"BZh": ("bzip2", "bunzip2 -k"),
+    b"\xfd7zXZ\x00": ("xz", "unxz -k"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"),
+    b"PK\x03\x04": ("zip", "unzip"),  # an Excel workbook too: export it as CSV
+}
+_PARQUET_MAGIC = b"PAR1"
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# Separators a CSV export may use instead of a comma, as people name them.
+_OTHER_DELIMITERS = {";": "semicolons (;)", "\t": "tabs", "|": "vertical bars (|)"}
+
+
+class CatalogInputError(CatalogError, UsageError):
+    """A catalog the user has to fix before it can be read at all (compressed, not UTF-8
+    text, a column missing or given twice): bad input, so exit 2, and still a
+    `CatalogError` for callers that catch those."""
 
 
 class _BlockTooSmall(Exception):
@@ -117,6 +143,7 @@ class CatalogReader:
         self.format = fmt or _guess_format(self.path)
         if self.format not in FORMATS:
             raise UsageError(f"unknown catalog format '{self.format}' (use {', '.join(FORMATS)})")
+        self._check_content()
         self.source_columns = self._read_columns()
         self.columns = self._resolve_columns(dict(column_map or {}))
 
@@ -135,6 +162,38 @@ class CatalogReader:
             yield from self._jsonl_batches(batch_size)
 
     # -- columns -----------------------------------------------------------------
+    def _check_content(self) -> None:
+        """Refuses a file whose first bytes show it cannot be the catalog format it is read
+        as: read as text, a compressed or UTF-16 file is one garbled column ("no 'id'
+        column") or a reject for every line, and a parquet file read as text is noise."""
+        try:
+            with self.path.open("rb") as fh:
+                head = fh.read(4096)
+        except OSError as exc:
+            raise CatalogError(f"cannot read {self.path}: {exc}") from exc
+        for magic, (kind, command) in _COMPRESSED.items():
+            if head.startswith(magic):
+                raise CatalogInputError(
+                    f"{self.path} is {kind}-compressed: decompress it first "
+                    f"(`{command} {self.path.name}`) and ingest the {self.format} file"
+                )
+        if self.format == "parquet":
+            return  # pyarrow names a file that is no parquet
+        if head.startswith(_PARQUET_MAGIC):
+            raise CatalogInputError(
+                f"{self.path} is a parquet file, not {self.format}: pass --format parquet"
+            )
+        if head.startswith(_UTF16_BOMS):
+            raise CatalogInputError(
+                f"{self.path} is UTF-16 text: save it as UTF-8 (catalogs are read as UTF-8)"
+            )
+        nul = head.split(b"\n", 1)[0].find(b"\x00")
+        if nul >= 0:
+            raise CatalogInputError(
+                f"{self.path} is not UTF-8 text (its first line holds a NUL byte, at offset "
+                f"{nul}): a binary file, or text in UTF-16/32?"
+            )
+
     def _read_columns(self) -> list[str] | None:
         """Source column names, or None for JSONL (schemaless: each line has its own keys)."""
         try:
@@ -155,17 +214,51 @@ class CatalogReader:
             if available is None or column in available:
                 columns[field] = column
             elif field in column_map:
-                raise CatalogError(
+                raise CatalogInputError(
                     f"--map {field}={column}: no column '{column}' in {self.path.name} "
-                    f"(columns: {', '.join(available)})"
+                    f"(columns: {', '.join(available)})" + self._delimiter_hint(column)
                 )
         for field in REQUIRED_FIELDS:
             if field not in columns:
-                raise CatalogError(
+                raise CatalogInputError(
                     f"{self.path.name} has no '{field}' column (columns: "
                     f"{', '.join(available or [])}); map one with --map {field}=COLUMN"
+                    + self._delimiter_hint(field)
                 )
+        self._check_unique(columns)
         return columns
+
+    def _check_unique(self, columns: Mapping[str, str]) -> None:
+        """Refuses a catalog in which a column the ingest reads appears twice: which of them
+        holds the field is a guess (pyarrow's CSV reader takes the first, its parquet reader
+        the last), and the other's values would be dropped without a word. A repeated
+        column that is not read is no concern."""
+        counts = Counter(self.source_columns or ())
+        for field, column in columns.items():
+            if counts[column] > 1:
+                where = [i for i, name in enumerate(self.source_columns or (), 1) if name == column]
+                mapped = "" if column == field else f" (mapped to {field})"
+                raise CatalogInputError(
+                    f"{self.path.name} has {counts[column]} columns named '{column}'{mapped}, "
+                    f"columns {', '.join(map(str, where))}: which one to read is ambiguous; "
+                    "rename or drop all but one"
+                )
+
+    def _delimiter_hint(self, column: str) -> str:
+        """For a CSV that lacks `column` but whose header holds it between another
+        separator: which one the file appears to use (shopsearch reads comma-separated
+        files, and splitting on a guessed separator would misread one that is not)."""
+        if self.format != "csv" or not self.source_columns:
+            return ""
+        header = ",".join(self.source_columns)
+        for delimiter, name in _OTHER_DELIMITERS.items():
+            cells = [cell.strip().strip('"') for cell in header.split(delimiter)]
+            if len(cells) > 1 and column in cells:
+                return (
+                    f". {self.path.name} appears to be separated by {name}, not commas: "
+                    "save it as comma-separated CSV"
+                )
+        return ""
 
     # -- formats -----------------------------------------------------------------
     def _parquet_batches(self, batch_size: int) -> Iterator[list[RawRow]]:
@@ -373,17 +466,72 @@ class CatalogReader:
 
     def _jsonl_row(self, row: int, line: bytes) -> RawRow:
         try:
-            record = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            return RawRow(row, None, "line is not valid UTF-8")
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return RawRow(row, None, f"line is not valid UTF-8 at byte {exc.start + 1}")
+        try:
+            record = json.loads(text, object_pairs_hook=_JsonObject)
         except json.JSONDecodeError as exc:
             return RawRow(row, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+        except ValueError as exc:  # a number over Python's 4300-digit limit
+            return RawRow(row, None, f"invalid JSON ({exc})")
+        except RecursionError:
+            return RawRow(row, None, "invalid JSON (nested too deeply)")
         if not isinstance(record, dict):
             return RawRow(row, None, "line is not a JSON object")
+        repeated = self._repeated_key(record)
+        if repeated:
+            field, key = repeated
+            id_column = self.columns["id"]
+            named = None if id_column in record.duplicates else record.get(id_column)
+            where = "" if key == self.columns[field] else f" in {self.columns[field]}"
+            error = f"key '{key}' appears twice{where}: which value is meant is ambiguous"
+            known = isinstance(named, str | int) and not isinstance(named, bool)
+            return RawRow(row, None, error, id=str(named) if known else None, field=field)
         return self._row(row, record)
+
+    def _repeated_key(self, record: _JsonObject) -> tuple[str, str] | None:
+        """(field, key) for a key given twice in one object, at the top of the line for a
+        field's column or anywhere within a field's value: `json` would keep the last value
+        without a word. Keys that are not read are no concern."""
+        for field, column in self.columns.items():
+            if column in record.duplicates:
+                return field, column
+            key = _repeated_within(record.get(column))
+            if key is not None:
+                return field, key
+        return None
 
     def _row(self, row: int, record: Mapping[str, Any]) -> RawRow:
         return RawRow(row, {field: record.get(col) for field, col in self.columns.items()})
+
+
+class _JsonObject(dict[str, Any]):
+    """A JSON object that remembers the keys it was given more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.duplicates: set[str] = set()
+        if len(self) < len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.duplicates.add(key)
+                seen.add(key)
+
+
+def _repeated_within(value: Any) -> str | None:
+    """A key given twice in an object nested in `value`, if any."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _JsonObject):
+            if item.duplicates:
+                return min(item.duplicates)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def _rows_spanning_lines(batch: pa.RecordBatch) -> set[int]:

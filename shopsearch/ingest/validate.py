@@ -7,6 +7,7 @@ read = upserted + rejected.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -181,7 +182,7 @@ def _category(value: Any) -> tuple[str, ...] | None:
         if stripped.startswith("["):
             try:
                 value = json.loads(stripped)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON after all: a path
                 value = _category_levels(stripped)
         else:
             value = _category_levels(stripped)
@@ -248,15 +249,9 @@ def _attributes(value: Any) -> dict[str, str] | None:
     if isinstance(value, str):
         if not value.strip():
             return None
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadField("attributes", f"attributes is not valid JSON ({exc.msg})") from None
-    if isinstance(value, list):  # pyarrow map<string, string> arrives as [(key, value), ...]
-        try:
-            value = dict(value)
-        except (TypeError, ValueError):
-            raise BadField("attributes", "attributes must be a map of key to value") from None
+        value = _json("attributes", value)
+    if isinstance(value, list | tuple):
+        value = _entries(value)
     if not isinstance(value, dict):
         raise BadField("attributes", f"attributes must be a map, got {_describe(value)}")
     if len(value) > MAX_ATTRIBUTES:
@@ -266,6 +261,8 @@ def _attributes(value: Any) -> dict[str, str] | None:
         name = _text("attributes", str(key), MAX_SHORT_CHARS)
         if name is None or _missing(item):
             continue
+        if name in attributes:  # two keys that read the same: "Color" and " Color", 1 and "1"
+            raise BadField("attributes", f"attributes key {name[:40]!r} appears twice")
         if isinstance(item, list | dict):  # default=str: a nested Decimal or date
             item = json.dumps(item, ensure_ascii=False, default=str)
         text = _text("attributes", str(_integral(item)), MAX_SHORT_CHARS)
@@ -274,5 +271,60 @@ def _attributes(value: Any) -> dict[str, str] | None:
     return attributes or None
 
 
+def _json(field: str, text: str) -> Any:
+    """A JSON cell of a CSV catalog; an object that gives a key twice is refused, as `json`
+    would keep the last value without a word."""
+    try:
+        return json.loads(text, object_pairs_hook=functools.partial(_unique_keys, field))
+    except BadField:
+        raise
+    except json.JSONDecodeError as exc:
+        raise BadField(field, f"{field} is not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # a number over Python's 4300-digit limit
+        raise BadField(field, f"{field} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadField(field, f"{field} is not valid JSON (nested too deeply)") from None
+
+
+def _unique_keys(field: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise BadField(field, f"{field} key {key[:40]!r} appears twice")
+        mapping[key] = value
+    return mapping
+
+
+def _entries(entries: list[Any] | tuple[Any, ...]) -> dict[Any, Any]:
+    """A map stored as a list of its entries, as parquet writes one: pyarrow reads
+    `map<K, V>` as `[(key, value), ...]`, and Spark's and pandas' `list<struct<key, value>>`
+    as `[{"key": ..., "value": ...}, ...]`; a JSON catalog may hold `[[key, value], ...]`.
+    Any other list is no map: turned into a dict as it stands, a struct's field names become
+    the key and value of every row, and a list of two-letter strings a map of letters. A key
+    given twice is refused, as neither of its values is more right than the other."""
+    mapping: dict[Any, Any] = {}
+    for number, entry in enumerate(entries, 1):
+        if isinstance(entry, dict) and entry.keys() == {"key", "value"}:
+            key, item = entry["key"], entry["value"]
+        elif isinstance(entry, list | tuple) and len(entry) == 2:
+            key, item = entry
+        else:
+            shape = f"fields {', '.join(map(str, entry))}" if isinstance(entry, dict) else None
+            raise BadField(
+                "attributes",
+                f"attributes entry {number} is no key/value pair (got "
+                f"{shape or _describe(entry)}): expected a map, a list of "
+                "{key, value} structs or of [key, value] pairs",
+            )
+        if _missing(key) or isinstance(key, list | dict):
+            raise BadField("attributes", f"attributes entry {number} has no usable key")
+        if key in mapping:
+            raise BadField("attributes", f"attributes key {str(key)[:40]!r} appears twice")
+        mapping[key] = item
+    return mapping
+
+
 def _describe(value: Any) -> str:
+    if isinstance(value, dict):  # a JSON object as the JSONL reader builds it, too
+        return "dict"
     return type(value).__name__

@@ -44,6 +44,10 @@ def parse_filters(expressions: Iterable[str]) -> list[Condition]:
 
 
 def parse_filter(expression: str) -> Condition:
+    if not _is_utf8(expression):
+        # A command-line argument of invalid UTF-8 arrives with its bytes escaped as lone
+        # surrogates, which no JSON or Qdrant payload can carry.
+        raise FilterError(f"bad --filter {expression!r}: not valid UTF-8")
     listed = _LIST_RE.match(expression)
     if listed:
         field = _check_field(expression, listed["field"])
@@ -88,8 +92,11 @@ def _check_field(expression: str, field: str) -> str:
         return field
     prefix = ATTRIBUTES_FIELD + "."
     key = _unquote(field[len(prefix) :]) if field.startswith(prefix) else ""
-    if key and '"' in key:
-        raise FilterError(f"bad --filter {expression!r}: Qdrant cannot filter a key with '\"'")
+    if key and ('"' in key or "\\" in key):
+        # Qdrant's JSON paths quote a key with '"' and have no escape: neither may appear in one.
+        raise FilterError(
+            f"bad --filter {expression!r}: Qdrant cannot filter a key with '\"' or '\\'"
+        )
     if key:
         return prefix + (key if _PLAIN_KEY_RE.fullmatch(key) else f'"{key}"')
     known = ", ".join([*INDEXED_FIELDS, f"{ATTRIBUTES_FIELD}.<key>"])
@@ -126,8 +133,94 @@ def _number(expression: str, raw: str) -> float:
     return number
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _unquote(text: str) -> str:
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
     return text
+
+
+_RANGE_KEYS = ("gt", "gte", "lt", "lte")
+_OBJECT_KEYS = ("eq", "ne", "in", "not_in", *_RANGE_KEYS)
+
+
+def parse_filter_object(spec: object) -> list[Condition]:
+    """Filters as a JSON object, the form a program sends rather than types (the HTTP
+    service): `{"brand": ["nike", "puma"], "price": {"lte": 150}, "in_stock": true}`. A value
+    is one value to equal, a list of values any of which matches, or an object of operators:
+    `eq`, `ne`, `in`, `not_in`, and `gt`/`gte`/`lt`/`lte` for numbers (they combine). Fields
+    and values are checked as the `--filter` grammar checks them, with the same messages."""
+    if not isinstance(spec, dict):
+        raise FilterError(f"filters must be a JSON object of field: value, not {spec!r}")
+    conditions: list[Condition] = []
+    for name, value in spec.items():
+        where = f"filter {name!r}"
+        try:
+            conditions += _object_conditions(where, str(name), value)
+        except FilterError as exc:  # the grammar's checks name a --filter expression
+            raise FilterError(str(exc).replace(f"--filter {where!r}", where)) from None
+    return conditions
+
+
+def _object_conditions(where: str, name: str, value: object) -> list[Condition]:
+    field = _check_field(where, name)
+    shorthand = {"in" if isinstance(value, list) else "eq": value}
+    ops = value if isinstance(value, dict) else shorthand
+    unknown = sorted(set(ops) - set(_OBJECT_KEYS))
+    if unknown:
+        raise FilterError(
+            f"bad {where}: unknown operator {unknown[0]!r} (use {', '.join(_OBJECT_KEYS)})"
+        )
+    if not ops:
+        raise FilterError(f"bad {where}: no operator")
+    conditions: list[Condition] = []
+    bounds = {k: ops[k] for k in _RANGE_KEYS if k in ops}
+    if bounds:
+        if _kind(field) is not FieldType.FLOAT:
+            raise FilterError(f"bad {where}: '{field}' is not numeric")
+        numbers = {k: _object_number(where, v) for k, v in bounds.items()}
+        conditions.append(Range(field, **numbers))
+    for op in ("eq", "ne", "in", "not_in"):
+        if op in ops:
+            conditions.append(_object_match(where, field, op, ops[op]))
+    return conditions
+
+
+def _object_match(where: str, field: str, op: str, raw: object) -> Condition:
+    listed = op in ("in", "not_in")
+    if listed and not (isinstance(raw, list) and raw):
+        raise FilterError(f"bad {where}: '{op}' takes a non-empty list")
+    items = raw if listed else [raw]
+    kind = _kind(field)
+    if kind is FieldType.FLOAT:
+        if op != "eq":
+            raise FilterError(f"bad {where}: use eq, gt, gte, lt, lte for '{field}'")
+        number = _object_number(where, items[0])
+        return Range(field, gte=number, lte=number)
+    values = []
+    for item in items:
+        if kind is FieldType.BOOL:
+            if not isinstance(item, bool):
+                raise FilterError(f"bad {where}: '{field}' takes true or false")
+            values.append(item)
+        elif isinstance(item, str | int | float) and not isinstance(item, bool):
+            values.append(_value(where, field, str(item)))
+        else:
+            raise FilterError(f"bad {where}: {item!r} is not a value of '{field}'")
+    return Match(field, tuple(values), negate=op in ("ne", "not_in"))
+
+
+def _object_number(where: str, raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise FilterError(f"bad {where}: {raw!r} is not a number")
+    if not math.isfinite(raw):
+        raise FilterError(f"bad {where}: {raw!r} is not a finite number")
+    return float(raw)

@@ -244,9 +244,22 @@ class ProductSearch:
         results, then its facets): a one-shot query's encoder answers its first texts from
         a forked child and would load in-process for a second encoding."""
         assert self.encoder is not None
-        if self._encoded is None or self._encoded[0] != texts:
-            self._encoded = (texts, self.encoder.encode_queries(texts))
-        return self._encoded[1]
+        cached = self._encoded  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != texts:
+            cached = (texts, self.encoder.encode_queries(texts))
+            self._encoded = cached
+        return cached[1]
+
+    def query_vectors(
+        self, query: Query, options: SearchOptions | None = None
+    ) -> tuple[Query, np.ndarray | None, SparseVec]:
+        """The prepared query with the dense and BM25 vectors its search sends to Qdrant
+        (dense None without an encoder): for a service that queries the collection itself
+        and must embed as this collection does."""
+        prepared = self.prepare(query, options)
+        text = prepared.searched or prepared.text
+        dense = None if self.encoder is None else self._encode([text])[0]
+        return prepared, dense, self._sparse(text)
 
     def _collapses(self, options: SearchOptions) -> bool:
         """Whether results are collapsed to one per family: asked for, and the collection may

@@ -4,12 +4,24 @@ server. Flags win over the environment, which wins over the defaults."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopsearch.errors import UsageError
 from shopsearch.store.backend import Backend, IndexSettings
 
 DEFAULT_COLLECTION = "products"
+# A collection name is a name, never a path: on Edge it is a directory under the data
+# directory, so `.`, `..`, a separator or a leading `/` would put (or `--recreate` delete)
+# something outside it. The first character is a letter or digit, which also keeps names
+# apart from the hidden `.<name>.<purpose>` directories the Edge backend builds beside them;
+# 255 characters is the longest file name most file systems take. A Qdrant server accepts
+# every such name.
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+COLLECTION_NAME_RULE = (
+    "letters, digits, '.', '_' and '-', starting with a letter or digit (at most 255)"
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,9 @@ class Connection:
     url: str | None = None
     api_key: str | None = None
 
+    def __post_init__(self) -> None:
+        check_collection_name(self.collection)
+
     @classmethod
     def from_options(
         cls,
@@ -29,8 +44,13 @@ class Connection:
         url: str | None = None,
         api_key: str | None = None,
     ) -> Connection:
+        if collection is not None:
+            check_collection_name(collection, "--collection")
+        else:
+            collection = os.environ.get("SHOPSEARCH_COLLECTION") or DEFAULT_COLLECTION
+            check_collection_name(collection, "SHOPSEARCH_COLLECTION")
         return cls(
-            collection=collection or os.environ.get("SHOPSEARCH_COLLECTION") or DEFAULT_COLLECTION,
+            collection=collection,
             path=path,
             url=url or os.environ.get("QDRANT_URL") or None,
             api_key=api_key or os.environ.get("QDRANT_API_KEY") or None,
@@ -48,6 +68,18 @@ class Connection:
 
     def edge_dir(self) -> Path:
         return (self.path or default_data_dir()) / self.collection
+
+
+def check_collection_name(name: str, source: str = "collection") -> str:
+    """`name`, when it is a collection name (`COLLECTION_NAME`); `source` (the flag or the
+    variable it came from) is named in the error."""
+    if not COLLECTION_NAME.fullmatch(name):
+        path = "/" in name or "\\" in name or name in (".", "..")
+        what = " (a name, not a path)" if path else ""
+        raise UsageError(
+            f"bad {source} {name!r}{what}: a collection name is {COLLECTION_NAME_RULE}"
+        )
+    return name
 
 
 def default_data_dir() -> Path:

@@ -229,6 +229,45 @@ class EdgeBackend:
     def _sibling(self, purpose: str) -> Path:
         return self.directory.with_name(f".{self.directory.name}.{purpose}")
 
+    # -- a long-running holder (`shopsearch serve`) ---------------------------------
+    def identity(self) -> tuple[int, int] | None:
+        """Which directory holds the collection now (device, inode), None while none does:
+        `ingest --recreate` swaps another one in under the same name, and a process that
+        holds the collection open notices the change and reopens it."""
+        try:
+            stat = os.stat(self.directory)
+        except FileNotFoundError:
+            return None
+        return (stat.st_dev, stat.st_ino)
+
+    def rebuild_under_way(self) -> bool:
+        """Whether an `ingest --recreate` is building this collection's replacement now: its
+        build directory exists and its writer lock is held."""
+        if fcntl is None or not self._sibling("recreating").exists():
+            return False
+        try:
+            with self._sibling("lock").open("a+", encoding="utf-8") as lock:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def announce_holder(self, description: str) -> None:
+        """Say, beside the collection, which process holds its shard open and how to reach
+        it, so that a command that finds the shard locked names the holder and what to do
+        (`_edge_call`). The note names this process, and outlives a reopening of the
+        collection after a reindex; `withdraw_holder` removes it."""
+        _write_json(self._sibling("holder"), {"pid": os.getpid(), "holder": description})
+
+    def withdraw_holder(self) -> None:
+        """Remove this process's holder note (`announce_holder`)."""
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            note = self._sibling("holder")
+            if json.loads(note.read_bytes())["pid"] == os.getpid():
+                note.unlink()
+
     def close(self) -> None:
         if self._shard is not None:
             self._shard.close()
@@ -345,12 +384,29 @@ def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> 
         return fn(*args)
     except Exception as exc:
         if "WouldBlock" in str(exc):
-            raise CollectionBusyError(
-                f"the collection at {directory} is open in another process (an ingest?); "
-                "embedded Qdrant Edge allows one process at a time: wait for it, or use a "
-                "Qdrant server (--qdrant-url) for concurrent access"
-            ) from exc
+            raise CollectionBusyError(_busy_message(directory)) from exc
         raise CollectionError(f"cannot open the collection at {directory}: {exc}") from exc
+
+
+def _busy_message(directory: Path) -> str:
+    """Why a shard is locked: the holder a long-running process announced beside it
+    (`announce_holder`), when that process still runs; else another process unnamed."""
+    note_path = directory.with_name(f".{directory.name}.holder")
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        note = json.loads(note_path.read_bytes())
+        pid = int(note["pid"])
+        os.kill(pid, 0)  # raises when no such process runs
+        return (
+            f"the collection at {directory} is held by {note['holder']} (process {pid}); "
+            "embedded Qdrant Edge lets one process open a collection: send updates to that "
+            "service (PUT /products, DELETE /products/ID), run `ingest --recreate` (which "
+            "the service picks up), or stop it first"
+        )
+    return (
+        f"the collection at {directory} is open in another process; embedded Qdrant Edge "
+        "lets one process open a collection at a time: wait for it, or use a Qdrant server "
+        "(--qdrant-url) for concurrent access"
+    )
 
 
 def _write_json(path: Path, data: Any, indent: int | None = None) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
@@ -88,15 +89,23 @@ class ServerBackend:
     def _server(self, doing: str = "answered") -> Iterator[None]:
         """qdrant-client raises a connection failure as ResponseHandlingException and an HTTP
         error as UnexpectedResponse, both with a traceback of httpx frames: name the URL and
-        the fix instead. `doing`: what the server did with an HTTP error ("rejected the
-        query")."""
+        the fix instead. A 200 that is not Qdrant's JSON (another service at that address, a
+        proxy's HTML page) surfaces as a JSON, assertion or (wrapped) validation error from
+        its parsing: named as such. `doing`: what the server did with an HTTP error
+        ("rejected the query")."""
         try:
             yield
         except ResponseHandlingException as exc:
+            if isinstance(exc.source, ValidationError):  # it answered, but not as Qdrant does
+                raise self._garbage(f"JSON of another shape ({_first_error(exc.source)})") from exc
             raise ServerError(
                 f"cannot reach Qdrant at {self._url} ({exc.source}): is the server running, and "
                 "is --qdrant-url (QDRANT_URL) its address?"
             ) from exc
+        except json.JSONDecodeError as exc:  # qdrant-client parses any 200 body as JSON
+            raise self._garbage(f"a body that is not JSON: {exc.doc[:80]!r}") from exc
+        except AssertionError as exc:  # qdrant-client asserts a 200 body has a result
+            raise self._garbage(f"a body without a result ({exc})") from exc
         except UnexpectedResponse as exc:
             status = f"HTTP {exc.status_code} {exc.reason_phrase}".strip()
             if exc.status_code in (401, 403):
@@ -107,6 +116,12 @@ class ServerBackend:
             raise ServerError(
                 f"Qdrant at {self._url} {doing} with {status}: {_error_text(exc)}"
             ) from exc
+
+    def _garbage(self, got: str) -> ServerError:
+        return ServerError(
+            f"the server at {self._url} is not answering as Qdrant does: it sent {got}; is "
+            "--qdrant-url (QDRANT_URL) the address of a Qdrant server?"
+        )
 
     def _check_weighted_rrf(self) -> None:
         """Servers before 1.17 reject RRF weights with a bare 400: name the fix instead."""
@@ -281,6 +296,15 @@ def _error_text(exc: UnexpectedResponse) -> str:
         return str(json.loads(exc.content)["status"]["error"])
     except (ValueError, KeyError, TypeError):
         return exc.content[:200].decode("utf-8", errors="replace") or "(no body)"
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first of pydantic's complaints, where it is and what it says, on one line."""
+    errors = exc.errors()
+    if not errors:
+        return str(exc).splitlines()[0]
+    where = ".".join(str(part) for part in errors[0].get("loc", ())) or "the body"
+    return f"{where}: {errors[0].get('msg', 'unexpected value')}"
 
 
 def _weighted_rrf(req: SearchRequest) -> bool:
