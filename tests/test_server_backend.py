@@ -75,3 +75,60 @@ def test_a_refused_api_key_is_an_error_naming_the_flag(refusing_server):
         read_meta(backend)
     with pytest.raises(ServerError, match="HTTP 403"):
         backend.count()
+
+
+def test_the_name_is_an_alias_switched_atomically_by_a_rebuild(small_catalog, encoder, tmp_path):
+    """A server collection's name is an alias of a versioned collection; `--recreate` builds
+    a new version and switches the alias to it, then deletes the old version."""
+    from qdrant_client import QdrantClient
+    from search_helpers import ingest
+
+    from shopsearch.ingest.pipeline import ingest_catalog
+    from shopsearch.ingest.readers import CatalogReader
+    from shopsearch.store.documents import read_meta
+    from shopsearch.store.server import ServerBackend
+
+    client = QdrantClient(":memory:")
+    backend = ServerBackend(client, "shop", ":memory:")
+    ingest(small_catalog, backend, encoder, tmp_path)
+    first = backend.version()
+    assert first is not None and first.startswith("shop-")
+    assert [(a.alias_name, a.collection_name) for a in client.get_aliases().aliases] == [
+        ("shop", first)
+    ]
+    assert not backend.rebuild_under_way()
+    count = backend.count()
+    ingest_catalog(
+        CatalogReader(small_catalog), backend, encoder, rejects_path=tmp_path / "r", recreate=True
+    )
+    second = backend.version()
+    assert second != first
+    assert [c.name for c in client.get_collections().collections] == [second]
+    assert backend.count() == count and read_meta(backend) is not None
+
+
+def test_a_collection_from_before_aliases_is_searched_and_then_migrated(
+    small_catalog, encoder, tmp_path
+):
+    from qdrant_client import QdrantClient, models
+
+    from shopsearch.ingest.pipeline import ingest_catalog
+    from shopsearch.ingest.readers import CatalogReader
+    from shopsearch.store.server import ServerBackend
+
+    client = QdrantClient(":memory:")
+    reader = CatalogReader(small_catalog)
+    ingest_catalog(reader, ServerBackend(client, "shop", ":memory:"), encoder,
+                   rejects_path=tmp_path / "r")  # fmt: skip
+    # The same collection as a real collection of that name, as before aliases.
+    version = ServerBackend(client, "shop", ":memory:").version()
+    client.update_collection_aliases(
+        change_aliases_operations=[
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="shop"))
+        ]
+    )
+    legacy = ServerBackend(client, version, ":memory:")
+    assert legacy.version() == version and legacy.count() == 120
+    ingest_catalog(reader, legacy, encoder, rejects_path=tmp_path / "r", recreate=True)
+    assert legacy.version() != version and legacy.version().startswith(f"{version}-")
+    assert legacy.count() == 120

@@ -429,3 +429,60 @@ def test_acknowledged_puts_survive_kill_9(exported_model, small_catalog, tmp_pat
         missing = [p for p in acknowledged if httpx.get(f"{url}/products/{p}").status_code != 200]
     assert len(acknowledged) >= 25
     assert missing == []
+
+
+def test_a_server_collection_reindexed_while_serving_switches_without_a_failed_search(
+    small_catalog, encoder, tmp_path
+):
+    """On a Qdrant server (QdrantClient(':memory:') here), `--recreate` switches the alias:
+    the service's searches never fail, and it reopens the new version (its metadata)."""
+    from qdrant_client import QdrantClient
+
+    from shopsearch.ingest.pipeline import ingest_catalog
+    from shopsearch.ingest.readers import CatalogReader
+    from shopsearch.service.app import create_app
+    from shopsearch.service.batching import BatchingEncoder
+    from shopsearch.service.live import LiveCollection
+    from shopsearch.store.server import ServerBackend
+
+    client = QdrantClient(":memory:")
+    reader = CatalogReader(small_catalog)
+    ingest_catalog(reader, ServerBackend(client, "shop", ":memory:"), encoder,
+                   rejects_path=tmp_path / "r")  # fmt: skip
+    rows = pq.read_table(small_catalog).to_pylist()
+    marker = {**rows[0], "id": "wombat-1", "title": "wombat shaped doorstop"}
+    rebuilt = _catalog([*rows[:60], marker], tmp_path / "next.parquet")
+    class SharedClient(ServerBackend):
+        def close(self) -> None:  # the client is shared with the test: not closed by a reload
+            pass
+
+    live = LiveCollection(
+        lambda: SharedClient(client, "shop", ":memory:"), BatchingEncoder(encoder), "test"
+    )
+    failures: list[str] = []
+    stop = threading.Event()
+    with service_thread(create_app(live)) as url:
+
+        def stream() -> None:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                while not stop.is_set():
+                    response = http.get("/search", params={"q": "wombat doorstop", "top_k": 1})
+                    if response.status_code != 200:
+                        failures.append(response.text)
+
+        thread = threading.Thread(target=stream)
+        thread.start()
+        try:
+            ingest_catalog(CatalogReader(rebuilt), ServerBackend(client, "shop", ":memory:"),
+                           encoder, rejects_path=tmp_path / "r2", recreate=True)  # fmt: skip
+            deadline = time.monotonic() + 30
+            while live.reloads == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join()
+        found = httpx.get(f"{url}/search", params={"q": "wombat doorstop", "top_k": 1}).json()
+        info = httpx.get(f"{url}/info").json()
+    assert failures == []
+    assert [r["product_id"] for r in found["results"]] == ["wombat-1"]
+    assert info["products"] == 61 and info["reloads"] == 1

@@ -18,7 +18,8 @@ current: a write the service acknowledged is never lost to a reindex.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,11 @@ from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.ingest.updates import ProductWriter, UpdateReport
 from shopsearch.search.product_search import ProductSearch
 from shopsearch.search.spelling import TypoCorrector
-from shopsearch.store.backend import Backend
+from shopsearch.store.backend import Backend, Reindexable
 from shopsearch.store.edge import EdgeBackend
+
+# How often a request looks whether the collection was reindexed.
+CHECK_SECONDS = 0.2
 
 
 @dataclass
@@ -37,7 +41,7 @@ class Generation:
 
     backend: Backend
     search: ProductSearch
-    identity: tuple[int, int] | None  # the Edge directory opened; None on a server
+    identity: Hashable | None  # the version of the collection opened (`Reindexable`)
     in_flight: int = 0
     retired: bool = False
     _writer: ProductWriter | None = field(default=None, repr=False)
@@ -64,6 +68,7 @@ class LiveCollection:
         self._write_lock = threading.Lock()  # one write at a time
         self._journal: list[tuple[str, Any]] = []  # writes made during a rebuild
         self._reloading = False
+        self._checked = 0.0  # when the collection's version was last looked at
         self.reloads = 0
         self._current = self._open()
 
@@ -74,9 +79,8 @@ class LiveCollection:
         except BaseException:
             backend.close()
             raise
-        identity = None
+        identity = backend.identity() if isinstance(backend, Reindexable) else None
         if isinstance(backend, EdgeBackend):
-            identity = backend.identity()
             backend.announce_holder(self.holder)
         return Generation(backend, search, identity)
 
@@ -104,11 +108,16 @@ class LiveCollection:
             generation.backend.close()
 
     def _notice_reindex(self) -> None:
-        """Start reopening the collection if its name now points at another directory."""
+        """Start reopening the collection if its name now stands for another version: looked
+        at most every `CHECK_SECONDS` (on a server, looking is a request)."""
         generation = self._current
         backend = generation.backend
-        if not isinstance(backend, EdgeBackend) or self._reloading:
+        if not isinstance(backend, Reindexable) or self._reloading:
             return
+        now_s = time.monotonic()
+        if now_s - self._checked < CHECK_SECONDS:
+            return
+        self._checked = now_s
         now = backend.identity()
         if now is None or now == generation.identity:
             return
@@ -153,7 +162,7 @@ class LiveCollection:
                 writer = generation.writer()
                 result = writer.upsert(payload) if kind == "upsert" else writer.delete(payload)
                 backend = generation.backend
-                if isinstance(backend, EdgeBackend) and backend.rebuild_under_way():
+                if isinstance(backend, Reindexable) and backend.rebuild_under_way():
                     self._journal.append((kind, payload))
                 if kind == "upsert":
                     # New words become correctable at once.

@@ -9,7 +9,7 @@ never branch on where the data is. What the two ask Qdrant for is built once
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -228,6 +228,18 @@ class LoadsIndex(Protocol):
     load holds the GIL), and can be told to do so earlier: see `warm_up`."""
 
     def load_index(self) -> None: ...
+
+
+@runtime_checkable
+class Reindexable(Protocol):
+    """A backend whose collection `ingest --recreate` can replace under the same name while
+    another process holds it open (`shopsearch serve`): that process asks which version the
+    name stands for, to notice a swap and reopen, and whether a rebuild is under way, to
+    apply its own writes to the new version too."""
+
+    def identity(self) -> Hashable | None: ...
+
+    def rebuild_under_way(self) -> bool: ...
 
 
 def warm_up(backend: Backend) -> None:

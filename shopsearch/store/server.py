@@ -5,12 +5,20 @@ documents (its metadata, vocabulary and learned fusion) go into Qdrant's collect
 metadata, each under its `Document.key`, so other services can read which encoder and BM25
 settings built it. Tests run this code against `QdrantClient(":memory:")`, which speaks the
 same client API.
+
+The collection's name is a Qdrant alias of a versioned collection (`<name>-<version>`), so
+that `ingest --recreate` builds a new version beside the one in use and switches the alias
+to it in one atomic request: services querying the name never see a partial collection.
+A collection created before aliases (a real collection under the name) is searched as it
+is; its first `--recreate` deletes it just before the alias takes its name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -19,7 +27,7 @@ from pydantic import ValidationError
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from shopsearch.errors import CollectionError, ServerError, UsageError
+from shopsearch.errors import CollectionError, ServerError, ShopsearchError, UsageError
 from shopsearch.store import qdrant_requests
 from shopsearch.store.backend import (
     FusionMethod,
@@ -83,7 +91,8 @@ class ServerBackend:
         self._url = url or location
         self.index = index or IndexSettings()
         self._server_version: str | None = None
-        self._replacing = False  # within rebuilding(): create() replaces the collection
+        # A version being built by `rebuilding()`: every request goes to it, not the name.
+        self._building: str | None = None
 
     @contextmanager
     def _server(self, doing: str = "answered") -> Iterator[None]:
@@ -162,12 +171,43 @@ class ServerBackend:
     def location(self) -> str:
         return self._location
 
+    @property
+    def _target(self) -> str:
+        """Where data requests go: the version being built, else the name (Qdrant resolves
+        an alias in every data request)."""
+        return self._building or self.collection
+
+    def version(self) -> str | None:
+        """The collection the name stands for now: the alias's version, the collection of
+        that name (created before aliases), or None when there is none."""
+        if self._building is not None:
+            return self._building
+        with self._server():
+            for alias in self.client.get_aliases().aliases:
+                if alias.alias_name == self.collection:
+                    return alias.collection_name
+            return self.collection if self.client.collection_exists(self.collection) else None
+
+    def identity(self) -> str | None:
+        """Which version the name stands for (a service reopens the collection when it
+        changes); the `Reindexable` counterpart of an Edge directory's inode."""
+        return self.version()
+
+    def rebuild_under_way(self) -> bool:
+        """Whether an `ingest --recreate` is building a new version now: a version of this
+        name other than the one in use exists."""
+        current = self.version()
+        with self._server():
+            names = [c.name for c in self.client.get_collections().collections]
+        return any(n != current and _is_version_of(n, self.collection) for n in names)
+
     def _metadata(self) -> dict[str, Any] | None:
         """The collection's metadata ({} when it has none); None when there is no collection."""
+        version = self.version()
+        if version is None:
+            return None
         with self._server():
-            if not self.client.collection_exists(self.collection):
-                return None
-            return self.client.get_collection(self.collection).config.metadata or {}
+            return self.client.get_collection(version).config.metadata or {}
 
     def read_document(self, document: Document) -> dict[str, Any] | None:
         metadata = self._metadata()
@@ -186,18 +226,32 @@ class ServerBackend:
 
     def write_document(self, document: Document, data: dict[str, Any]) -> None:
         # Merged into the collection's metadata, beside the other documents' keys.
+        version = self.version()
+        if version is None:
+            raise CollectionError(f"no collection '{self.collection}' at {self._url}")
         with self._server():
-            self.client.update_collection(self.collection, metadata={document.key: data})
+            self.client.update_collection(version, metadata={document.key: data})
 
     def create(self, meta: CollectionMeta) -> None:
+        """A new version (the one `rebuilding()` builds, or a first one), complete with its
+        metadata and payload indexes before the name points at it."""
+        if self._building is None and self.version() is not None:
+            raise CollectionError(f"collection '{self.collection}' already exists")
+        version = self._building or _new_version(self.collection)
+        self._create_version(version, meta)
+        if self._building is None:
+            with self._server():
+                self.client.update_collection_aliases(
+                    change_aliases_operations=[_alias(self.collection, version)]
+                )
+
+    def _create_version(self, version: str, meta: CollectionMeta) -> None:
         config = qdrant_requests.collection_config(meta, self.index, SERVER_MODELS)
         with self._server():
-            if self.client.collection_exists(self.collection):
-                if not self._replacing:
-                    raise CollectionError(f"collection '{self.collection}' already exists")
-                self.client.delete_collection(self.collection)
+            if self.client.collection_exists(version):  # a killed build's leftovers
+                self.client.delete_collection(version)
             self.client.create_collection(
-                self.collection,
+                version,
                 vectors_config=config["vectors"],
                 sparse_vectors_config=config["sparse_vectors"],
                 hnsw_config=config["hnsw_config"],
@@ -206,12 +260,21 @@ class ServerBackend:
                 metadata={Document.META.key: meta.to_dict()},
             )
             for name, schema in qdrant_requests.payload_indexes(SERVER_MODELS).items():
-                self.client.create_payload_index(self.collection, name, field_schema=schema)
+                self.client.create_payload_index(version, name, field_schema=schema)
 
     def drop(self) -> None:
+        version = self.version()
         with self._server():
-            if self.client.collection_exists(self.collection):
-                self.client.delete_collection(self.collection)
+            if self._building is None and version not in (None, self.collection):
+                self.client.update_collection_aliases(
+                    change_aliases_operations=[
+                        models.DeleteAliasOperation(
+                            delete_alias=models.DeleteAlias(alias_name=self.collection)
+                        )
+                    ]
+                )
+            if version is not None:
+                self.client.delete_collection(version)
 
     def writing(self) -> AbstractContextManager[None]:
         """No lock: the server serialises writes, so two ingests interleave their upserts as
@@ -221,13 +284,35 @@ class ServerBackend:
 
     @contextmanager
     def rebuilding(self) -> Iterator[ServerBackend]:
-        """In place: `create` replaces the old collection, so it stays until the new
-        catalog's first products are ready to go in."""
-        self._replacing = True
+        """A new version built beside the one in use, then the alias switched to it in one
+        request and the old version deleted. Versions of this name other than the one in
+        use (a killed rebuild's) are deleted first; a build that fails is deleted, leaving
+        the collection as it was."""
+        current = self.version()
+        with self._server():
+            for c in self.client.get_collections().collections:
+                if c.name != current and _is_version_of(c.name, self.collection):
+                    self.client.delete_collection(c.name)
+        built = ServerBackend(self.client, self.collection, self._location, self.index, self._url)
+        built._building = _new_version(self.collection)
         try:
-            yield self
-        finally:
-            self._replacing = False
+            yield built
+        except BaseException:
+            with contextlib.suppress(ShopsearchError):
+                built.drop()
+            raise
+        with self._server():
+            if not self.client.collection_exists(built._building):
+                return  # the block created nothing: the collection stays as it was
+            switch = [_alias(self.collection, built._building)]
+            if current == self.collection:  # a collection from before aliases holds the name
+                self.client.delete_collection(current)
+            elif current is not None:
+                delete = models.DeleteAlias(alias_name=self.collection)
+                switch.insert(0, models.DeleteAliasOperation(delete_alias=delete))
+            self.client.update_collection_aliases(change_aliases_operations=switch)
+            if current not in (None, self.collection):
+                self.client.delete_collection(current)
 
     def close(self) -> None:
         self.client.close()
@@ -242,7 +327,7 @@ class ServerBackend:
             for p in points
         ]
         with self._server():
-            self.client.upsert(self.collection, structs, wait=True)
+            self.client.upsert(self._target, structs, wait=True)
 
     def point_ids(self) -> Iterator[str]:
         with self._server():
@@ -252,24 +337,24 @@ class ServerBackend:
         if ids:
             with self._server():
                 self.client.delete(
-                    self.collection, models.PointIdsList(points=list(ids)), wait=True
+                    self._target, models.PointIdsList(points=list(ids)), wait=True
                 )
 
     def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         with self._server():
-            records = self.client.retrieve(self.collection, list(ids), with_payload=True)
+            records = self.client.retrieve(self._target, list(ids), with_payload=True)
         return {str(r.id): r.payload or {} for r in records}
 
     def count(self, conditions: Sequence[Condition] = ()) -> int:
         flt = build_filter(conditions, SERVER_MODELS)
         with self._server():
-            return self.client.count(self.collection, count_filter=flt, exact=True).count
+            return self.client.count(self._target, count_filter=flt, exact=True).count
 
     def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
         flt = build_filter(conditions, SERVER_MODELS)
         with self._server("rejected the count"):
             response = self.client.facet(
-                self.collection, field, facet_filter=flt, limit=limit, exact=True
+                self._target, field, facet_filter=flt, limit=limit, exact=True
             )
         return by_count(response.hits)
 
@@ -282,12 +367,28 @@ class ServerBackend:
             self._check_weighted_rrf()
         built = [qdrant_requests.query_request(r, SERVER_MODELS) for r in requests]
         with self._server("rejected the query"):
-            responses = self.client.query_batch_points(self.collection, built)
+            responses = self.client.query_batch_points(self._target, built)
         return [hits_by_score(response.points) for response in responses]
 
     def _scroll(self, filter: Any = None, **request: Any) -> tuple[list[Any], Any]:
         """`qdrant_requests.Scroll` on this collection."""
-        return self.client.scroll(self.collection, scroll_filter=filter, **request)
+        return self.client.scroll(self._target, scroll_filter=filter, **request)
+
+
+def _new_version(name: str) -> str:
+    """A version's collection name: the alias's name and a time stamp (milliseconds)."""
+    return f"{name}-{time.time_ns() // 1_000_000}"
+
+
+def _is_version_of(collection: str, name: str) -> bool:
+    prefix, _, stamp = collection.rpartition("-")
+    return prefix == name and stamp.isdigit()
+
+
+def _alias(name: str, version: str) -> models.CreateAliasOperation:
+    return models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name=version, alias_name=name)
+    )
 
 
 def _error_text(exc: UnexpectedResponse) -> str:
