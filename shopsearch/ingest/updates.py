@@ -21,7 +21,9 @@ from shopsearch.ingest.pipeline import _Collection, _validate_batch
 from shopsearch.ingest.readers import RawRow
 from shopsearch.ingest.validate import Product, Reject
 from shopsearch.store.backend import Backend
+from shopsearch.store.documents import read_vocabulary, write_vocabulary
 from shopsearch.store.schema import point_id
+from shopsearch.store.vocabulary import merge_vocabularies
 
 
 @dataclass
@@ -52,6 +54,8 @@ class ProductWriter:
             raise CollectionError(
                 f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
             )
+        # The stored vocabulary, kept here and written back only when an update adds to it.
+        self.vocabulary: dict[str, int] = read_vocabulary(backend) or {}
 
     def upsert(self, records: Sequence[Mapping[str, Any]]) -> UpdateReport:
         """Store the valid records (`records[i]` is row i in the rejects); a record whose id
@@ -62,9 +66,11 @@ class ProductWriter:
         report.rejects = sorted(rejects, key=lambda r: r.row)
         points = self._collection.points(products)
         self.backend.upsert(points)
-        if products:
-            self._collection.write_vocabulary()
-            self._collection.words.clear()
+        merged = merge_vocabularies(self.vocabulary, self._collection.words)
+        self._collection.words.clear()
+        if merged != self.vocabulary:
+            write_vocabulary(self.backend, merged)
+            self.vocabulary = merged
         report.upserted = len(products)
         report.unchanged = len(products) - len(points)
         return report

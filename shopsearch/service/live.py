@@ -26,9 +26,10 @@ from typing import Any
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.ingest.updates import ProductWriter, UpdateReport
-from shopsearch.search.product_search import ProductSearch
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.search.spelling import TypoCorrector
-from shopsearch.store.backend import Backend, Reindexable
+from shopsearch.service.batching import Coalescer, options_key
+from shopsearch.store.backend import Backend, Hit, Reindexable
 from shopsearch.store.edge import EdgeBackend
 
 # How often a request looks whether the collection was reindexed.
@@ -71,6 +72,9 @@ class LiveCollection:
         self._checked = 0.0  # when the collection's version was last looked at
         self.reloads = 0
         self._current = self._open()
+        self._searches: Coalescer[tuple[Query, SearchOptions], list[Hit]] = Coalescer(
+            self._search_batch
+        )
 
     def _open(self) -> Generation:
         backend = self.open_backend()
@@ -99,6 +103,17 @@ class LiveCollection:
             yield generation.search
         finally:
             self._release(generation)
+
+    def search(self, query: Query, options: SearchOptions) -> list[Hit]:
+        """One query's page of results, searched in one batch with the concurrent queries
+        of the same options."""
+        return self._searches.submit(options_key(options), [(query, options)])[0]
+
+    def _search_batch(
+        self, _: Hashable, items: list[tuple[Query, SearchOptions]]
+    ) -> list[list[Hit]]:
+        with self.reading() as search:
+            return search.search_batch([query for query, _ in items], items[0][1])
 
     def _release(self, generation: Generation) -> None:
         with self._lock:
@@ -164,9 +179,9 @@ class LiveCollection:
                 backend = generation.backend
                 if isinstance(backend, Reindexable) and backend.rebuild_under_way():
                     self._journal.append((kind, payload))
-                if kind == "upsert":
+                if kind == "upsert" and writer.vocabulary is not generation.search.typos.vocabulary:
                     # New words become correctable at once.
-                    generation.search.typos = TypoCorrector.stored(backend)
+                    generation.search.typos = TypoCorrector(writer.vocabulary)
                 return result
             finally:
                 self._release(generation)
