@@ -267,6 +267,7 @@ def test_malformed_requests_get_4xx_with_a_message_and_the_service_stays_up(demo
 
 def test_operations_endpoints(demo):
     url, *_ = demo
+    assert httpx.get(f"{url}/search", params={"q": "boots"}).status_code == 200
     info = httpx.get(f"{url}/info").json()
     assert info["products"] == 1002 and info["encoder"]["dimension"] == 384
     assert httpx.get(f"{url}/readyz").json()["status"] == "ready"

@@ -254,6 +254,20 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
     def metrics() -> Response:
         return Response(state.metrics.text(), media_type="text/plain; version=0.0.4")
 
+    @app.get("/", include_in_schema=False)
+    def page() -> Response:
+        """The search page: one static file, its CSS and JS inline; the policy keeps every
+        request it makes on this service."""
+        from importlib.resources import files
+
+        html = files("shopsearch.service").joinpath("static/index.html").read_bytes()
+        policy = (
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+        return Response(html, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": policy})  # fmt: skip
+
 
 def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
     started = time.perf_counter()
