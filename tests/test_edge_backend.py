@@ -69,7 +69,8 @@ def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
         "from pathlib import Path; from shopsearch.store.edge import EdgeBackend; "
         f"EdgeBackend(Path({str(edge.directory)!r})).count()"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = {**os.environ, "SHOPSEARCH_LOCK_WAIT": "0"}  # fail at once, not after the wait
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "open in another process" in proc.stderr
 

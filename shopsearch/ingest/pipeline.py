@@ -27,12 +27,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 import qdrant_edge
 
 from shopsearch.encoders.protocol import TextEncoder
-from shopsearch.errors import UsageError
+from shopsearch.errors import ShopsearchError, UsageError
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, RawRow
 from shopsearch.ingest.validate import Product, Reject, validate
@@ -107,12 +107,15 @@ def ingest_catalog(
             seen: dict[str, int] = {}
             listed = _ListedProducts()
             pending: list[Future[None]] = []
+            reserved = False  # whether a new collection's room for the catalog was checked
             with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
                 for raw_rows in _prefetched(reader.batches(batch_size)):
                     products, rejects = _validate_batch(raw_rows, seen)
                     rejects_file.write(rejects)
                     listed.add_rejects(rejects)
                     points = collection.points(products)
+                    if collection.created and not reserved:
+                        reserved = _reserve_room(target, points, reader.total_rows)
                     report.unchanged += len(products) - len(points)
                     while len(pending) >= MAX_PENDING_UPSERTS:
                         pending.pop(0).result()
@@ -283,6 +286,25 @@ class _Collection:
         return points
 
 
+@runtime_checkable
+class _ChecksRoom(Protocol):
+    """A backend that can tell, before it is filled, whether its disk has room (Edge: a
+    full disk kills a process writing through memory maps, with no message)."""
+
+    def reserve_for(self, points: Sequence[ProductPoint], total: int) -> None: ...
+
+
+def _reserve_room(backend: Backend, points: Sequence[ProductPoint], rows: int | None) -> bool:
+    """Refuse a new collection's ingest when the disk cannot hold the whole catalog, before
+    encoding it, rather than when the disk fills part way (each write checks again).
+    Whether the check was made: it needs points to measure."""
+    if not points:
+        return False
+    if rows and isinstance(backend, _ChecksRoom):
+        backend.reserve_for(points, rows)
+    return True
+
+
 def _has_variants(products: Iterable[Product]) -> bool:
     """Whether a product names a parent other than itself (a catalog may give every product
     its own id as parent_id): only then can two products share a family."""
@@ -371,12 +393,17 @@ class _RejectsFile:
     def write(self, rejects: list[Reject]) -> None:
         if not rejects:
             return
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("w", encoding="utf-8")
-        for rej in rejects:
-            self._fh.write(json.dumps(rej.to_dict(), ensure_ascii=False) + "\n")
-        self._fh.flush()
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("w", encoding="utf-8")
+            for rej in rejects:
+                self._fh.write(json.dumps(rej.to_dict(), ensure_ascii=False) + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk, most likely
+            raise ShopsearchError(
+                f"cannot write the rejects file {self.path}: {exc.strerror or exc}"
+            ) from exc
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
