@@ -25,9 +25,12 @@ from shopsearch.store.edge import EdgeBackend
 
 READERS = 20
 # What a reader that did not get the collection may say: who has it.
+# The holder named; or, when it let go between the attempt and the look at who held it
+# (another reader, for a moment), the rule that one process opens a collection at a time.
 REAL_CAUSES = re.compile(
     r"is being written by an ingest \(process \d+\)"
     r"|is open in another process \(process \d+: shopsearch "
+    r"|is open in another process; embedded Qdrant Edge lets one process open a collection"
 )
 
 

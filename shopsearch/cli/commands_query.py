@@ -233,12 +233,16 @@ def info(
 
 def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
     """Parse every line before searching anything: a bad line fails fast, naming its line.
-    A query without an id (or with a null one) is named by its line number."""
+    A query without an id (or with a null one) is named by its line number. A file without
+    a query is refused: a run of no rankings is what a wrong path or an unfinished export
+    gives, not a batch to search."""
     try:
         # utf-8-sig: editors on Windows start a UTF-8 file with a byte-order mark.
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read --batch {path}: {exc}") from exc
+    if not any(line.strip() for line in lines):
+        raise UsageError(f"--batch {path} holds no query (it is empty or blank)")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -256,7 +260,9 @@ def _read_batch(path: Path, extra_filters: list[str]) -> Iterator[Query]:
             conditions = parse_filters([*raw_filters, *extra_filters])
             query_id = item.get("query_id")
             query_id = str(number if query_id is None else query_id)
-            yield Query(item["query"], conditions, query_id=query_id)
+            # JSON may escape a lone surrogate ("\ud800"), which no tokenizer can take.
+            text = opt.utf8_text(item["query"], "the query")
+            yield Query(text, conditions, query_id=query_id)
         except UsageError as exc:
             raise UsageError(f"{where}: {exc}") from None
 

@@ -3,8 +3,9 @@
 Importing sentence-transformers costs seconds and gigabytes; the query path must start in a
 fraction of a second. This encoder reproduces a sentence-transformers model from its ONNX export
 with only `tokenizers`, `onnxruntime` and `numpy`, following the manifest written at export time
-(pooling, normalisation, prompts, truncation). Texts are batched by token length so that a batch
-of short queries is never padded to the length of one long product description.
+(pooling, normalisation, prompts, truncation). fp32 texts are batched by token length so that a
+batch of short queries is never padded to the length of one long product description; int8 texts
+go one per run, since int8 vectors of a batch depend on each other (`_one_per_run`).
 
 Many batches run side by side, one per CPU on a single-threaded session, rather than one after
 another on a multi-threaded session: a MiniLM batch of short titles is too small a job to split
@@ -123,17 +124,28 @@ class OnnxEncoder(ManifestIdentity):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed search queries (with the model's query prompt, if it has one).
 
-        int8 queries are embedded one per run: dynamic quantisation scales activations over the
-        whole batch tensor (padding included), so a batched query's vector would depend on the
-        queries beside it, and `query --batch` and `eval` would rank differently from
-        `shopsearch query`. Product texts keep their batches for throughput (RESULTS.md
-        section 1); their vectors move as slightly with their batch-mates."""
-        one_per_run = self._precision == "int8"
-        return self.encode(texts, self._manifest.query_prefix, 1 if one_per_run else None)
+        int8 texts are embedded one per run (`_one_per_run`), so that `query --batch` and
+        `eval` rank as `shopsearch query` does."""
+        return self.encode(texts, self._manifest.query_prefix, self._one_per_run)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed product texts (with the model's document prompt, if it has one)."""
-        return self.encode(texts, self._manifest.document_prefix)
+        """Embed product texts (with the model's document prompt, if it has one).
+
+        int8 texts are embedded one per run (`_one_per_run`), so that a product's vector is
+        the same whichever products an ingest encodes beside it: a resumed ingest, a daily
+        sync that encodes only the changed products and a clean ingest store the same
+        vectors, and so rank the same (benchmarks/reproducibility.py)."""
+        return self.encode(texts, self._manifest.document_prefix, self._one_per_run)
+
+    @property
+    def _one_per_run(self) -> int | None:
+        """The batch size that makes a text's vector depend on that text alone: 1 for int8,
+        whose dynamic quantisation scales activations over the whole batch tensor (padding
+        included), so a batched text's vector moves with its batch-mates (cosine down to
+        0.985); the encoder's own for fp32, whose rows are computed independently. The
+        runs still go side by side on the bulk workers, and short texts pad to nothing, so
+        one text per run encodes product texts about as fast (RESULTS.md section 1)."""
+        return 1 if self._precision == "int8" else None
 
     def encode(
         self, texts: Sequence[str], prefix: str = "", batch_size: int | None = None
