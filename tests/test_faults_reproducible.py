@@ -202,3 +202,23 @@ def test_a_synced_collection_stores_and_scores_what_a_clean_ingest_does(
             ranked = [s.search_batch([Query(q) for q in queries], options) for s in searches]
             for query, x, y in zip(queries, *ranked, strict=True):
                 assert _same_ranking(x, y), (mode, exact, query)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_a_products_vector_depends_on_its_text_alone(precision, exported_model, catalog) -> None:
+    """Whatever `--threads`, whatever products are encoded beside it, in whatever order: the
+    runs' contents never depend on the thread count, and int8 texts go one per run."""
+    from shopsearch.encoders.onnx_encoder import OnnxEncoder
+    from shopsearch.ingest.product_text import ProductTextTemplate
+    from shopsearch.ingest.readers import CatalogReader
+    from shopsearch.ingest.validate import validate
+
+    rows = next(CatalogReader(catalog).batches(24))
+    texts = [ProductTextTemplate().render(validate(row)) for row in rows]  # type: ignore[arg-type]
+    encoders = [OnnxEncoder.load(exported_model, precision, threads=t) for t in (1, 2)]
+    whole = encoders[0].encode_documents(texts)
+    for encoder in encoders:
+        assert np.array_equal(encoder.encode_documents(texts), whole)
+        assert np.array_equal(encoder.encode_documents(texts[::-1]), whole[::-1])
+        assert np.array_equal(encoder.encode_documents(texts[5:13]), whole[5:13])
+        assert np.array_equal(encoder.encode_documents([texts[7]]), whole[7:8])

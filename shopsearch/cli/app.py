@@ -95,19 +95,41 @@ def _load(module: str, function: str) -> typer.models.CommandFunctionType:
     return interruptible
 
 
+_sigint_in_command = False  # whether a Ctrl-C reached the running command
+
+
+def _interrupt_command(signum: int, frame: object) -> None:
+    """SIGINT while a command runs: Python's own handler, remembering that it fired."""
+    global _sigint_in_command
+    _sigint_in_command = True
+    signal.default_int_handler(signum, frame)  # type: ignore[arg-type]
+
+
 @contextmanager
 def _command_running() -> Iterator[None]:
     """While a command runs, Ctrl-C raises KeyboardInterrupt (`run` has it end the process
     elsewhere), and the command ends as `Interrupted`: typer would turn the KeyboardInterrupt
-    into a silent exit 130, telling the user nothing of what was kept."""
+    into a silent exit 130, telling the user nothing of what was kept.
+
+    A library may turn the KeyboardInterrupt into an error of its own (onnxruntime
+    interrupted while it initialises raises ImportError "initialization failed"): any error
+    after a Ctrl-C reached the command is that Ctrl-C's doing, and ends as `Interrupted`."""
+    global _sigint_in_command
     previous = signal.getsignal(signal.SIGINT)
     switch = previous is _end_interrupted
     if switch:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _sigint_in_command = False
+        signal.signal(signal.SIGINT, _interrupt_command)
     try:
         yield
     except KeyboardInterrupt:
         raise Interrupted() from None
+    except Interrupted:
+        raise
+    except Exception:
+        if switch and _sigint_in_command:
+            raise Interrupted() from None
+        raise
     finally:
         if switch:
             signal.signal(signal.SIGINT, previous)

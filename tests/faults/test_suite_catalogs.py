@@ -29,8 +29,8 @@ SETTINGS = {
     ],
     "print_blob": True,
 }
-IN_MEMORY_CASES = 150  # per format
-EDGE_CASES = 25  # per format
+IN_MEMORY_CASES = 148  # per format
+EDGE_CASES = 20  # per format
 
 
 @pytest.fixture(scope="module")
