@@ -2,7 +2,7 @@
 vocabulary each ingest records (alike on both backends)."""
 
 import pytest
-from search_helpers import _jsonl, _ranking, ingest
+from search_helpers import _empty_backend, _jsonl, _ranking, ingest
 
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.backend import SearchMode
@@ -59,4 +59,30 @@ def test_reingest_adds_to_the_vocabulary_and_recreate_starts_it_afresh(encoder, 
     search = ProductSearch(backend, encoder)
     assert search.searched_text(Query("hoze")) == "hoze"
     assert search.search(Query("hoze"), SearchOptions(mode=SearchMode.BM25)) == []
+    backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_a_compound_typed_as_one_word_searches_the_catalogs_spelling(
+    backend_name, encoder, tmp_path
+):
+    """Titles say "t-shirt"; the shopper types "tshirt", one edit from "shirt"."""
+    rows = [
+        {"id": "r1", "title": "Red cotton t-shirt", "color": "Red"},
+        {"id": "r2", "title": "Red slim fit T-Shirt", "color": "Red"},
+        {"id": "b1", "title": "Blue cotton t-shirt", "color": "Blue"},
+        {"id": "s1", "title": "Red flannel shirt", "color": "Red"},
+        {"id": "s2", "title": "White linen shirt", "color": "White"},
+    ]
+    catalog = _jsonl(tmp_path / "tees.jsonl", rows)
+    backend = _empty_backend(backend_name, tmp_path)
+    ingest(catalog, backend, encoder, tmp_path)
+    search = ProductSearch(backend, encoder)
+    assert search.searched_text(Query("red tshirt")) == "red t-shirt"
+    for mode in SearchMode:
+        options = SearchOptions(mode=mode)
+        typed = search.search(Query("red tshirt"), options)
+        assert _ranking(typed) == _ranking(search.search(Query("red t-shirt"), options))
+    top = [h.product_id for h in search.search(Query("red tshirt"))]
+    assert top[0] == "r1" and {"r1", "r2"} <= set(top[:3])
     backend.close()

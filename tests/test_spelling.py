@@ -3,7 +3,13 @@
 import pytest
 
 from shopsearch.search.spelling import TypoCorrector
-from shopsearch.store.vocabulary import catalog_words, merge_vocabularies
+from shopsearch.store.vocabulary import (
+    catalog_compounds,
+    catalog_words,
+    joined_compounds,
+    kept_compounds,
+    merge_vocabularies,
+)
 
 VOCABULARY = {
     "ryobi": 40,
@@ -103,3 +109,28 @@ def test_catalog_words_are_casefolded_and_digit_free():
 def test_merging_keeps_every_word_and_the_larger_count():
     old, new = {"drill": 5, "saw": 2}, {"drill": 3, "hammer": 1}
     assert merge_vocabularies(old, new) == {"drill": 5, "saw": 2, "hammer": 1}
+
+
+def test_a_compound_the_catalog_hyphenates_is_split_before_any_edit():
+    """ "tshirt" is one edit from "shirt", but the catalog writes "t-shirt"."""
+    vocabulary = {"t": 3, "shirt": 40, "slide": 5, "range": 9, "red": 12}
+    typos = TypoCorrector(vocabulary, {"t-shirt": 3, "slide-in": 2})
+    assert typos.correct("red TShirt") == "red t-shirt"
+    assert typos.correct("slidein range") == "slide-in range"
+    assert TypoCorrector(vocabulary).correct("red tshirt") == "red shirt"  # no compounds kept
+
+
+def test_catalog_compounds_are_the_hyphenated_digit_free_pairs():
+    assert catalog_compounds("All-in-One T-Shirt, 18-Volt x-2 Drill/Driver") == {
+        "all-in",
+        "in-one",
+        "t-shirt",
+    }
+
+
+def test_kept_compounds_are_the_most_used_and_their_joins_the_most_used_spelling():
+    assert list(kept_compounds({"b-c": 1, "a-b": 5, "x-y": 5})) == ["a-b", "x-y", "b-c"]
+    assert joined_compounds({"ab-c": 1, "a-bc": 4, "t-shirt": 2}) == {
+        "abc": "a-bc",
+        "tshirt": "t-shirt",
+    }

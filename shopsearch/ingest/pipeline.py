@@ -38,9 +38,19 @@ from shopsearch.ingest.readers import CatalogReader, RawRow
 from shopsearch.ingest.validate import Product, Reject, validate
 from shopsearch.store.backend import ID_PAGE, Backend, ProductPoint, SparseVec
 from shopsearch.store.bm25 import Bm25Settings
-from shopsearch.store.documents import read_meta, read_vocabulary, write_meta, write_vocabulary
+from shopsearch.store.documents import (
+    read_meta,
+    read_words_and_compounds,
+    write_meta,
+    write_vocabulary,
+)
 from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
-from shopsearch.store.vocabulary import catalog_words, merge_vocabularies
+from shopsearch.store.vocabulary import (
+    catalog_compounds,
+    catalog_words,
+    kept_compounds,
+    merge_vocabularies,
+)
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 256
@@ -167,6 +177,7 @@ class _Collection:
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
         self.words: Counter[str] = Counter()
+        self.compounds: Counter[str] = Counter()  # hyphenated: "t-shirt" (store.vocabulary)
         self.meta = meta  # None until the collection exists
         self.families = False  # whether this catalog's products make a family of several
 
@@ -232,9 +243,11 @@ class _Collection:
     def write_vocabulary(self, replace: bool = False) -> int:
         """Store this catalog's words with those already stored, or in their place (a new
         or pruned collection holds this catalog alone)."""
-        stored = None if self.created or replace else read_vocabulary(self.backend)
-        words = merge_vocabularies(stored or {}, self.words)
-        write_vocabulary(self.backend, words)
+        stored = None if self.created or replace else read_words_and_compounds(self.backend)
+        old_words, old_compounds = stored or ({}, {})
+        words = merge_vocabularies(old_words, self.words)
+        compounds = kept_compounds(merge_vocabularies(old_compounds, self.compounds))
+        write_vocabulary(self.backend, words, compounds)
         return len(words)
 
     def after_prune(self, kept_ids: Iterable[str]) -> None:
@@ -255,6 +268,7 @@ class _Collection:
 
     def _count_words(self, texts: list[str]) -> None:
         self.words.update(itertools.chain.from_iterable(map(catalog_words, texts)))
+        self.compounds.update(itertools.chain.from_iterable(map(catalog_compounds, texts)))
 
     def points(self, products: list[Product]) -> list[ProductPoint]:
         if not products:

@@ -21,9 +21,9 @@ from shopsearch.ingest.pipeline import _Collection, _validate_batch
 from shopsearch.ingest.readers import RawRow
 from shopsearch.ingest.validate import Product, Reject
 from shopsearch.store.backend import Backend
-from shopsearch.store.documents import read_vocabulary, write_vocabulary
+from shopsearch.store.documents import read_words_and_compounds, write_vocabulary
 from shopsearch.store.schema import point_id
-from shopsearch.store.vocabulary import merge_vocabularies
+from shopsearch.store.vocabulary import kept_compounds, merge_vocabularies
 
 
 @dataclass
@@ -54,8 +54,9 @@ class ProductWriter:
             raise CollectionError(
                 f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
             )
-        # The stored vocabulary, kept here and written back only when an update adds to it.
-        self.vocabulary: dict[str, int] = read_vocabulary(backend) or {}
+        # The stored vocabulary and compounds, kept here and written back only when an
+        # update adds to them.
+        self.vocabulary, self.compounds = read_words_and_compounds(backend) or ({}, {})
 
     def upsert(self, records: Sequence[Mapping[str, Any]]) -> UpdateReport:
         """Store the valid records (`records[i]` is row i in the rejects); a record whose id
@@ -67,10 +68,12 @@ class ProductWriter:
         points = self._collection.points(products)
         self.backend.upsert(points)
         merged = merge_vocabularies(self.vocabulary, self._collection.words)
+        compounds = kept_compounds(merge_vocabularies(self.compounds, self._collection.compounds))
         self._collection.words.clear()
-        if merged != self.vocabulary:
-            write_vocabulary(self.backend, merged)
-            self.vocabulary = merged
+        self._collection.compounds.clear()
+        if merged != self.vocabulary or compounds != self.compounds:
+            write_vocabulary(self.backend, merged, compounds)
+            self.vocabulary, self.compounds = merged, compounds
         report.upserted = len(products)
         report.unchanged = len(products) - len(points)
         return report

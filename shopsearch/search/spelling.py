@@ -6,6 +6,12 @@ pieces match it poorly. So ingest stores the catalog's vocabulary (each word
 with the number of products using it) beside the collection, and a query word that is not
 in it, has at least `MIN_WORD_LEN` characters and no digit, and is not a common English word
 (`common_words`), becomes:
+0. a compound the catalog writes with a hyphen, where the word is it without the hyphen
+   ("tshirt" where titles say "t-shirt", "slidein" where they say "slide-in"), so the query
+   searches the catalog's own spelling on both sides: the compounds
+   (`store.vocabulary.catalog_compounds`) come before any edit, which would find a
+   neighbour ("shirt") instead; a common word too becomes the compound, which keeps its
+   meaning;
 1. the most-used vocabulary word one edit away (Damerau: insert, delete, substitute, or
    swap two adjacent characters) that keeps the word's first letter, or failing that the
    most-used one that does not (a first letter is mistyped less often than a later one, and
@@ -43,8 +49,8 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shopsearch.store.documents import read_vocabulary
-from shopsearch.store.vocabulary import DIGIT_FREE_WORD
+from shopsearch.store.documents import read_words_and_compounds
+from shopsearch.store.vocabulary import DIGIT_FREE_WORD, joined_compounds
 
 if TYPE_CHECKING:
     from shopsearch.store.backend import Backend
@@ -70,14 +76,18 @@ def common_words() -> frozenset[str]:
 
 
 class TypoCorrector:
-    def __init__(self, vocabulary: Mapping[str, int]) -> None:
+    def __init__(
+        self, vocabulary: Mapping[str, int], compounds: Mapping[str, int] | None = None
+    ) -> None:
         self.vocabulary = vocabulary
+        self.compounds = compounds or {}
 
     @classmethod
     def stored(cls, backend: Backend) -> TypoCorrector:
         """The collection's; a collection stored without a vocabulary (by a version without
         typo tolerance) gets a corrector that leaves every query as typed."""
-        return cls(read_vocabulary(backend) or {})
+        words, compounds = read_words_and_compounds(backend) or ({}, {})
+        return cls(words, compounds)
 
     def correct(self, text: str) -> str:
         """`text` with each unknown word replaced; everything else as typed."""
@@ -87,12 +97,12 @@ class TypoCorrector:
 
     def _word(self, typed: str) -> str:
         word = typed.casefold()
-        if (
-            len(word) < MIN_WORD_LEN
-            or word in self.vocabulary
-            or not DIGIT_FREE_WORD.fullmatch(word)
-            or word in common_words()
-        ):
+        if len(word) < MIN_WORD_LEN or word in self.vocabulary:
+            return typed
+        compound = self._compounds.get(word)
+        if compound is not None:
+            return compound
+        if not DIGIT_FREE_WORD.fullmatch(word) or word in common_words():
             return typed
         one_edit = [w for w in _edits(word, self._alphabet) if w in self.vocabulary]
         if one_edit:
@@ -111,6 +121,11 @@ class TypoCorrector:
             )
             return f"{left} {right}"
         return typed
+
+    @cached_property
+    def _compounds(self) -> dict[str, str]:
+        """Joined compound -> its words, made at the first word the catalog lacks."""
+        return joined_compounds(self.compounds)
 
     @cached_property
     def _alphabet(self) -> str:

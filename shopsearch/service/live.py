@@ -181,7 +181,7 @@ class LiveCollection:
                     self._journal.append((kind, payload))
                 if kind == "upsert" and writer.vocabulary is not generation.search.typos.vocabulary:
                     # New words become correctable at once.
-                    generation.search.typos = TypoCorrector(writer.vocabulary)
+                    generation.search.typos = TypoCorrector(writer.vocabulary, writer.compounds)
                 return result
             finally:
                 self._release(generation)

@@ -30,19 +30,33 @@ def write_meta(backend: Backend, meta: CollectionMeta) -> None:
 def read_vocabulary(backend: Backend) -> dict[str, int] | None:
     """Catalog word -> products using it, as ingest last wrote it; None when it never did
     (collections ingested before typo tolerance)."""
+    stored = read_words_and_compounds(backend)
+    return None if stored is None else stored[0]
+
+
+def read_words_and_compounds(backend: Backend) -> tuple[dict[str, int], dict[str, int]] | None:
+    """The vocabulary's words and its hyphenated compounds ("t-shirt" -> products using it;
+    empty for collections ingested before compounds were kept), read at once; None when ingest
+    never wrote a vocabulary."""
     data = backend.read_document(Document.VOCABULARY)
     if data is None:
         return None
     try:
-        return dict(data["words"])
-    except (KeyError, TypeError, ValueError) as exc:
+        return dict(data["words"]), dict(data.get("compounds") or {})
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CollectionError(
             f"cannot read the vocabulary of the collection at {backend.location}: {exc!r}"
         ) from exc
 
 
-def write_vocabulary(backend: Backend, words: dict[str, int]) -> None:
-    backend.write_document(Document.VOCABULARY, {"words": words})
+def write_vocabulary(
+    backend: Backend, words: dict[str, int], compounds: dict[str, int] | None = None
+) -> None:
+    """Store the words, and the compounds when given."""
+    data: dict[str, Any] = {"words": words}
+    if compounds:
+        data["compounds"] = compounds
+    backend.write_document(Document.VOCABULARY, data)
 
 
 def read_fusion(backend: Backend) -> dict[str, Any] | None:
