@@ -246,6 +246,53 @@ def test_a_real_difference_is_significant_and_inside_its_ci():
     assert compare(a, b, resamples=2000) == c  # seeded: reproducible
 
 
+def _flip_p(d: np.ndarray, resamples: int, seed: int, shift: float = 0.0) -> float:
+    """The sign-flip test of the mean of d - shift, written out plainly, with the signs
+    `compare` draws for the same seed."""
+    rng = np.random.default_rng(seed)
+    x = d - shift
+    extreme = 0
+    for start in range(0, resamples, 1000):
+        size = min(1000, resamples - start)
+        signs = rng.integers(0, 2, size=(size, d.size), dtype=np.int8) * 2 - 1
+        extreme += int(np.sum(np.abs((signs * x).mean(axis=1)) >= abs(x.mean()) - 1e-12))
+    return (1 + extreme) / (1 + resamples)
+
+
+def test_ci_and_p_agree_by_construction():
+    """The CI is the randomisation test inverted, so "CI excludes 0" and "p < 0.05" are one
+    statement. The deltas below are the case that confused readers: a paired bootstrap's
+    percentile CI excludes 0 ([+0.001, +0.037]) while the randomisation p is 0.053."""
+    rng = np.random.default_rng(4)  # 124 queries, 15 of them changed, one by a lot
+    d = np.zeros(124)
+    changed = rng.choice(124, int(rng.integers(5, 20)), replace=False)
+    sign = rng.choice([-1, 1], changed.size, p=[0.3, 0.7])
+    d[changed] = sign * rng.exponential(0.15, changed.size)
+    rng = np.random.default_rng(0)
+    boot = np.percentile(d[rng.integers(0, d.size, size=(10_000, d.size))].mean(axis=1), 2.5)
+    assert boot > 0  # the bootstrap's CI would exclude 0 ...
+    c = compare(np.zeros(d.size), d)
+    assert c.p_value == pytest.approx(_flip_p(d, 10_000, 0))  # the plain sign-flip test
+    assert c.p_value > 0.05 and c.ci_low < 0 < c.ci_high  # ... this one agrees with p
+    # The ends are where the test, run on d - shift with the same signs, starts rejecting.
+    eps = 1e-6
+    for end, inward in ((c.ci_low, eps), (c.ci_high, -eps)):
+        assert _flip_p(d, 10_000, 0, end + inward) >= 0.05 > _flip_p(d, 10_000, 0, end - inward)
+    # Agreement on many samples, skewed, tied and small ones included.
+    rng = np.random.default_rng(7)
+    seen = set()
+    for i in range(150):
+        n = int(rng.integers(4, 150))
+        a = rng.random(n)
+        change = rng.random(n) < rng.random()
+        b = a + np.where(change, rng.normal(rng.normal(0, 0.05), rng.random() * 0.3, n), 0)
+        c = compare(a, b, resamples=1000, seed=i)
+        assert (c.ci_low > 0 or c.ci_high < 0) == c.significant, c
+        assert c.ci_low <= c.delta <= c.ci_high
+        seen.add(c.significant)
+    assert seen == {True, False}
+
+
 # -- files: runs, judgments -----------------------------------------------------------------
 
 
@@ -444,3 +491,20 @@ def test_a_product_listed_twice_counts_once():
     jq = JudgedQuery("q", "x", {"a": 3.0, "b": 1.0})
     m = query_metrics(jq, ["a", "a", "a"], [0.9, 0.8, 0.7], scheme, MetricConfig(), "full")
     assert m["nDCG@10"] == pytest.approx(1.0) and m["Recall@100"] == pytest.approx(1.0)
+
+
+def test_too_few_queries_give_an_unbounded_ci_and_a_drawable_report():
+    """Four queries: the all-alike sign flips (2 of 16) are over 5% of the draws, so no shift
+    is rejected; the CI is (-inf, +inf), p >= 0.05, and the report still draws it."""
+    c = compare(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.2]), resamples=1000)
+    assert c.p_value >= 0.05 and (c.ci_low, c.ci_high) == (-math.inf, math.inf)
+    j = _judgments({f"q{i}": (f"query {i}", {"p": 3.0, "n": 0.0}, None) for i in range(4)})
+    good = {q: Ranking(q, ("p", "n"), (2.0, 1.0)) for q in j.queries}
+    bad = {q: Ranking(q, ("n", "p"), (2.0, 1.0)) for q in j.queries}
+    ev = evaluate(j, [System("bad", bad), System("good", good)], resamples=200)
+    from shopsearch.evaluation.report import render_report
+
+    page = render_report(ev)
+    assert "[-inf, +inf]" in page  # said as it is, in the cards
+    numbers = re.findall(r'\s(?:x|x1|x2|y|y1|y2|cx|cy|width|height)="([^"]*)"', page)
+    assert numbers and all(math.isfinite(float(v)) for v in numbers)  # every shape drawable

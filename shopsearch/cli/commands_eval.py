@@ -2,6 +2,9 @@
 
 A thin layer: systems come from run files (`--run [NAME=]PATH`) and/or from searching a
 collection (`--mode`, repeatable); everything else lives in `shopsearch.evaluation`.
+Judgments that name no product of the collection (or run) are an error, and a collection
+holding under 90% of the judged products a warning on stderr (`evaluation.coverage`):
+a wrong collection must not read as a bad model.
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ from rich.text import Text
 from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
+from shopsearch.evaluation.coverage import check_run, run_coverage
 from shopsearch.evaluation.evaluate import ALL, Evaluation, System
 from shopsearch.evaluation.evaluate import evaluate as score_systems
-from shopsearch.evaluation.judgments import load_judgments, parse_column_map, parse_gains
+from shopsearch.evaluation.judgments import (
+    load_judgments,
+    parse_column_map,
+    parse_gains,
+    parse_scale,
+)
 from shopsearch.evaluation.metrics import MODES, MetricConfig
 from shopsearch.evaluation.runs import read_run, write_run
 from shopsearch.evaluation.significance import DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -35,7 +44,7 @@ def evaluate(
             "--judgments",
             "-j",
             help="Judgments (parquet, CSV, JSONL): query_id, query, "
-            "product_id|product_uid, relevance (number) or an ESCI label, count?",
+            "product_id|product_uid, relevance (a rating) or an ESCI label, count?",
         ),
     ],
     column_map: Annotated[
@@ -92,19 +101,22 @@ def evaluate(
         list[str] | None,
         typer.Option("--gain", help="ESCI gain LABEL=VALUE [E=1 S=0.1 C=0.01 I=0]."),
     ] = None,
-    rating_range: Annotated[
+    grades: Annotated[
         str | None,
         typer.Option(
+            "--grades",
             "--rating-range",
-            help="MIN:MAX of numeric ratings for gain=(r-min)/(max-min) [the judgments' range].",
+            help="Scale of numeric ratings, LO..HI (e.g. 1..4), for gain=(r-LO)/(HI-LO) "
+            "[detected: floor(lowest)..ceil(highest) rating].",
         ),
     ] = None,
     relevant: Annotated[
         str | None,
         typer.Option(
             "--relevant",
-            help="Relevant for Recall/MRR: rating >= X, or an ESCI "
-            "label and better [ratings: min+0.75(max-min); ESCI: S].",
+            help="Relevant for Recall/MRR: rating >= X, or an ESCI label and better "
+            "[ratings: 3/4 up the scale, rounded down to a half grade (2.5 on 1..3, "
+            "3 on 1..4); ESCI: S].",
         ),
     ] = None,
     pair_gap: Annotated[
@@ -140,7 +152,7 @@ def evaluate(
         judgments,
         parse_column_map(column_map or []),
         gains=parse_gains(gains or []),
-        rating_range=_parse_range(rating_range),
+        rating_range=parse_scale(grades),
         relevant=relevant,
         pair_gap=pair_gap,
     )
@@ -149,10 +161,14 @@ def evaluate(
     for spec in runs or []:
         name, sep, file = spec.partition("=")
         file_path = Path(file if sep else spec)
-        systems.append(
-            System(name if sep else file_path.stem, read_run(file_path), source=str(file_path))
-        )
+        run = read_run(file_path)
+        name = name if sep else file_path.stem
+        check_run(name, str(file_path), run_coverage(run, judged), str(judgments))
+        systems.append(System(name, run, source=str(file_path)))
     payloads: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    coverage: float | None = None
+    facts: dict[str, dict[str, str]] = {}
     if modes:
         from shopsearch.search.product_search import SearchOptions
 
@@ -167,7 +183,7 @@ def evaluate(
             exact=exact,
             fix_typos=fix_typos,
         )
-        systems += _search_systems(
+        searched_systems, found = _search_systems(
             judged,
             modes,
             searched,
@@ -175,7 +191,11 @@ def evaluate(
             payloads,
             opt.connection(collection, path, qdrant_url, api_key),
             lambda: opt.load_encoder(model, precision, threads),
+            str(judgments),
+            warnings,
         )
+        systems += searched_systems
+        coverage, facts = found.coverage, found.strata
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise UsageError(f"system names must differ (got {', '.join(names)}); use --run NAME=PATH")
@@ -187,7 +207,20 @@ def evaluate(
                 if s.rerank is not None:
                     write_run(save_runs / f"{s.name}.rerank.jsonl", s.rerank.values())
     categories = _categories(catalog, catalog_map or [], payloads)
-    ev = score_systems(judged, systems, config, categories, resamples=resamples, seed=seed)
+    ev = score_systems(
+        judged,
+        systems,
+        config,
+        categories,
+        resamples=resamples,
+        seed=seed,
+        extra_strata=facts,
+        collection_coverage=coverage,
+        warnings=warnings,
+    )
+    err = Console(stderr=True, highlight=False)
+    for warning in ev.warnings:  # before the results, and with --json too: it changes them
+        err.print(f"[bold red]warning:[/] {escape(warning)}")
     if report is not None:
         from shopsearch.evaluation.report import write_report
 
@@ -197,28 +230,29 @@ def evaluate(
         return
     _print_tables(ev, Console(highlight=False))
     if report is not None:
-        Console(stderr=True, highlight=False).print(f"report: {report}", markup=False)
-
-
-def _parse_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    lo, _sep, hi = text.partition(":")
-    try:
-        return float(lo), float(hi)
-    except ValueError:
-        raise UsageError(f"bad --rating-range {text!r}: expected MIN:MAX, e.g. 1:3") from None
+        err.print(f"report: {report}", markup=False)
 
 
 def _search_systems(
-    judged, modes, searched, rerank, payloads, connection, load_encoder
-) -> list[System]:
-    """`searched`: the options of every mode's search, but the mode."""
+    judged,
+    modes,
+    searched,
+    rerank,
+    payloads,
+    connection,
+    load_encoder,
+    judgments_path: str,
+    warnings: list[str],
+) -> tuple[list[System], Any]:
+    """`searched`: the options of every mode's search, but the mode. The collection's
+    coverage of the judged products is checked before any search: none is an error
+    (`CoverageError`), under 90% a warning appended to `warnings`."""
     from dataclasses import replace
 
     from rich.progress import Progress
 
-    from shopsearch.evaluation.systems import search_system
+    from shopsearch.evaluation.coverage import check_collection
+    from shopsearch.evaluation.systems import collection_facts, search_system
     from shopsearch.search.product_search import ProductSearch
 
     needs_encoder = any(m is not SearchMode.BM25 for m in modes)
@@ -227,6 +261,13 @@ def _search_systems(
     out = []
     try:
         search = ProductSearch(backend, encoder)
+        facts = collection_facts(search, judged, searched)
+        where = f"'{connection.collection}' ({backend.location})"
+        warnings += check_collection(
+            facts.found, facts.judged, where, judgments_path, facts.missing
+        )
+        for pid, payload in facts.payloads.items():
+            payloads.setdefault(pid, payload)
         with Progress(console=Console(stderr=True), transient=True) as progress:
             for mode in dict.fromkeys(modes):
                 # --bm25-weight weighs the hybrid systems; the others compare against them.
@@ -246,7 +287,7 @@ def _search_systems(
                 )
     finally:
         backend.close()
-    return out
+    return out, facts
 
 
 def _categories(catalog: Path | None, mapping: list[str], payloads: dict[str, dict[str, Any]]):
@@ -324,4 +365,4 @@ def _delta(c: Any) -> str:
         return "–"
     p = "p=1" if c.p_value == 1 else (f"p<{1e-3:g}" if c.p_value < 1e-3 else f"p={c.p_value:.3f}")
     mark = "*" if c.significant else ""
-    return f"{c.delta:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] {p}{mark}"
+    return f"{c.delta:+.3f} {c.ci_text()} {p}{mark}"

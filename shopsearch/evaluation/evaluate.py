@@ -4,6 +4,10 @@ A "system" is a pair of runs: `full` (each judged query retrieved from the whole
 and optionally `rerank` (scores for each query's judged products). Without a rerank run the
 full run's scores are used for the judged products it retrieved, the rest form a tied tail.
 The first system is the baseline every other one is compared with.
+
+Strata that need a collection (lexical match, typo correction) and what is known of the
+collection's coverage of the judged products come in from the caller (`systems`), so this
+module stays free of search and storage.
 """
 
 from __future__ import annotations
@@ -63,6 +67,11 @@ class Evaluation:
     )  # mode -> system -> (kind, label) -> metric -> Comparison
     resamples: int = DEFAULT_RESAMPLES
     seed: int = DEFAULT_SEED
+    texts: dict[str, str] = field(default_factory=dict)  # query_id -> the query as typed
+    # Judged products the searched collection holds / all judged products (None: no
+    # collection searched), and what the reader must know before trusting any number.
+    collection_coverage: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def baseline(self) -> SystemResult:
@@ -86,17 +95,48 @@ class Evaluation:
         values = values[~np.isnan(values)]
         return (float(values.mean()) if values.size else math.nan), int(values.size)
 
+    def deltas(self, system: SystemResult, mode: str, metric: str) -> list[QueryDelta]:
+        """Per query: the baseline's and `system`'s value of `metric`, both defined."""
+        base = self.baseline.per_query[mode][metric]
+        other = system.per_query[mode][metric]
+        return [
+            QueryDelta(q, self.texts.get(q, q), float(base[i]), float(other[i]))
+            for i, q in enumerate(self.query_ids)
+            if not (math.isnan(base[i]) or math.isnan(other[i]))
+        ]
+
+    def wins_losses(
+        self, system: SystemResult, mode: str, metric: str, n: int = 10
+    ) -> tuple[list[QueryDelta], list[QueryDelta]]:
+        """The `n` queries `system` gains most on over the baseline, and the `n` it loses
+        most on (only real differences; ties broken by query id, so a report is stable)."""
+        moved = [d for d in self.deltas(system, mode, metric) if abs(d.delta) > 1e-12]
+        wins = sorted((d for d in moved if d.delta > 0), key=lambda d: (-d.delta, d.query_id))
+        losses = sorted((d for d in moved if d.delta < 0), key=lambda d: (d.delta, d.query_id))
+        return wins[:n], losses[:n]
+
+    def labels_of(self, query_id: str) -> list[str]:
+        """The query's strata, as "kind: label"."""
+        return [
+            f"{kind}: {labels[query_id]}"
+            for kind, labels in self.strata.items()
+            if query_id in labels
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "queries": len(self.query_ids),
             "grades": self.scheme.describe(),
             "metrics": self.metrics,
             "significance": {
-                "bootstrap_resamples": self.resamples,
-                "randomisation_resamples": self.resamples,
+                "test": "paired randomisation (sign-flip), two-sided",
+                "ci": "95%, the randomisation test inverted: excludes 0 exactly when p < 0.05",
+                "resamples": self.resamples,
                 "seed": self.seed,
                 "baseline": self.baseline.name,
             },
+            "collection_coverage": self.collection_coverage,
+            "warnings": list(self.warnings),
             "systems": [
                 {
                     "name": s.name,
@@ -129,7 +169,42 @@ class Evaluation:
                         row["metrics"][metric] = entry
                     rows.append(row)
             doc["results"][mode] = rows
+        key = self.metrics[0]
+        doc["wins_losses"] = {
+            s.name: {
+                "mode": "full",
+                "metric": key,
+                **{
+                    side: [
+                        {
+                            "query_id": d.query_id,
+                            "query": d.text,
+                            "baseline": d.baseline,
+                            "system": d.system,
+                            "delta": d.delta,
+                        }
+                        for d in found
+                    ]
+                    for side, found in zip(
+                        ("wins", "losses"), self.wins_losses(s, "full", key), strict=True
+                    )
+                },
+            }
+            for s in self.systems[1:]
+        }
         return doc
+
+
+@dataclass(frozen=True)
+class QueryDelta:
+    query_id: str
+    text: str
+    baseline: float
+    system: float
+
+    @property
+    def delta(self) -> float:
+        return self.system - self.baseline
 
 
 def _num(value: float | int) -> float | int | None:
@@ -159,7 +234,12 @@ def evaluate(
     categories: Mapping[str, list[str] | None] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    extra_strata: Mapping[str, Mapping[str, str]] | None = None,
+    collection_coverage: float | None = None,
+    warnings: Sequence[str] = (),
 ) -> Evaluation:
+    """`extra_strata`: kind -> query_id -> label, e.g. `systems.collection_facts`' lexical
+    and typo strata; `collection_coverage` and `warnings` are carried into the results."""
     if not systems:
         raise ValueError("no system to evaluate")
     config = config or MetricConfig()
@@ -174,8 +254,24 @@ def evaluate(
         by_cat = st.by_category(judgments, categories)
         if by_cat:
             strata["category"] = by_cat
+    for kind, labels in (extra_strata or {}).items():
+        if labels:
+            strata[kind] = dict(labels)
+    strata = {kind: strata[kind] for kind in st.order_kinds(strata)}
     order = {kind: st.order_labels(set(labels.values()), kind) for kind, labels in strata.items()}
-    ev = Evaluation(qids, scheme, names, results, strata, order, resamples=resamples, seed=seed)
+    ev = Evaluation(
+        qids,
+        scheme,
+        names,
+        results,
+        strata,
+        order,
+        resamples=resamples,
+        seed=seed,
+        texts={qid: q.text for qid, q in judgments.queries.items()},
+        collection_coverage=collection_coverage,
+        warnings=list(warnings),
+    )
     for mode in MODES:
         ev.comparisons[mode] = {}
         for s in results[1:]:

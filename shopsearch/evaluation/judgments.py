@@ -3,10 +3,17 @@
 A judgments file (parquet, CSV or JSONL) has one row per judged (query, product) pair:
 `query_id`, `query` (the text), `product_id` (or `product_uid`), a grade, and optionally a
 `count` (how often shoppers type the query). The grade is either numeric (`relevance`,
-e.g. Home Depot's mean rating 1..3) or an ESCI label (Exact, Substitute, Complement,
-Irrelevant; `E`/`S`/`C`/`I` or the full words). Column names can be mapped like ingest's
-`--map`. The grade scheme turns grades into nDCG gains, a "relevant" test for Recall/MRR,
-and an order for pairwise accuracy, so every metric reads grades the same way.
+e.g. Home Depot's mean rating 1..3, CrowdFlower's median rating 1..4) or an ESCI label
+(Exact, Substitute, Complement, Irrelevant; `E`/`S`/`C`/`I` or the full words). Column names
+can be mapped like ingest's `--map`. The grade scheme turns grades into nDCG gains, a
+"relevant" test for Recall/MRR, and an order for pairwise accuracy, so every metric reads
+grades the same way.
+
+Ratings live on a scale LO..HI that is given (`--grades 1..4`) or detected: the integer
+scale the ratings span, floor(lowest)..ceil(highest). Home Depot's means of 1..3 ratings
+(1, 1.33, ..., 3) give 1..3; CrowdFlower's medians (1, 1.5, ..., 4) give 1..4. A sample that
+never reaches a scale's ends (no rating of 4 among a few queries) is detected too narrow,
+which is why the scale, and whether it was detected, is printed with every result.
 """
 
 from __future__ import annotations
@@ -49,8 +56,10 @@ class GradeScheme:
 
     kind "esci": grades are labels E/S/C/I; gains from `gains` (default ESCI_GAINS);
     relevant = the label `relevant` or better; pairs compare label levels.
-    kind "numeric": gain = (r - lo) / (hi - lo); relevant = r >= `relevant`
-    (default lo + 0.75 (hi - lo), which is 2.5 on a 1..3 scale); pairs need |r1 - r2| >= gap.
+    kind "numeric": gain = (r - lo) / (hi - lo); relevant = r >= `relevant`, by default
+    three quarters up the scale rounded down to a half grade (`default_relevant`): 2.5 on
+    1..3 and 3 on 1..4, the Home Depot and CrowdFlower protocols; pairs need
+    |r1 - r2| >= gap. `detected`: the scale came from the ratings, not from the user.
     """
 
     kind: str
@@ -59,6 +68,7 @@ class GradeScheme:
     gains: Mapping[str, float] = field(default_factory=lambda: dict(ESCI_GAINS))
     relevant: float | str | None = None
     pair_gap: float = 0.5
+    detected: bool = False
 
     def gain(self, grade: float | str) -> float:
         if self.kind == "esci":
@@ -77,7 +87,7 @@ class GradeScheme:
             return self.level(self.relevant or "S")
         if self.relevant is not None:
             return float(self.relevant)
-        return self.lo + 0.75 * (self.hi - self.lo)
+        return default_relevant(self.lo, self.hi)
 
     def is_relevant(self, grade: float | str) -> bool:
         return self.level(grade) >= self.relevant_level
@@ -91,8 +101,11 @@ class GradeScheme:
         if self.kind == "esci":
             gains = ", ".join(f"{k}={v:g}" for k, v in self.gains.items())
             return f"ESCI labels, gains {gains}; relevant: {self.relevant or 'S'} or better"
+        scale = f"ratings {self.lo:g}..{self.hi:g}"
+        if self.detected:
+            scale += " (detected from the ratings; --grades sets it)"
         return (
-            f"ratings {self.lo:g}..{self.hi:g}, gain (r-{self.lo:g})/{self.hi - self.lo:g}; "
+            f"{scale}, gain (r-{self.lo:g})/{self.hi - self.lo:g}; "
             f"relevant: r >= {self.relevant_level:g}; pairs: gap >= {self.pair_gap:g}"
         )
 
@@ -105,10 +118,43 @@ class GradeScheme:
             }
         return {
             "kind": "numeric",
+            "scale": f"{self.lo:g}..{self.hi:g}",
+            "scale_from": "ratings" if self.detected else "given",
             "gain": f"(r - {self.lo:g}) / ({self.hi:g} - {self.lo:g})",
             "relevant": f"r >= {self.relevant_level:g}",
             "pair_gap": self.pair_gap,
         }
+
+
+def default_relevant(lo: float, hi: float) -> float:
+    """The default "relevant" threshold of a LO..HI scale: three quarters up it, rounded
+    down to a half grade. One rule gives both shops' protocols (2.5 on Home Depot's 1..3,
+    3 on CrowdFlower's 1..4) and the usual ones elsewhere (2 on TREC's 0..3, 4 on 1..5)."""
+    return math.floor((lo + 0.75 * (hi - lo)) * 2 + 1e-9) / 2
+
+
+def detect_scale(ratings: Iterable[float]) -> tuple[float, float]:
+    """The integer scale ratings span: floor(lowest)..ceil(highest). Means and medians of
+    integer ratings (Home Depot's 2.33, CrowdFlower's 3.5) fall inside their raters' scale,
+    so rounding outwards recovers it whenever the data reach both ends."""
+    values = list(ratings)
+    return float(math.floor(min(values))), float(math.ceil(max(values)))
+
+
+def parse_scale(text: str | None) -> tuple[float, float] | None:
+    """`--grades 1..4` (or `1:4`, the older `--rating-range` form) -> (1.0, 4.0)."""
+    if text is None:
+        return None
+    lo, sep, hi = text.partition("..")
+    if not sep:
+        lo, sep, hi = text.partition(":")
+    try:
+        scale = float(lo), float(hi)
+    except ValueError:
+        raise UsageError(f"bad --grades {text!r}: expected LO..HI, e.g. 1..4") from None
+    if not (sep and all(map(math.isfinite, scale)) and scale[0] < scale[1]):
+        raise UsageError(f"bad --grades {text!r}: expected LO..HI with LO < HI, e.g. 1..4")
+    return scale
 
 
 @dataclass
@@ -166,7 +212,8 @@ def load_judgments(
 ) -> Judgments:
     """Read a judgments file. The grade column's values decide the scheme (mostly ESCI
     labels: ESCI; mostly numbers: ratings), not its type: a CSV column is text either way,
-    and a column that holds one bad value among ratings is ratings with that value blamed."""
+    and a column that holds one bad value among ratings is ratings with that value blamed.
+    `rating_range`: the ratings' scale (`--grades`); None detects it (`detect_scale`)."""
     path = Path(path)
     names, rows = _read_rows(path)
     columns = _resolve_columns(path, names, dict(column_map or {}))
@@ -223,6 +270,8 @@ def load_judgments(
     if not queries:
         raise InputFileError(f"{path}: no judgments")
     if is_esci:
+        if rating_range is not None:
+            raise UsageError(f"--grades sets a rating scale: {path.name} holds ESCI labels")
         if relevant is not None and _esci_label(relevant) is None:
             raise UsageError(f"bad --relevant {relevant!r}: use an ESCI label (E, S, C, I)")
         scheme = GradeScheme(
@@ -231,14 +280,27 @@ def load_judgments(
             relevant=_esci_label(relevant) if relevant is not None else None,
         )
     else:
-        lo, hi = rating_range or (min(ratings), max(ratings))
+        lo, hi = rating_range or detect_scale(ratings)
         if hi < lo:
             raise UsageError(f"bad rating range {lo:g}..{hi:g}")
+        outside = [r for r in ratings if not lo <= r <= hi]
+        if outside:
+            raise InputFileError(
+                f"{path.name}: {len(outside)} rating(s) outside --grades {lo:g}..{hi:g} "
+                f"(e.g. {outside[0]:g}); give the judgments' scale"
+            )
         try:
             rel = None if relevant is None else float(relevant)
         except ValueError:
             raise UsageError(f"bad --relevant {relevant!r}: ratings need a number") from None
-        scheme = GradeScheme("numeric", lo=lo, hi=hi, relevant=rel, pair_gap=pair_gap)
+        scheme = GradeScheme(
+            "numeric",
+            lo=lo,
+            hi=hi,
+            relevant=rel,
+            pair_gap=pair_gap,
+            detected=rating_range is None,
+        )
     return Judgments(queries, scheme, source=str(path))
 
 

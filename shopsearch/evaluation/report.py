@@ -4,9 +4,16 @@ Charts are drawn here as SVG strings (no matplotlib: the query path stays light 
 page opens anywhere, offline, in a mail attachment or a CI artifact):
 - headline metrics per system with deltas, 95% CIs and p-values against the baseline;
 - a forest plot of the deltas (one row per metric, both modes);
-- grouped bars: a metric per stratum per system (query length, frequency, category);
+- horizontal bars: a metric per stratum per system (query length, lexical match, typo
+  correction, frequency, category), one row per stratum;
+- where each system gains and loses against the baseline, stratum by stratum, and the
+  queries it gains and loses most on;
 - score distributions per grade: one box plot per grade per system, showing whether the
   model's scores separate the grades at all.
+Text never shares room with other text: label columns are as wide as their longest label
+(estimated from its length, `text_width`; labels past a cap are cut with "…" and keep their
+whole text as a tooltip) and values sit in a column of their own, so nothing runs together
+at any page width (tests/test_eval_report_page.py measures it in Chromium).
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shopsearch.evaluation.evaluate import ALL, Evaluation, grade_bins
+from shopsearch.evaluation.evaluate import ALL, Evaluation, SystemResult, grade_bins
 from shopsearch.evaluation.metrics import MODES
+from shopsearch.evaluation.significance import Comparison
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948"]
 MODE_TITLES = {"full": "Full-corpus retrieval", "rerank": "Re-ranking judged products"}
@@ -47,77 +55,107 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def text_width(text: str, size: float) -> float:
+    """A generous estimate of `text`'s width in px at font `size`: 0.62 em a character,
+    wider than the average glyph of the page's sans-serif fonts (digits are 0.55 em)."""
+    return len(text) * size * 0.62
+
+
+def _fit(text: str, size: float, room: float) -> str:
+    """`text`, cut with "…" to fit `room` px (by `text_width`)."""
+    if text_width(text, size) <= room:
+        return text
+    keep = max(1, int(room / (size * 0.62)) - 1)
+    return text[:keep].rstrip() + "…"
+
+
 # -- charts ----------------------------------------------------------------------------
 
 
-def grouped_bars(ev: Evaluation, mode: str, metric: str, width: int = 1130) -> str:
-    """Bars of `metric` per stratum (x groups) per system (colours), with value labels."""
+LABEL_FONT, TICK_FONT, VALUE_FONT = 11.5, 10.0, 10.0
+MAX_LABEL_W = 200  # px; a longer stratum label is cut with "…" (tooltip: the whole label)
+
+
+def stratum_bars(ev: Evaluation, mode: str, metric: str, width: int = 540) -> str:
+    """Horizontal bars of `metric`: one row per stratum (all queries first, then each kind
+    under its heading), one bar per system, its value just past the bar's end. Rows stack
+    downwards, so long labels (category paths) never collide as column labels do; the label
+    column is as wide as the longest label, and the value column is reserved."""
     groups = ev.groups()
     n_sys = len(ev.systems)
-    bar = max(8, min(40, int((width - 80) / max(1, len(groups)) - 18) // n_sys))
-    group_w = bar * n_sys + 18
-    left, top, bottom = 44, 16, 64
-    # As wide as the bars need (a few strata: half the page), at least 540.
-    width = max(540, left + group_w * len(groups) + 10)
-    height = 250
-    plot_h = height - top - bottom
-    values = [[ev.mean(s, mode, metric, g)[0] for s in ev.systems] for g in groups]
-    finite = [v for row in values for v in row if not math.isnan(v)]
+    bar_h, bar_gap, row_gap, head_h = 13, 2, 10, 20
+    labels = {g: "all queries" if g == ALL else g[1] for g in groups}
+    label_w = min(
+        MAX_LABEL_W,
+        max(
+            text_width("n=00000", TICK_FONT),
+            *(text_width(t, LABEL_FONT) for t in labels.values()),
+        ),
+    )
+    left = int(label_w) + 12
+    value_w = int(text_width("0.000", VALUE_FONT)) + 8
+    plot_w = width - left - value_w
+    row_h = max(n_sys * (bar_h + bar_gap) - bar_gap, 28) + row_gap
+    values = {g: [ev.mean(s, mode, metric, g)[0] for s in ev.systems] for g in groups}
+    finite = [v for row in values.values() for v in row if not math.isnan(v)]
     vmax = max([*finite, 0.0])
     vmax = 1.0 if vmax > 0.6 else (math.ceil(vmax * 10) / 10 if vmax > 0 else 1.0)
-    out = [
+    # rows, with a heading before each kind's first stratum
+    layout: list[tuple[str, tuple[str, str] | str]] = []
+    for g in groups:
+        if g != ALL and (not layout or layout[-1][1] == ALL or layout[-1][1][0] != g[0]):
+            layout.append(("head", g[0]))
+        layout.append(("row", g))
+    top = 4
+    y = top
+    body = []
+    for kind, item in layout:
+        if kind == "head":
+            y += 6
+            body.append(
+                f'<text x="0" y="{y + 12}" class="kind">{_e(str(item))}</text>'
+                f'<line x1="0" x2="{width}" y1="{y + 17}" y2="{y + 17}" class="brace"/>'
+            )
+            y += head_h
+            continue
+        group = item
+        assert isinstance(group, tuple)
+        n = int(ev.mask(group).sum())
+        shown = _fit(labels[group], LABEL_FONT, label_w)
+        tip = f"<title>{_e(labels[group])}</title>" if shown != labels[group] else ""
+        body.append(
+            f'<text x="{left - 10}" y="{y + 11}" class="lab" text-anchor="end">'
+            f"{tip}{_e(shown)}</text>"
+            f'<text x="{left - 10}" y="{y + 24}" class="tick" text-anchor="end">n={n}</text>'
+        )
+        for si, v in enumerate(values[group]):
+            by = y + si * (bar_h + bar_gap)
+            if math.isnan(v):
+                body.append(f'<text x="{left + 4}" y="{by + 10}" class="val">–</text>')
+                continue
+            w = max(plot_w * v / vmax, 0.0)
+            title = f"{ev.systems[si].name}, {labels[group]}: {v:.3f} (n={n})"
+            body.append(
+                f'<rect x="{left}" y="{by}" width="{w:.1f}" height="{bar_h}" rx="2" '
+                f'fill="{_color(si)}"><title>{_e(title)}</title></rect>'
+                f'<text x="{left + w + 4:.1f}" y="{by + 10}" class="val">{v:.3f}</text>'
+            )
+        y += row_h
+    height = y + 22
+    axis = []
+    for t in np.linspace(0, vmax, 6):
+        x = left + plot_w * t / vmax
+        axis.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{y - row_gap + 2}" class="grid"/>'
+            f'<text x="{x:.1f}" y="{y + 8}" class="tick" text-anchor="middle">{t:.1f}</text>'
+        )
+    return (
         f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="{_e(metric)} per stratum">'
-    ]
-    for t in np.linspace(0, vmax, 6):
-        y = top + plot_h * (1 - t / vmax)
-        out.append(
-            f'<line x1="{left}" x2="{width - 4}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'class="grid"/><text x="{left - 6}" y="{y + 4:.1f}" class="tick" '
-            f'text-anchor="end">{t:.2g}</text>'
-        )
-    for gi, (group, row) in enumerate(zip(groups, values, strict=True)):
-        x0 = left + 8 + gi * group_w
-        for si, v in enumerate(row):
-            if math.isnan(v):
-                continue
-            h = plot_h * v / vmax
-            x = x0 + si * bar
-            y = top + plot_h - h
-            title = f"{ev.systems[si].name}, {group[1]}: {v:.3f}"
-            out.append(
-                f'<rect x="{x}" y="{y:.1f}" width="{bar - 2}" height="{h:.1f}" rx="2" '
-                f'fill="{_color(si)}"><title>{_e(title)}</title></rect>'
-            )
-            if bar >= 22:
-                out.append(
-                    f'<text x="{x + (bar - 2) / 2:.1f}" y="{y - 3:.1f}" class="val" '
-                    f'text-anchor="middle">{v:.2f}</text>'
-                )
-        n = int(ev.mask(group).sum())
-        cx = x0 + (bar * n_sys) / 2
-        label = "all" if group == ALL else group[1].removeprefix("freq ")
-        out.append(
-            f'<text x="{cx:.1f}" y="{top + plot_h + 16}" class="lab" '
-            f'text-anchor="middle">{_e(label)}</text>'
-            f'<text x="{cx:.1f}" y="{top + plot_h + 30}" class="tick" '
-            f'text-anchor="middle">n={n}</text>'
-        )
-    kinds = []
-    for kind in ev.strata_order:
-        idx = [i for i, g in enumerate(groups) if g[0] == kind]
-        if idx:
-            kinds.append((kind, idx[0], idx[-1]))
-    for kind, a, b in kinds:
-        xa, xb = left + 8 + a * group_w, left + 8 + b * group_w + bar * n_sys
-        y = top + plot_h + 40
-        out.append(
-            f'<line x1="{xa}" x2="{xb}" y1="{y}" y2="{y}" class="brace"/>'
-            f'<text x="{(xa + xb) / 2:.1f}" y="{y + 13}" class="kind" '
-            f'text-anchor="middle">{_e(kind)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+        + "".join(axis)
+        + "".join(body)
+        + "</svg>"
+    )
 
 
 def forest(ev: Evaluation, width: int = 560) -> str:
@@ -131,16 +169,24 @@ def forest(ev: Evaluation, width: int = 560) -> str:
                     rows.append((mode, metric, s, c))
     if not rows:
         return ""
-    label_w, right_w = 190, 110
+
+    def row_label(mode: str, metric: str, s: SystemResult) -> str:
+        label = f"{metric} · {'full' if mode == 'full' else 'rerank'}"
+        return label + (f" · {s.name}" if len(ev.systems) > 2 else "")
+
+    # Columns as wide as their text: labels on the left, "delta · p" on the right.
+    label_w = int(max(text_width(row_label(m, k, s), LABEL_FONT) for m, k, s, _ in rows)) + 12
+    right_w = int(text_width("+0.000 · p < 0.001", VALUE_FONT)) + 12
+    width = max(width, label_w + right_w + 220)
     row_h, top = 22, 24
     height = top + row_h * len(rows) + 26
-    lo = min(c.ci_low for *_, c in rows)
-    hi = max(c.ci_high for *_, c in rows)
-    span = max(abs(lo), abs(hi), 0.01) * 1.1
+    # An unbounded CI (too few queries for the test to reject any shift) runs to the edge.
+    ends = [v for *_, c in rows for v in (c.ci_low, c.ci_high) if math.isfinite(v)]
+    span = max([abs(v) for v in ends] + [0.01]) * 1.1
     plot_w = width - label_w - right_w
 
     def x(v: float) -> float:
-        return label_w + plot_w * (v + span) / (2 * span)
+        return label_w + plot_w * (min(max(v, -span), span) + span) / (2 * span)
 
     out = [
         f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
@@ -165,9 +211,7 @@ def forest(ev: Evaluation, width: int = 560) -> str:
         y = top + row_h * i + row_h / 2
         si = ev.systems.index(s)
         colour = _color(si) if c.significant else "#9aa0a6"
-        label = f"{metric} · {'full' if mode == 'full' else 'rerank'}"
-        if len(ev.systems) > 2:
-            label += f" · {s.name}"
+        label = row_label(mode, metric, s)
         if i % 2 == 0:
             out.append(
                 f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width}" height="{row_h}" '
@@ -183,7 +227,7 @@ def forest(ev: Evaluation, width: int = 560) -> str:
         )
         out.append(
             f'<circle cx="{x(c.delta):.1f}" cy="{y:.1f}" r="5" fill="{colour}">'
-            f"<title>{_e(f'{c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] {_p(c.p_value)}')}"
+            f"<title>{_e(f'{c.delta:+.4f} {c.ci_text(4)} {_p(c.p_value)}')}"
             f"</title></circle>"
         )
         out.append(
@@ -198,7 +242,9 @@ def score_boxes(ev: Evaluation, width: int = 560) -> str:
     """Per system (each on its own axis: score scales differ), one horizontal box plot per
     grade, best grade on top: box = quartiles, line = median, whiskers = 5-95%."""
     bins = grade_bins(ev.scheme)[::-1]
-    label_w, row_h, head, axis = 96, 20, 22, 22
+    counts = [len(s.judged_scores.get(b, [])) for s in ev.systems for b in bins]
+    longest = max(text_width(f"{b} n={max(counts, default=0)}", LABEL_FONT) for b in bins)
+    label_w, row_h, head, axis = int(longest) + 14, 20, 22, 22
     block = head + row_h * len(bins) + axis + 10
     height = block * len(ev.systems)
     plot_w = width - label_w - 20
@@ -297,6 +343,12 @@ th, td {{ padding:5px 8px; border-bottom:1px solid var(--line); text-align:right
   font-variant-numeric:tabular-nums; white-space:nowrap; }}
 th:first-child, td:first-child {{ text-align:left; }} th {{ background:#f6f8fa; }}
 .note {{ color:var(--muted); font-size:12px; margin-top:8px; line-height:1.5; }}
+.warn {{ background:#fff1f0; border:1px solid #cf222e; color:#82071e; border-radius:8px;
+  padding:10px 14px; margin:0 0 14px; font-size:13.5px; }}
+.effects h3 {{ margin:16px 0 6px; }} td.verdict {{ text-align:left; }}
+table.queries td.q {{ text-align:left; white-space:normal; }}
+table.queries td.tags {{ color:var(--muted); font-size:11.5px; }}
+table.queries th:nth-child(2) {{ text-align:left; }}
 """
 
 
@@ -323,7 +375,7 @@ def _cards(ev: Evaluation, mode: str) -> str:
                 cls = "ns" if not c.significant else ("up" if c.delta > 0 else "down")
                 delta = (
                     f'<span class="d {cls}">{c.delta:+.3f} '
-                    f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}] · {_e(_p(c.p_value))}</span>"
+                    f"{c.ci_text()} · {_e(_p(c.p_value))}</span>"
                 )
             rows.append(
                 f'<div class="row"><span><i style="display:inline-block;width:9px;'
@@ -365,7 +417,99 @@ def _table(ev: Evaluation, mode: str) -> str:
     )
 
 
+STRATA_NOTES = {
+    "length": "words in the query, as typed",
+    "lexical": "exact match: a judged-relevant product's indexed text holds every BM25 "
+    "term of the query as searched (stemmed, stop words dropped); no exact match: none does",
+    "typos": "corrected: typo correction rewrote the query before it was searched",
+    "frequency": "tertiles of the judgments' count column",
+    "category": "top-level category most common among the query's best-graded products",
+}
+SIGNIFICANCE_NOTE = (
+    "p: paired randomisation (sign-flip) test over queries. The 95% CI is the same test "
+    "inverted (the shifts of the per-query deltas it does not reject at 5%), so a CI "
+    "excludes 0 exactly when p &lt; 0.05: the two never disagree."
+)
+
+
+def _verdict(c: Comparison) -> str:
+    if not c.n:
+        return '<span class="ns">–</span>'
+    if not c.significant:
+        return '<span class="ns">no clear difference</span>'
+    return '<span class="up">helps</span>' if c.delta > 0 else '<span class="down">hurts</span>'
+
+
+def _strata_effects(ev: Evaluation, mode: str, metrics: list[str]) -> str:
+    """Per non-baseline system and metric: each stratum's mean delta against the baseline
+    with its CI, p and a verdict, so "where does it help, where does it hurt" is read off
+    one table."""
+    out = []
+    for s in ev.systems[1:]:
+        for m in metrics:
+            head = (
+                f"<th>stratum</th><th>n</th><th>{_e(ev.baseline.name)}</th>"
+                f"<th>{_e(s.name)}</th><th>Δ [95% CI]</th><th>p</th><th></th>"
+            )
+            rows = []
+            for group in ev.groups():
+                c = ev.comparisons[mode][s.name][group][m]
+                ci = f"{c.delta:+.3f} {c.ci_text()}" if c.n else "–"
+                name = "all queries" if group == ALL else f"{group[0]}: {group[1]}"
+                rows.append(
+                    f"<tr><td>{_e(name)}</td><td>{int(ev.mask(group).sum())}</td>"
+                    f"<td>{_fmt(ev.mean(ev.baseline, mode, m, group)[0])}</td>"
+                    f"<td>{_fmt(ev.mean(s, mode, m, group)[0])}</td>"
+                    f"<td>{ci}</td><td>{_e(_p(c.p_value)) if c.n else '–'}</td>"
+                    f'<td class="verdict">{_verdict(c)}</td></tr>'
+                )
+            out.append(
+                f"<h3>{_e(s.name)} against {_e(ev.baseline.name)}: {_e(m)}</h3>"
+                f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+                f"<tbody>{''.join(rows)}</tbody></table></div>"
+            )
+    notes = "".join(
+        f"<li><b>{_e(kind)}</b>: {STRATA_NOTES[kind]}</li>"
+        for kind in ev.strata_order
+        if kind in STRATA_NOTES
+    )
+    return '<div class="effects">' + "".join(out) + f'</div><ul class="note">{notes}</ul>'
+
+
+def _wins_losses(ev: Evaluation, mode: str, metric: str, n: int = 10) -> str:
+    """Per non-baseline system: the queries it gains most and loses most on."""
+    out = []
+    for s in ev.systems[1:]:
+        wins, losses = ev.wins_losses(s, mode, metric, n)
+        moved = len([d for d in ev.deltas(s, mode, metric) if abs(d.delta) > 1e-12])
+        for title, items in (("gains", wins), ("losses", losses)):
+            rows = (
+                "".join(
+                    f'<tr><td class="q">{_e(d.text)}</td>'
+                    f'<td class="q tags">{_e(" · ".join(ev.labels_of(d.query_id)))}</td>'
+                    f"<td>{d.baseline:.3f}</td><td>{d.system:.3f}</td>"
+                    f'<td class="{"up" if d.delta > 0 else "down"}">{d.delta:+.3f}</td></tr>'
+                    for d in items
+                )
+                or '<tr><td class="q" colspan="5">none</td></tr>'
+            )
+            out.append(
+                f'<div class="panel"><h3>{_e(s.name)} vs {_e(ev.baseline.name)}: biggest '
+                f"{title} ({_e(metric)}, {len(items)} of {moved} queries that differ)</h3>"
+                f'<table class="queries"><thead><tr><th>query</th><th>strata</th>'
+                f"<th>{_e(ev.baseline.name)}</th><th>{_e(s.name)}</th><th>Δ</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table></div>"
+            )
+    return f'<div class="grid2">{"".join(out)}</div>'
+
+
 def render_report(ev: Evaluation, title: str = "shopsearch evaluation") -> str:
+    coverage = (
+        ""
+        if ev.collection_coverage is None
+        else f'<p class="note">The collection holds {ev.collection_coverage:.1%} of the '
+        "judged products.</p>"
+    )
     systems = "".join(
         f"<li><b>{_e(s.name)}</b>: {_e(s.source)}"
         + (f" — {s.missing_queries} judged queries absent" if s.missing_queries else "")
@@ -377,34 +521,42 @@ def render_report(ev: Evaluation, title: str = "shopsearch evaluation") -> str:
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{len(ev.query_ids)} judged queries · grades: '
         f"{_e(ev.scheme.summary())} · "
-        f"paired bootstrap 95% CI and randomisation test, {ev.resamples:,} resamples, "
+        f"paired randomisation test and its inverted 95% CI, {ev.resamples:,} resamples, "
         f"seed {ev.seed} · {stamp}</p>",
-        _legend(ev),
     ]
+    parts += [f'<div class="warn"><b>Warning:</b> {_e(w)}</div>' for w in ev.warnings]
+    parts.append(_legend(ev))
     key_metrics = {
         "full": [m for m in ev.metrics if m.startswith(("nDCG", "Recall"))][:2],
         "rerank": [*[m for m in ev.metrics if m.startswith("nDCG")][:1], "OrderAcc"],
     }
     for mode in MODES:
         parts.append(f"<h2>{MODE_TITLES[mode]}</h2>{_cards(ev, mode)}")
-        charts = []
-        for m in key_metrics[mode]:
-            if not ev.mean(ev.baseline, mode, m)[1]:
-                continue
-            svg = grouped_bars(ev, mode, m)
-            wide = int(svg.split('width="', 1)[1].split('"', 1)[0]) > 560
-            charts.append(
-                f'<div class="panel{" span" if wide else ""}"><h3>{_e(m)} per stratum</h3>'
-                f"{svg}</div>"
-            )
+        charts = [
+            f'<div class="panel"><h3>{_e(m)} per stratum</h3>{stratum_bars(ev, mode, m)}</div>'
+            for m in key_metrics[mode]
+            if ev.mean(ev.baseline, mode, m)[1]
+        ]
         parts.append(f'<div class="grid2" style="margin-top:14px">{"".join(charts)}</div>')
+    full_keys = [m for m in key_metrics["full"] if ev.mean(ev.baseline, "full", m)[1]]
+    if len(ev.systems) > 1 and full_keys:
+        parts.append(
+            "<h2>Where each system helps and where it hurts</h2>"
+            f'<p class="note">Full-corpus retrieval, stratum by stratum, against '
+            f"{_e(ev.baseline.name)}. helps / hurts: p &lt; 0.05. {SIGNIFICANCE_NOTE}</p>"
+            + _strata_effects(ev, "full", full_keys)
+        )
+        parts.append(
+            "<h2>Biggest per-query wins and losses</h2>" + _wins_losses(ev, "full", full_keys[0])
+        )
     fp = forest(ev)
     boxes = score_boxes(ev)
     side = []
     if fp:
         side.append(
             f'<div class="panel"><h3>Δ vs {_e(ev.baseline.name)} '
-            f"(95% CI; coloured when p &lt; 0.05)</h3>{fp}</div>"
+            f"(95% CI; coloured when p &lt; 0.05)</h3>{fp}"
+            f'<div class="note">{SIGNIFICANCE_NOTE}</div></div>'
         )
     if boxes:
         side.append(
@@ -426,7 +578,7 @@ def render_report(ev: Evaluation, title: str = "shopsearch evaluation") -> str:
         "Full corpus: unjudged products count as irrelevant. Re-rank: judged products "
         "in the system's order, those it did not score tied last.</p>"
     )
-    parts.append(f'<h2>Systems</h2><ul class="note">{systems}</ul>')
+    parts.append(f'<h2>Systems</h2>{coverage}<ul class="note">{systems}</ul>')
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f'<title>{_e(title)}</title><meta name="viewport" content="width=device-width">'

@@ -1,13 +1,27 @@
-"""Is a difference between two systems real? Paired tests over per-query metric values.
+"""Is a difference between two systems real? A paired test over per-query metric values.
 
-Both tests pair the systems query by query, which removes the (large) variance between
-queries: the question is only whether the per-query differences d_q centre away from 0.
-- Paired bootstrap: resample queries with replacement, take the mean of d; the 2.5 and
-  97.5 percentiles of those means are a 95% confidence interval for the mean delta.
-- Paired randomisation (sign-flip) test: under H0 "the systems are exchangeable" each d_q
-  is equally likely +d_q or -d_q; p = (1 + #{|mean(flipped d)| >= |mean(d)|}) / (1 + R),
-  two-sided. Identical systems give d = 0, every flip ties, so p = 1 exactly and every
-  delta and interval is 0.
+The systems are paired query by query, which removes the (large) variance between queries:
+the question is only whether the per-query differences d_q centre away from 0.
+- p: a paired randomisation (sign-flip) test. Under H0 "the systems are exchangeable" each
+  d_q is equally likely +d_q or -d_q; with R random sign vectors s_r,
+  p = (1 + #{r: |mean(s_r d)| >= |mean(d)|}) / (1 + R), two-sided.
+- The 95% CI is that same test inverted: every shift delta the test does not reject at 5%
+  when run on d - delta with the same R sign vectors, i.e. {delta : p(delta) >= 0.05}.
+  Hence "the CI excludes 0" and "p < 0.05" are one statement by construction; a bootstrap
+  percentile CI beside a randomisation p disagrees near the boundary (a CI of
+  [+0.005, +0.048] beside p = 0.084), which reads as a contradiction.
+  Computing it needs no search: mean(s_r (d - delta)) = a_r - delta b_r with
+  a_r = mean(s_r d) and b_r = mean(s_r), so |a_r - delta b_r| >= |mean(d) - delta| is a
+  quadratic inequality in delta whose solutions form an interval [lo_r, hi_r] that holds
+  mean(d). p(delta) counts the intervals that hold delta, so it falls monotonically away
+  from mean(d) on either side; the CI's ends are the t-th smallest lo_r and the t-th largest
+  hi_r, t = ceil(0.05 (1 + R) - 1), and p(0) counts the same intervals at 0.
+- Identical systems give d = 0: p = 1 exactly and every delta and interval is 0.
+- With very few queries the test cannot reject any shift: of the 2^n sign vectors, the
+  two that flip all deltas alike are as extreme at every shift, and once they are 5% of
+  the draws or more (2 / 2^n: n <= 4 surely, n = 5 by chance) the CI is unbounded,
+  (-inf, +inf) (null in --json). That is the honest answer for four queries, not a
+  failure.
 Queries where either system's metric is undefined (NaN) are left out of that comparison.
 Randomness comes from a seeded numpy Generator, so a report is reproducible.
 """
@@ -21,6 +35,7 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
+CONFIDENCE = 0.95  # the CI's level; p < 1 - CONFIDENCE is "significant", the same cut
 # Resamples drawn per block: bounds memory at block x n_queries numbers.
 _BLOCK = 1000
 
@@ -36,9 +51,14 @@ class Comparison:
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
+    def ci_text(self, digits: int = 3) -> str:
+        """The CI as "[-0.012, +0.034]"; an unbounded end (too few queries) as -inf / +inf."""
+        return f"[{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}]"
+
     @property
     def significant(self) -> bool:
-        return self.p_value < 0.05
+        """p < 0.05, which is the same as the 95% CI excluding 0 (see the module's doc)."""
+        return self.p_value < 1 - CONFIDENCE
 
 
 def compare(
@@ -46,6 +66,7 @@ def compare(
     system: np.ndarray,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    level: float = CONFIDENCE,
 ) -> Comparison:
     a = np.asarray(baseline, dtype=float)
     b = np.asarray(system, dtype=float)
@@ -61,32 +82,58 @@ def compare(
     if not np.any(d):
         return Comparison(0.0, 0.0, 0.0, 1.0, n)
     rng = np.random.default_rng(seed)
-    low, high = bootstrap_ci(d, resamples, rng)
-    p = randomisation_p(d, resamples, rng)
+    lo, hi = acceptance_intervals(d, resamples, rng)
+    p = (1 + count_holding(lo, hi, 0.0)) / (1 + resamples)
+    low, high = inverted_ci(lo, hi, resamples, level)
     return Comparison(float(d.mean()), low, high, p, n)
 
 
-def bootstrap_ci(
-    d: np.ndarray, resamples: int, rng: np.random.Generator, level: float = 0.95
-) -> tuple[float, float]:
-    means = np.empty(resamples)
-    for start in range(0, resamples, _BLOCK):
-        size = min(_BLOCK, resamples - start)
-        idx = rng.integers(0, d.size, size=(size, d.size))
-        means[start : start + size] = d[idx].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def randomisation_p(d: np.ndarray, resamples: int, rng: np.random.Generator) -> float:
-    observed = abs(d.mean())
-    # Compare with a relative tolerance so float noise in equal means counts as "as extreme".
+def acceptance_intervals(
+    d: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `resamples` random sign vectors s_r, the interval [lo_r, hi_r] of shifts
+    delta at which the flipped mean is at least as extreme as the observed one:
+    |a_r - delta b_r| >= |m - delta|, a_r = mean(s_r d), b_r = mean(s_r), m = mean(d).
+    As (b_r^2 - 1) delta^2 - 2 (a_r b_r - m) delta + (a_r^2 - m^2) >= 0 opens downwards
+    (|b_r| <= 1) and holds at delta = m, its solutions are the interval between its roots,
+    or every delta when |b_r| = 1 (all signs alike)."""
+    m = float(d.mean())
+    # Float noise in equal means counts as "as extreme", as it would in exact arithmetic.
     tol = 1e-12 * max(1.0, float(np.abs(d).max()))
-    extreme = 0
+    los, his = [], []
     for start in range(0, resamples, _BLOCK):
         size = min(_BLOCK, resamples - start)
-        signs = rng.integers(0, 2, size=(size, d.size), dtype=np.int8) * 2 - 1
-        flipped = np.abs((signs * d).mean(axis=1))
-        extreme += int(np.sum(flipped >= observed - tol))
-    return (1 + extreme) / (1 + resamples)
+        signs = (rng.integers(0, 2, size=(size, d.size), dtype=np.int8) * 2 - 1).astype(float)
+        a_r = signs @ d / d.size
+        b_r = signs.sum(axis=1) / d.size
+        quad = b_r**2 - 1.0
+        lin = -2.0 * (a_r * b_r - m)
+        const = a_r**2 - m**2
+        flat = quad > -1e-15
+        with np.errstate(divide="ignore", invalid="ignore"):
+            root = np.sqrt(np.maximum(lin**2 - 4.0 * quad * const, 0.0))
+            r1 = (-lin + root) / (2.0 * quad)
+            r2 = (-lin - root) / (2.0 * quad)
+        lo = np.where(flat, -np.inf, np.minimum(r1, r2))
+        hi = np.where(flat, np.inf, np.maximum(r1, r2))
+        # Each interval holds m; rounding may not: keep it, so p(delta) is monotone.
+        los.append(np.minimum(lo, m) - tol)
+        his.append(np.maximum(hi, m) + tol)
+    return np.concatenate(los), np.concatenate(his)
+
+
+def count_holding(lo: np.ndarray, hi: np.ndarray, delta: float) -> int:
+    """Sign vectors whose flipped mean is as extreme as the observed one at shift `delta`."""
+    return int(np.sum((lo <= delta) & (delta <= hi)))
+
+
+def inverted_ci(
+    lo: np.ndarray, hi: np.ndarray, resamples: int, level: float = CONFIDENCE
+) -> tuple[float, float]:
+    """The shifts the test does not reject at 1 - `level`: p(delta) >= 1 - level, i.e. at
+    least t = ceil((1 - level)(1 + R) - 1) intervals hold delta. Every interval holds the
+    observed mean, so on its left that is the t-th smallest lo, on its right the t-th
+    largest hi."""
+    t = max(1, math.ceil((1 - level) * (1 + resamples) - 1 - 1e-9))
+    t = min(t, lo.size)
+    return float(np.sort(lo)[t - 1]), float(np.sort(hi)[::-1][t - 1])

@@ -5,15 +5,25 @@ A model can win on average and lose where it matters (long-tail queries, one ver
 - frequency: when judgments carry a count column, queries split into tertiles of count
   (labelled with their count ranges), low to high;
 - category: the vertical of the query, i.e. the most common top-level category among its
-  best-graded judged products, taken from the catalog payload.
-Each stratifier maps query_id -> stratum label; labels come back in a stable display order.
+  best-graded judged products, taken from the catalog payload;
+- lexical: whether keyword search can find the query's relevant products word for word.
+  "exact match": at least one judged-relevant product's indexed text (the collection's
+  product text: title, description, ... as its template renders them) holds every BM25
+  term of the query as searched (Qdrant's BM25 tokenizer: lower-cased, stop words dropped,
+  stemmed, so "drills" matches "drill"). "no exact match": none does; semantic search
+  should help most here. Queries without a relevant product have no label;
+- typos: "corrected" when typo correction rewrote the query before it was searched,
+  "as typed" otherwise (only with --fix-typos, the default, and a collection).
+The last two need the collection (its product texts, tokenizer and vocabulary), so they
+exist when `eval` searches one. Each stratifier maps query_id -> stratum label; labels
+come back in a stable display order.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -22,6 +32,10 @@ from shopsearch.evaluation.judgments import Judgments
 LENGTH_LABELS = ("1 word", "2 words", "3-4 words", "5+ words")
 MAX_CATEGORY_STRATA = 8
 OTHER = "other"
+LEXICAL_LABELS = ("exact match", "no exact match")
+TYPO_LABELS = ("as typed", "corrected")
+# Display order of the kinds: the query's own traits first, the catalog's last.
+KIND_ORDER = ("length", "lexical", "typos", "frequency", "category")
 
 
 def length_label(text: str) -> str:
@@ -89,9 +103,51 @@ def by_category(
     return out
 
 
+def by_lexical_match(
+    judgments: Judgments,
+    query_terms: Mapping[str, Collection[int]],
+    product_terms: Mapping[str, Collection[int]],
+) -> dict[str, str]:
+    """`query_terms`: query_id -> the BM25 terms of the query as searched; `product_terms`:
+    product_id -> the terms of its indexed text (products the collection lacks are absent).
+    "exact match" when a judged-relevant product holds all of the query's terms (a query
+    whose every word is a stop word has none, and matches vacuously); queries with no
+    relevant product are left out: there is nothing to match."""
+    scheme = judgments.scheme
+    out = {}
+    for qid, q in judgments.queries.items():
+        relevant = [p for p, g in q.grades.items() if scheme.is_relevant(g)]
+        if not relevant or qid not in query_terms:
+            continue
+        terms = set(query_terms[qid])
+        exact = any(terms <= set(product_terms.get(p, ())) for p in relevant if p in product_terms)
+        out[qid] = LEXICAL_LABELS[0] if exact else LEXICAL_LABELS[1]
+    return out
+
+
+def by_typos(judgments: Judgments, searched: Mapping[str, str]) -> dict[str, str]:
+    """`searched`: query_id -> the text searched. "corrected" where it differs from the
+    query as typed (typo correction rewrote it), "as typed" where it does not."""
+    return {
+        qid: TYPO_LABELS[1] if searched[qid] != q.text else TYPO_LABELS[0]
+        for qid, q in judgments.queries.items()
+        if qid in searched
+    }
+
+
+def order_kinds(kinds: Collection[str]) -> list[str]:
+    """Strata kinds in display order; unknown ones (a library caller's) after, by name."""
+    known = [k for k in KIND_ORDER if k in kinds]
+    return known + sorted(k for k in kinds if k not in KIND_ORDER)
+
+
 def order_labels(labels: set[str], kind: str) -> list[str]:
     if kind == "length":
         return [x for x in LENGTH_LABELS if x in labels]
+    if kind == "lexical":
+        return [x for x in LEXICAL_LABELS if x in labels]
+    if kind == "typos":
+        return [x for x in TYPO_LABELS if x in labels]
     if kind == "frequency":
         return sorted(labels, key=lambda s: float(s.split()[1].split("-")[0]))
     return sorted(labels, key=lambda s: (s == OTHER, s))
