@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/shopsearch query "black boots for women" --collection demo \
 		--filter "color in (Black,Brown)" --filter "price<=1500"
 	$(BIN)/shopsearch query "womens casul shoes" --collection demo --top-k 2
-	@echo "Serve it over HTTP: $(BIN)/shopsearch serve -c demo  (API docs: http://127.0.0.1:8000/docs)"
+	@echo "Serve it over HTTP: $(BIN)/shopsearch serve -c demo, then open http://127.0.0.1:8000/ for the search page (API docs: /docs)"
 
 test: install
 	$(BIN)/ruff check shopsearch tests benchmarks examples

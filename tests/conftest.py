@@ -11,6 +11,11 @@ import pytest
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
+# Requests to a Qdrant server that fail are tried once, not for the default 30 s: the tests
+# aim servers that are down or answer garbage on purpose at the backend and the commands
+# they start. tests/test_server_retries.py sets its own budgets.
+os.environ.setdefault("SHOPSEARCH_RETRY_SECONDS", "0")
+
 
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

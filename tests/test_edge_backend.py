@@ -1,5 +1,5 @@
 """Edge-only behaviour: reading a shard ahead into RAM, the lock against another
-process, and the int8-quantised index rescoring to full precision."""
+process, Edge's panics named, and the int8-quantised index rescoring to full precision."""
 
 import itertools
 import os
@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from shopsearch.errors import CollectionError
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.backend import ProductPoint, SearchMode, SearchRequest, SparseVec
-from shopsearch.store.edge import EdgeBackend, _read_ahead
+from shopsearch.store.edge import EdgeBackend, _edge_call, _read_ahead
 from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
 
 
@@ -73,6 +74,25 @@ def test_collection_locked_by_another_process_is_a_clear_error(edge, encoder):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "open in another process" in proc.stderr
+
+
+def test_an_edge_panic_is_named_and_ctrl_c_is_not(tmp_path):
+    """Edge panics on some damaged files, and pyo3 raises the panic as its own
+    `pyo3_runtime.PanicException`, a BaseException: it becomes a CollectionError naming the
+    collection, what Edge said and the way out, while Ctrl-C and exit pass as they are."""
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    def raising(exc: BaseException):
+        def call(*_args):
+            raise exc
+
+        return call
+
+    with pytest.raises(CollectionError, match=r"'shop'.*panicked.*out of bounds.*--recreate"):
+        _edge_call(tmp_path / "shop", raising(panic("index out of bounds\nmore")))
+    for passing in (KeyboardInterrupt(), SystemExit(1)):
+        with pytest.raises(type(passing)):
+            _edge_call(tmp_path / "shop", raising(passing))
 
 
 def test_quantised_index_returns_full_precision_scores(tmp_path):

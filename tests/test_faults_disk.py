@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from shopsearch.store.edge import _RESERVE_IN_MEMORY, EdgeBackend, _ShardScan
+from shopsearch.store.disk_space import RESERVE_IN_MEMORY, ShardScan
+from shopsearch.store.edge import EdgeBackend
 
 
 def cli(
@@ -172,8 +173,8 @@ def test_an_ingest_that_runs_out_of_room_stops_and_keeps_what_was_stored(
     assert "opening the collection needs" in refused.stderr
     (mount / "ballast").unlink()
     # Room to open the collection, the room a write keeps free, and a few batches more.
-    opening = _ShardScan.of(data / "c" / "shard").load_holes
-    _fill(mount, opening + _RESERVE_IN_MEMORY + (256 << 10))
+    opening = ShardScan.of(data / "c" / "shard").load_holes
+    _fill(mount, opening + RESERVE_IN_MEMORY + (256 << 10))
 
     proc = _ingest(full, data, env, "--batch-size", "8")
     assert_refused_for_room(proc, data / "c")

@@ -1,33 +1,17 @@
-"""Server-only behaviour: the shipped docker-compose file, an unreachable server, and a
-refused API key."""
+"""Server-only behaviour: an unreachable server, a refused API key, aliases, and a
+collection's placement over a cluster (the compose files: tests/test_deploy.py; retries:
+tests/test_server_retries.py)."""
 
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from shopsearch.errors import ServerError, UsageError
 from shopsearch.store.backend import SearchMode, SearchRequest, SparseVec
 from shopsearch.store.documents import read_meta
-from shopsearch.store.server import ServerBackend, supports_weighted_rrf
-
-
-def test_the_docker_compose_file_is_valid_and_runs_a_server_that_takes_rrf_weights():
-    """docker-compose.yml is shipped for shops that outgrow the embedded store: Debian's
-    docker-compose checks it without an engine (.ci/run installs it where it can)."""
-    import shutil
-    import subprocess
-
-    compose = shutil.which("docker-compose")
-    if compose is None:
-        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
-    path = Path(__file__).parents[1] / "docker-compose.yml"
-    proc = subprocess.run([compose, "-f", str(path), "config"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    image = re.search(r"image: qdrant/qdrant:v(\S+)", proc.stdout)
-    assert image and supports_weighted_rrf(image.group(1)), proc.stdout
+from shopsearch.store.server import ServerBackend
 
 
 def test_an_unreachable_server_is_an_error_naming_its_url(closed_port):
@@ -132,3 +116,84 @@ def test_a_collection_from_before_aliases_is_searched_and_then_migrated(
     ingest_catalog(reader, legacy, encoder, rejects_path=tmp_path / "r", recreate=True)
     assert legacy.version() != version and legacy.version().startswith(f"{version}-")
     assert legacy.count() == 120
+
+
+def test_a_collection_is_created_with_its_placement_and_info_shows_it(
+    small_catalog, encoder, tmp_path
+):
+    """Shards, replicas and write consistency go to create_collection and into the
+    collection's metadata (QdrantClient(':memory:') keeps no shards, so `placement` reads the
+    record), through `--recreate` too; `info` (collection_document) shows them."""
+    from qdrant_client import QdrantClient
+    from search_helpers import ingest
+
+    from shopsearch.ingest.pipeline import ingest_catalog
+    from shopsearch.ingest.readers import CatalogReader
+    from shopsearch.search.product_search import ProductSearch
+    from shopsearch.search.responses import collection_document
+    from shopsearch.store.backend import IndexSettings
+    from shopsearch.store.server import PLACEMENT_KEY
+
+    client = QdrantClient(":memory:")
+    placed = IndexSettings(shard_number=6, replication_factor=2, write_consistency_factor=2)
+    backend = ServerBackend(client, "shop", ":memory:", placed)
+    ingest(small_catalog, backend, encoder, tmp_path)
+    wanted = {"shard_number": 6, "replication_factor": 2, "write_consistency_factor": 2}
+    assert backend.placement() == wanted
+    assert client.get_collection(backend.version()).config.metadata[PLACEMENT_KEY] == wanted
+    assert collection_document(ProductSearch(backend, None))["placement"] == wanted
+
+    rebuilt = ServerBackend(client, "shop", ":memory:", IndexSettings(shard_number=2))
+    reader = CatalogReader(small_catalog)
+    ingest_catalog(reader, rebuilt, encoder, rejects_path=tmp_path / "r", recreate=True)
+    assert rebuilt.placement() == {
+        "shard_number": 2,
+        "replication_factor": None,  # the server's default
+        "write_consistency_factor": None,
+    }
+    assert ServerBackend(client, "none", ":memory:").placement() is None
+
+
+def test_placement_flags_win_over_the_environment_and_need_a_server(monkeypatch):
+    from shopsearch.store.connection import Connection
+
+    server = Connection(url="http://qdrant:6333")
+    monkeypatch.setenv("SHOPSEARCH_SHARDS", "4")
+    monkeypatch.setenv("SHOPSEARCH_REPLICAS", "3")
+    settings = server.index_settings(shards=2)
+    assert (settings.shard_number, settings.replication_factor) == (2, 3)
+    assert settings.write_consistency_factor is None
+    monkeypatch.setenv("SHOPSEARCH_WRITE_CONSISTENCY", "4")
+    with pytest.raises(UsageError, match="SHOPSEARCH_WRITE_CONSISTENCY 4 is more than "
+                       "SHOPSEARCH_REPLICAS 3"):  # fmt: skip
+        server.index_settings()
+    monkeypatch.setenv("SHOPSEARCH_WRITE_CONSISTENCY", "two")
+    with pytest.raises(UsageError, match="bad SHOPSEARCH_WRITE_CONSISTENCY 'two'"):
+        server.index_settings()
+    for name in ("SHOPSEARCH_SHARDS", "SHOPSEARCH_REPLICAS", "SHOPSEARCH_WRITE_CONSISTENCY"):
+        monkeypatch.delenv(name)
+    assert server.index_settings() == Connection().index_settings()  # nothing chosen
+    with pytest.raises(UsageError, match=r"^--replicas needs a Qdrant server"):
+        Connection().index_settings(replicas=2)
+    monkeypatch.setenv("SHOPSEARCH_SHARDS", "2")
+    with pytest.raises(UsageError, match=r"^SHOPSEARCH_SHARDS needs .*unset SHOPSEARCH_SHARDS"):
+        Connection().index_settings()
+
+
+def test_ingest_refuses_placement_flags_for_an_embedded_collection(tmp_path):
+    """Exit 2 naming the flag, before the model loads or anything is written."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import DEMO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "SHOPSEARCH_S"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shopsearch", "ingest", str(DEMO), "--path", str(tmp_path),
+         "--shards", "3"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: --shards needs a Qdrant server (--qdrant-url or ")
+    assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())

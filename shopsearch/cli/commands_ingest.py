@@ -15,7 +15,9 @@ from shopsearch.errors import CatalogError, Interrupted
 from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, IngestReport, ingest_catalog
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
+from shopsearch.store.backend import IndexSettings
 from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.documents import read_meta
 
 
 def ingest(
@@ -66,6 +68,36 @@ def ingest(
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = DEFAULT_BATCH_SIZE,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Qdrant server: shards of a new collection [env SHOPSEARCH_SHARDS; default: "
+            "the server's, one per peer].",
+            show_default=False,
+        ),
+    ] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            min=1,
+            help="Qdrant server: copies of each shard of a new collection "
+            "[env SHOPSEARCH_REPLICAS; default 1].",
+            show_default=False,
+        ),
+    ] = None,
+    write_consistency: Annotated[
+        int | None,
+        typer.Option(
+            "--write-consistency",
+            min=1,
+            help="Qdrant server: copies that must apply a write before it succeeds "
+            "[env SHOPSEARCH_WRITE_CONSISTENCY; default 1].",
+            show_default=False,
+        ),
+    ] = None,
     collection: opt.Collection = None,
     path: opt.DataPath = None,
     qdrant_url: opt.QdrantUrl = None,
@@ -80,9 +112,25 @@ def ingest(
     text_template = ProductTextTemplate(template) if template else None
     chosen = {name: v for name, v in (("k", bm25_k), ("b", bm25_b)) if v is not None}
     bm25 = Bm25Settings(**chosen) if chosen else None
+    connection = opt.connection(collection, path, qdrant_url, api_key)
+    index = connection.index_settings(shards, replicas, write_consistency)
     encoder = opt.load_encoder(model, precision, threads)
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
+    backend = connection.open(index)
     err = Console(stderr=True)
+    if index != IndexSettings() and not recreate:
+        try:
+            exists = read_meta(backend) is not None
+        except BaseException:
+            backend.close()
+            raise
+        if exists:
+            err.print(
+                f"note: {backend.location} exists: --shards, --replicas and "
+                "--write-consistency (and their variables) apply to a collection ingest "
+                "creates; --recreate builds it anew with them",
+                highlight=False,
+                markup=False,
+            )
     progress = Progress(
         TextColumn("ingesting"),
         BarColumn(),

@@ -21,9 +21,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from stat import S_ISREG
 from typing import Any, Literal
 
@@ -200,41 +200,47 @@ class Manifest:
             )
         try:
             data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
             raise ModelIntegrityError(f"cannot read {manifest_path}: {exc}") from exc
+        except RecursionError:  # JSON nested deeper than the parser recurses
+            raise ModelIntegrityError(
+                f"cannot read {manifest_path}: JSON nested too deeply; re-export the model"
+            ) from None
         return cls.from_dict(data, directory=directory, source=manifest_path)
 
     @classmethod
     def from_dict(
         cls, data: Mapping[str, Any], directory: Path | None = None, source: Path | None = None
     ) -> Manifest:
+        """The manifest `data` describes, every field's type and shape checked first: a
+        manifest is read from disk, where anything may have been written, and a field of the
+        wrong type would otherwise surface far from here (a string dimension in numpy, a
+        path outside the export opened as a model file)."""
         where = source or "the manifest"
         if not isinstance(data, Mapping):
             raise ModelIntegrityError(f"{where} is not a JSON object")
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
             raise ModelIntegrityError(
-                f"{where} has format_version {version!r}; this shopsearch reads up to "
+                f"{where} has format_version {_shown(version)}; this shopsearch reads up to "
                 f"{FORMAT_VERSION}: upgrade shopsearch or re-export the model"
             )
         names = {f.name for f in fields(cls)} - {"directory"}
         missing = sorted(n for n in names if n not in data and n != "quantization_config")
         if missing:
             raise ModelIntegrityError(f"{where} is missing {', '.join(missing)}")
+        for name, (fits, wanted) in _FIELD_RULES.items():
+            if name in data and not fits(data[name]):
+                raise ModelIntegrityError(
+                    f"{where}: {name} must be {wanted}, not {_shown(data[name])}; re-export "
+                    "the model (`shopsearch model export`)"
+                )
         manifest = cls(**{k: v for k, v in data.items() if k in names}, directory=directory)
         manifest._check(where)
         return manifest
 
     def _check(self, where: object) -> None:
-        if self.pooling not in POOLING_MODES:
-            raise ModelIntegrityError(f"{where}: unsupported pooling {self.pooling!r}")
-        for name, mapping in (("files", self.files), ("sha256", self.sha256)):
-            if not isinstance(mapping, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-            ):
-                raise ModelIntegrityError(f"{where}: {name} must map names to strings")
-        if not isinstance(self.tokenizer, str):
-            raise ModelIntegrityError(f"{where}: tokenizer must be a file name")
+        """What no one field shows: the fp32 model is listed, and every file read is pinned."""
         if "fp32" not in self.files:
             raise ModelIntegrityError(f"{where}: no fp32 model listed under files")
         unpinned = [f for f in (self.tokenizer, *self.files.values()) if f not in self.sha256]
@@ -243,6 +249,62 @@ class Manifest:
 
     def _manifest_path(self) -> Path | str:
         return self.directory / MANIFEST_FILE if self.directory else MANIFEST_FILE
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is no number
+
+
+def _is_file_name(value: object) -> bool:
+    """A path relative to the export that stays inside it: the runtime opens and hashes
+    the files the manifest names, and must never reach beyond the model directory."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        return False
+    path = PurePath(value)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in _HEX for c in value)
+
+
+def _maps(
+    value: object, key_fits: Callable[[object], bool], fits: Callable[[object], bool]
+) -> bool:
+    return isinstance(value, Mapping) and all(key_fits(k) and fits(v) for k, v in value.items())
+
+
+def _shown(value: object) -> str:
+    """A value as the manifest's JSON spells it, cut short: a damaged manifest may hold
+    megabytes."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):  # not from JSON: a caller's own value
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_HEX = frozenset("0123456789abcdef")
+# Each field of the manifest: whether a value fits, and what fits, for the message.
+_FIELD_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "model_name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "dimension": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "max_seq_length": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "pooling": (lambda v: v in POOLING_MODES, f"one of {', '.join(POOLING_MODES)}"),
+    "normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "query_prefix": (lambda v: isinstance(v, str), "a string"),
+    "document_prefix": (lambda v: isinstance(v, str), "a string"),
+    "tokenizer": (_is_file_name, "a file name inside the model directory"),
+    "files": (
+        lambda v: _maps(v, lambda k: isinstance(k, str), _is_file_name),
+        "an object mapping precisions to file names inside the model directory",
+    ),
+    "sha256": (
+        lambda v: _maps(v, _is_file_name, _is_sha256),
+        "an object mapping file names inside the model directory to hex sha256 digests",
+    ),
+    "quantization_config": (lambda v: v is None or isinstance(v, str), "a string or null"),
+}
 
 
 def verified_cache_path() -> Path | None:
@@ -278,7 +340,7 @@ class DigestCache:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 if data.get("version") == _VERIFIED_CACHE_VERSION:
                     entries = {k: v for k, v in data["files"].items() if isinstance(v, dict)}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
                 entries = {}
         return cls(path, entries)
 

@@ -34,6 +34,9 @@ class FusionMethod(str, Enum):
     # A model fit on the shop's judgments scores both lists' candidates
     # (shopsearch.search.learned_fusion); backends see its two plain searches.
     LEARNED = "learned"
+    # The default: both lists' scores combined by weights the query's own lists decide
+    # (shopsearch.search.adaptive_fusion); backends see its two plain searches.
+    ADAPTIVE = "adaptive"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,12 @@ class IndexSettings:
     # in one optimised segment, so more threads only add a hand-off to a sleeping thread,
     # which a query arriving at an idle CPU pays for (RESULTS.md section 4).
     search_threads: int = 1
+    # Server only: how a new collection is spread over a cluster's peers. None leaves it to the
+    # server (one shard per peer, one copy of each, a write acknowledged by one copy). An
+    # embedded collection is one shard on one machine: the CLI refuses these there.
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
 
 
 # Rescoring depth for quantised collections (ignored by unquantised ones): rescoring only the
@@ -240,6 +249,15 @@ class Reindexable(Protocol):
     def identity(self) -> Hashable | None: ...
 
     def rebuild_under_way(self) -> bool: ...
+
+
+@runtime_checkable
+class Placed(Protocol):
+    """A backend whose collection is spread over a cluster (a Qdrant server's): its
+    shard_number, replication_factor and write_consistency_factor (None: the server's
+    default), or None when there is no collection."""
+
+    def placement(self) -> dict[str, int | None] | None: ...
 
 
 def warm_up(backend: Backend) -> None:

@@ -22,6 +22,13 @@ COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 COLLECTION_NAME_RULE = (
     "letters, digits, '.', '_' and '-', starting with a letter or digit (at most 255)"
 )
+# How a new server collection is spread over a cluster: the `IndexSettings` field, the flag of
+# `shopsearch ingest` and the environment variable that set it.
+PLACEMENT_OPTIONS = (
+    ("shard_number", "--shards", "SHOPSEARCH_SHARDS"),
+    ("replication_factor", "--replicas", "SHOPSEARCH_REPLICAS"),
+    ("write_consistency_factor", "--write-consistency", "SHOPSEARCH_WRITE_CONSISTENCY"),
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,45 @@ class Connection:
 
         return EdgeBackend(self.edge_dir(), index)
 
+    def index_settings(
+        self,
+        shards: int | None = None,
+        replicas: int | None = None,
+        write_consistency: int | None = None,
+    ) -> IndexSettings:
+        """The `IndexSettings` of a collection created through this connection: each
+        placement flag given, else its variable (`PLACEMENT_OPTIONS`). An embedded collection
+        is one shard on this machine, so there a placement is refused, naming the flag or
+        variable that set it, rather than ignored."""
+        chosen: dict[str, tuple[int, str]] = {}
+        flags = (shards, replicas, write_consistency)
+        for (field, flag, variable), value in zip(PLACEMENT_OPTIONS, flags, strict=True):
+            source = flag
+            if value is None:
+                raw = os.environ.get(variable, "").strip()
+                if not raw:
+                    continue
+                source, value = variable, _count(raw, variable)
+            elif value < 1:
+                raise UsageError(f"bad {flag} {value}: a whole number >= 1")
+            if not self.url:
+                unset = f" (unset {variable})" if source == variable else ""
+                raise UsageError(
+                    f"{source} needs a Qdrant server (--qdrant-url or QDRANT_URL): an embedded "
+                    f"collection is one shard on this machine{unset}"
+                )
+            chosen[field] = (value, source)
+        copies, consistency = (
+            chosen.get("replication_factor"),
+            chosen.get("write_consistency_factor"),
+        )
+        if copies and consistency and consistency[0] > copies[0]:
+            raise UsageError(
+                f"{consistency[1]} {consistency[0]} is more than {copies[1]} {copies[0]}: a "
+                "write cannot wait for more copies of a shard than there are"
+            )
+        return IndexSettings(**{field: value for field, (value, _) in chosen.items()})
+
     def edge_dir(self) -> Path:
         return (self.path or default_data_dir()) / self.collection
 
@@ -80,6 +126,16 @@ def check_collection_name(name: str, source: str = "collection") -> str:
             f"bad {source} {name!r}{what}: a collection name is {COLLECTION_NAME_RULE}"
         )
     return name
+
+
+def _count(raw: str, variable: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"bad {variable} {raw!r}: a whole number >= 1")
+    return value
 
 
 def default_data_dir() -> Path:

@@ -6,64 +6,59 @@ indexes, BM25 with IDF, fusion, WAL). Layout of a collection directory:
     <dir>/shopsearch.json   CollectionMeta (encoder, BM25 settings, template)
     <dir>/vocabulary.json   {"words": {word: products using it}}, for typo tolerance
     <dir>/fusion.json       the learned fusion model, once `shopsearch fusion fit` made one
-(the JSON files are the collection's `Document`s). A new collection is created in
-`.<name>.creating` beside <dir> and renamed to <dir> once it holds its shard, payload indexes
-and metadata, so a collection directory is never half made. `ingest --recreate` builds the
-new collection in `.<name>.recreating`, and renames it to <dir> once complete (the old one
-passes through `.<name>.replaced`). An ingest holds `.<name>.lock`, beside <dir> too, as its
-writer lock (`EdgeBackend.writing`).
+(the JSON files are the collection's `Document`s, each replaced whole). A new collection is
+created in `.<name>.creating` beside <dir> and renamed to <dir> once it holds its shard,
+payload indexes and metadata, so a collection directory is never half made
+(`shopsearch.store.atomic`). `ingest --recreate` builds the new collection in
+`.<name>.recreating`, and renames it to <dir> once complete (the old one passes through
+`.<name>.replaced`).
 
-Concurrency: Edge lets one process open a shard, and its own lock (on the WAL) is taken only
-after it has loaded, and repaired, every segment, so a second process opening a shard that
-another one is writing rewrites that one's files under it. Every process that opens a shard
-therefore first takes an exclusive `flock` on the collection directory (`_hold`) and
-holds it until it closes the shard: opening is serialised, waiting a bounded time
-(`SHOPSEARCH_LOCK_WAIT`), and a reader yields to an ingest that writes the collection.
+This module drives Edge: creating, opening, writing and searching a shard, and naming what
+Edge reports as a `CollectionError`. Two neighbours keep what Edge leaves to its caller:
+- `shopsearch.store.edge_lock`: one process at a time opens a shard (Edge's own lock comes
+  too late to protect it), and an ingest holds `.<name>.lock` as its writer lock;
+- `shopsearch.store.disk_space`: a write the disk has no room for is refused before Edge
+  makes it, since Edge writes through memory maps and dies of SIGBUS on a full disk.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import functools
 import json
 import os
 import shutil
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
 
-from shopsearch.errors import CollectionBusyError, CollectionError, UsageError
+from shopsearch.errors import CollectionBusyError, CollectionError
 from shopsearch.store import qdrant_requests
+from shopsearch.store.atomic import rename_into_place, sibling, swap_in, write_json
 from shopsearch.store.backend import Hit, IndexSettings, ProductPoint, SearchRequest, hits_by_score
 from shopsearch.store.conditions import Condition, build_filter
 from shopsearch.store.counts import FacetCount, ValueRange, by_count
+from shopsearch.store.disk_space import (
+    LAZY_STORAGE,
+    OPEN_RESERVE,
+    ShardScan,
+    check_space,
+    check_writable,
+    creation_bytes,
+    disk_full,
+    os_reason,
+    points_bytes,
+)
 from shopsearch.store.documents import write_meta
-from shopsearch.store.schema import SPARSE_VECTOR, CollectionMeta, Document, FieldType
-
-try:
-    import fcntl
-except ImportError:  # Windows: EdgeBackend.writing locks nothing
-    fcntl = None  # type: ignore[assignment]
+from shopsearch.store.edge_lock import CollectionLock, busy_message
+from shopsearch.store.schema import CollectionMeta, Document, FieldType
 
 META_FILE = Document.META.file
 VOCABULARY_FILE = Document.VOCABULARY.file
 FUSION_FILE = Document.FUSION.file
 SHARD_DIR = "shard"
-
-# How long a command waits for a collection that another process has open before it gives
-# up, in seconds (0: not at all): a query holds one for the moment of its search, an ingest
-# for its whole run.
-LOCK_WAIT_ENV = "SHOPSEARCH_LOCK_WAIT"
-DEFAULT_LOCK_WAIT = 10.0
-_LOCK_POLL = 0.05
 
 # One value per product: an in-RAM index of these would be rebuilt on every shard load, a
 # cost of every cold `shopsearch query`, for lookups no shopper filter makes. Served from the
@@ -113,9 +108,8 @@ class EdgeBackend:
         self.index = index or IndexSettings()
         self._shard: qe.EdgeShard | None = None
         self._changed = False  # written since the shard was last flushed and optimised
-        self._unindexed = 0  # `_points_bytes` of the points written since then
-        self._lock: int | None = None  # the locked directory's fd, while the shard is open
-        self._writer_file: Any = None  # the writer lock's file, while `writing()` holds it
+        self._unindexed = 0  # `points_bytes` of the points written since then
+        self._locks = CollectionLock(self.directory)
         # A directory no one else knows of (`rebuilding`'s, `create`'s own): created in place.
         self._scratch = False
 
@@ -139,13 +133,15 @@ class EdgeBackend:
             return None
         except (OSError, ValueError) as exc:
             raise CollectionError(f"cannot read {path}: {exc}") from exc
+        except RecursionError:  # JSON nested deeper than the parser recurses
+            raise CollectionError(f"cannot read {path}: JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise CollectionError(f"cannot read {path}: not a JSON object")
         return data
 
     def write_document(self, document: Document, data: dict[str, Any]) -> None:
         indent = 2 if document is Document.META else None  # the one a person reads
-        _write_json(self.directory / document.file, data, indent)
+        write_json(self.directory / document.file, data, indent)
 
     def create(self, meta: CollectionMeta) -> None:
         """Whole or not at all: the shard, its payload indexes and the metadata are made in
@@ -158,17 +154,18 @@ class EdgeBackend:
         if self._scratch:
             self._create_here(meta)
             return
-        self._note_writer(_WRITES)  # readers leave the new collection to this ingest
-        self._check_space(_creation_bytes(self.directory), "creating the collection")
-        staged = EdgeBackend(self._sibling("creating"), self.index)
+        self._locks.note_writes()  # readers leave the new collection to this ingest
+        check_space(self.directory, creation_bytes(self.directory), "creating the collection")
+        staged = EdgeBackend(sibling(self.directory, "creating"), self.index)
         staged._scratch = True
         try:
             shutil.rmtree(staged.directory, ignore_errors=True)
             staged._create_here(meta)
             staged.close()
-            needed = _ShardScan.of(staged.directory / SHARD_DIR).load_holes
-            self._check_space(needed, "opening the new collection", reserve=_OPEN_RESERVE)
-            _rename_into_place(staged.directory, self.directory)
+            needed = ShardScan.of(staged.directory / SHARD_DIR).load_holes
+            doing = "opening the new collection"
+            check_space(self.directory, needed, doing, reserve=OPEN_RESERVE)
+            rename_into_place(staged.directory, self.directory)
         except BaseException:
             staged.drop()
             raise
@@ -176,12 +173,12 @@ class EdgeBackend:
         self._changed = True
 
     def _create_here(self, meta: CollectionMeta) -> None:
-        self._check_space(_creation_bytes(self.directory), "creating a collection")
+        check_space(self.directory, creation_bytes(self.directory), "creating a collection")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CollectionError(f"cannot create {self.directory}: {_os_reason(exc)}") from exc
-        self._hold()
+            raise CollectionError(f"cannot create {self.directory}: {os_reason(exc)}") from exc
+        self._locks.hold()
         config = qe.EdgeConfig(
             **qdrant_requests.collection_config(meta, self.index, EDGE_MODELS),
             max_search_threads=self.index.search_threads,
@@ -209,7 +206,7 @@ class EdgeBackend:
         next load. A shard only read is finished too, since what an interrupted ingest
         upserted is left for the run that resumes it, which finds those products stored and
         writes nothing. What a killed creation left is cleared first."""
-        with self._writer_lock():
+        with self._locks.writer():
             self._clear_unfinished()
             yield
             self._finish_writes()
@@ -218,7 +215,7 @@ class EdgeBackend:
         """Remove what an ingest killed while creating the collection left: its staging
         directory, or, where a collection was created in place, a shard without metadata
         that holds no product (a creation cut short before its metadata was written)."""
-        shutil.rmtree(self._sibling("creating"), ignore_errors=True)
+        shutil.rmtree(sibling(self.directory, "creating"), ignore_errors=True)
         if self._shard is not None or (self.directory / META_FILE).exists():
             return
         if not (self.directory / SHARD_DIR).exists():
@@ -240,8 +237,8 @@ class EdgeBackend:
         run left there is cleared first (`writing()`, held, keeps other writers out). A build
         that fails is deleted; a block that created nothing leaves the old collection, as a
         server's does. Readers go on opening the old collection meanwhile: this ingest never
-        opens it, so its writer lock never says that it writes it (`_hold`)."""
-        built = EdgeBackend(self._sibling("recreating"), self.index)
+        opens it, so its writer lock never says that it writes it."""
+        built = EdgeBackend(sibling(self.directory, "recreating"), self.index)
         built._scratch = True
         if built.directory.exists():
             shutil.rmtree(built.directory)
@@ -252,77 +249,9 @@ class EdgeBackend:
             built.drop()
             raise
         if built.directory.exists():
-            self._swap_in(built)
-
-    def _swap_in(self, built: EdgeBackend) -> None:
-        built.close()
-        self.close()
-        old = self._sibling("replaced")
-        if old.exists():
-            shutil.rmtree(old)
-        if self.directory.exists():
-            self.directory.rename(old)
-        built.directory.rename(self.directory)
-        shutil.rmtree(old, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def _writer_lock(self) -> Iterator[None]:
-        """Held from an ingest's start to its end, its `--recreate` build and swap included:
-        a second writer would clear the first one's build directory, or write into a
-        collection about to be swapped out (Edge's own lock is per shard, and a build is
-        another shard). Queries never take it, but look at it (`_writer_elsewhere`): once
-        an ingest opens the collection's shard, they leave it to that ingest.
-
-        An advisory `flock` on `.<name>.lock` beside the collection, not in its directory,
-        which `--recreate` replaces. The kernel releases it when its process dies, so a
-        killed ingest leaves no stale lock; the file stays, and names the last holder's pid
-        (and `writes` once it opens the collection's shard). A reader that looks holds it
-        shared for an instant, which a starting ingest waits out. Windows has no `fcntl`:
-        there is no lock, and two ingests must not run at once.
-        """
-        if fcntl is None:
-            yield
-            return
-        path = self._sibling("lock")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = path.open("a+", encoding="utf-8")
-        except OSError as exc:
-            raise CollectionError(f"cannot create the lock file {path}: {exc}") from exc
-        with lock:
-            deadline = time.monotonic() + _WRITER_PROBE_GRACE
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() < deadline:
-                        time.sleep(_LOCK_POLL / 5)
-                        continue
-                    lock.seek(0)
-                    pid = lock.read().split()[:1]
-                    raise CollectionBusyError(
-                        f"collection '{self.directory.name}' at {self.directory} is being "
-                        f"written by another ingest{f' (process {pid[0]})' if pid else ''}: "
-                        f"wait for it to finish (lock file {path})"
-                    ) from None
-                except OSError as exc:  # a file system without locks
-                    raise CollectionError(f"cannot lock {path}: {exc}") from exc
-            self._writer_file = lock
-            self._note_writer("")
-            try:
-                yield  # closing the file releases the lock
-            finally:
-                self._writer_file = None
-
-    def _note_writer(self, mode: str) -> None:
-        """Record in the writer lock this process and what it does: `_WRITES` once it opens
-        (or creates) the collection's own shard."""
-        lock = self._writer_file
-        if lock is not None:
-            lock.truncate(0)
-            lock.write(f"{os.getpid()} {mode}".rstrip() + "\n")
-            lock.flush()
+            built.close()
+            self.close()
+            swap_in(built.directory, self.directory)
 
     def _finish_writes(self) -> None:
         if self._changed or self._shard is not None:
@@ -330,7 +259,8 @@ class EdgeBackend:
             self._edge_op("flushing the collection", shard.flush)
             # The optimiser builds indexed segments from the points written since: a copy of
             # them, with their graph and quantised vectors, before the old segment goes.
-            self._check_space(
+            check_space(
+                self.directory,
                 self._unindexed,
                 "building the search index",
                 "the products are stored, unindexed: run the ingest again once there is "
@@ -340,176 +270,20 @@ class EdgeBackend:
             self._changed = False
             self._unindexed = 0
 
-    def _sibling(self, purpose: str) -> Path:
-        return self.directory.with_name(f".{self.directory.name}.{purpose}")
-
-    # -- who has the shard open --------------------------------------------------------
-    def _hold(self) -> None:
-        """Take the collection directory's lock before Edge touches the shard, and keep it
-        until `close()` (see the module docstring). A process that has the shard open is
-        waited for, up to `SHOPSEARCH_LOCK_WAIT` seconds, polling; so is an ingest that
-        writes the collection, which a reader lets go first even while the shard is free.
-        A service, which holds its collection for its life, or this process, is not waited
-        for. The lock follows the directory, not its name: one locked just as
-        `ingest --recreate` swapped another in is let go, and the new one locked."""
-        if fcntl is None or self._lock is not None:
-            return
-        if self._writer_file is not None:  # an ingest, about to write the collection
-            self._note_writer(_WRITES)
-        wait = _lock_wait()
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fd = os.open(self.directory, os.O_RDONLY)
-            except FileNotFoundError:
-                raise self._missing() from None
-            except OSError as exc:
-                raise CollectionError(
-                    f"cannot open the collection at {self.directory}: {_os_reason(exc)}"
-                ) from exc
-            holder = self._writer_elsewhere()
-            if holder is None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = self._holder(fd)
-                except OSError:  # a file system without locks: Edge's own remains
-                    os.close(fd)
-                    return
-                else:
-                    if _names(self.directory, fd):
-                        self._lock = fd
-                        return
-                    os.close(fd)
-                    continue
-            os.close(fd)
-            if holder.final or time.monotonic() >= deadline:
-                waited = ""
-                if wait and not holder.final:
-                    waited = f" (waited {wait:g} s; {LOCK_WAIT_ENV} sets how long)"
-                raise CollectionBusyError(holder.message + waited)
-            time.sleep(_LOCK_POLL)
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
-
-    def _writer_elsewhere(self) -> _Holder | None:
-        """The ingest writing this collection's shard from another process, if one is. The
-        shard may be free for the moment (the ingest waits for a reader to close it): a
-        reader leaves it to the ingest all the same, else readers arriving one after another
-        could keep the ingest from it. An ingest that has not opened the shard yet, or
-        never does (`--recreate` builds another), leaves it to readers."""
-        writer = _writer_note(self._sibling("lock"))
-        if writer is None:
-            return None
-        pid, mode = writer
-        if pid == os.getpid() or mode != _WRITES:
-            return None
-        return _Holder(self._ingest_message(pid))
-
-    def _holder(self, fd: int) -> _Holder:
-        """Who has the locked directory `fd`, as far as can be told."""
-        pid = _flock_holder(fd)
-        if pid == os.getpid():
-            return _Holder(f"the collection at {self.directory} is open in this process", True)
-        writer = _writer_note(self._sibling("lock"))
-        if (
-            writer is not None
-            and writer[0] != os.getpid()
-            and (writer[1] == _WRITES or pid == writer[0])
-            and pid in (None, writer[0])
-        ):
-            return _Holder(self._ingest_message(writer[0]))
-        service = _service_pid(self._sibling("holder"))
-        if service is not None and pid in (None, service):
-            return _Holder(_busy_message(self.directory), final=True)
-        who = f" (process {pid}: {_command_of(pid)})" if pid else ""
-        return _Holder(
-            f"the collection at {self.directory} is open in another process{who}; embedded "
-            "Qdrant Edge lets one process open a collection at a time, and commands take "
-            "turns: try again, or use a Qdrant server (--qdrant-url) for many concurrent "
-            "readers"
-        )
-
-    def _ingest_message(self, pid: int | None) -> str:
-        return (
-            f"collection '{self.directory.name}' at {self.directory} is being written by an "
-            f"ingest{f' (process {pid})' if pid else ''}: try again when it finishes"
-        )
-
-    def _missing(self) -> CollectionError:
-        writer = _writer_note(self._sibling("lock"))
-        if writer is not None and self._sibling("creating").exists():
-            pid = f" (process {writer[0]})" if writer[0] else ""
-            return CollectionBusyError(
-                f"collection '{self.directory.name}' at {self.directory} is being created by "
-                f"an ingest{pid}: try again when it finishes"
-            )
-        return CollectionError(
-            f"no collection at {self.directory}: run `shopsearch ingest CATALOG` first"
-        )
-
-    # -- room on the disk --------------------------------------------------------------
     def reserve_for(self, points: Sequence[ProductPoint], total: int) -> None:
         """Refuse now, before a new collection is filled, when the disk cannot hold `total`
         products like `points`, rather than part way through."""
         if points and total > len(points):
-            needed = 3 * _points_bytes(points) * total // len(points)
-            self._check_space(needed, f"ingesting {total} products")
-
-    def _check_space(
-        self,
-        needed: int,
-        doing: str,
-        outcome: str = "nothing was written",
-        reserve: int | None = None,
-    ) -> None:
-        """Refuse `doing` when the file system holding the collection has less room than it
-        needs: Edge writes through memory maps, and a write the disk has no room for kills
-        the process (SIGBUS) with no message and a file half written. Beyond the estimate,
-        a write keeps a `reserve` for what an estimate per point does not see: Edge grows
-        its files in steps, and the documents beside the shard."""
-        where = _existing(self.directory)
-        try:
-            stat = os.statvfs(where)
-        except OSError:
-            return
-        free = stat.f_bavail * stat.f_frsize
-        if reserve is None:
-            reserve = _RESERVE_IN_MEMORY if _allocates_on_read(where) else _RESERVE
-        if free >= needed + reserve:
-            return
-        raise CollectionError(
-            f"not enough disk space at {self.directory}: {doing} needs about "
-            f"{_size(needed + reserve)}, and {_size(free)} is free; {outcome}. Free some space, "
-            "or keep the collection on a larger disk (--path, SHOPSEARCH_DATA_DIR)"
-        )
-
-    def _check_writable(self, scan: _ShardScan) -> None:
-        where = scan.not_writable
-        if where is None:
-            return
-        try:
-            read_only_fs = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
-        except OSError:
-            read_only_fs = False
-        if read_only_fs:
-            what, fix = "is on a read-only file system", "copy it to a writable disk (--path)"
-        else:
-            what = "cannot be written"
-            fix = f"make it writable (chmod -R u+w {self.directory}), or search a writable copy"
-        raise CollectionError(
-            f"cannot open the collection at {self.directory}: {where} {what}, and embedded "
-            f"Qdrant Edge opens a collection's files for writing, even to search it: {fix}"
-        )
+            needed = 3 * points_bytes(points) * total // len(points)
+            check_space(self.directory, needed, f"ingesting {total} products")
 
     def _edge_op(self, doing: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """A write to the shard; Edge raises a bare Exception, which we name."""
+        """A write to the shard; Edge raises a bare Exception, or panics, which we name."""
         try:
             return fn(*args)
-        except Exception as exc:
+        except BaseException as exc:
+            if not _edge_failed(exc):
+                raise
             raise _edge_error(self.directory, doing, exc) from exc
 
     # -- a long-running holder (`shopsearch serve`) ---------------------------------
@@ -523,33 +297,15 @@ class EdgeBackend:
             return None
         return (stat.st_dev, stat.st_ino)
 
+    # The rest of `Reindexable` is the collection lock's to say (`CollectionLock`).
     def rebuild_under_way(self) -> bool:
-        """Whether an `ingest --recreate` is building this collection's replacement now: its
-        build directory exists and its writer lock is held."""
-        if fcntl is None or not self._sibling("recreating").exists():
-            return False
-        try:
-            with self._sibling("lock").open("a+", encoding="utf-8") as lock:
-                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        return False
+        return self._locks.rebuild_under_way()
 
     def announce_holder(self, description: str) -> None:
-        """Say, beside the collection, which process holds its shard open and how to reach
-        it, so that a command that finds the shard locked names the holder and what to do
-        (`_edge_call`). The note names this process, and outlives a reopening of the
-        collection after a reindex; `withdraw_holder` removes it."""
-        _write_json(self._sibling("holder"), {"pid": os.getpid(), "holder": description})
+        self._locks.announce_holder(description)
 
     def withdraw_holder(self) -> None:
-        """Remove this process's holder note (`announce_holder`)."""
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            note = self._sibling("holder")
-            if json.loads(note.read_bytes())["pid"] == os.getpid():
-                note.unlink()
+        self._locks.withdraw_holder()
 
     def close(self) -> None:
         shard, self._shard = self._shard, None
@@ -557,7 +313,7 @@ class EdgeBackend:
             if shard is not None:
                 self._edge_op("closing the collection", shard.close)
         finally:
-            self._release()  # after Edge has flushed and let go of the files
+            self._locks.release()  # after Edge has flushed and let go of the files
 
     def load_index(self) -> None:
         """Load the shard now (`backend.warm_up`): Edge copies vectors, graph and payload
@@ -569,19 +325,18 @@ class EdgeBackend:
         beneath the `Backend` protocol (benchmarks/); the product goes through the protocol."""
         if self._shard is None:
             shard_dir = self.directory / SHARD_DIR
-            self._hold()
+            self._locks.hold()
             try:
                 if not shard_dir.exists():
-                    raise self._missing()
-                scan = _ShardScan.of(shard_dir)
-                self._check_writable(scan)
-                self._check_space(
-                    scan.load_holes, "opening the collection", reserve=_OPEN_RESERVE
-                )
+                    raise self._locks.missing()
+                scan = ShardScan.of(shard_dir)
+                check_writable(self.directory, scan)
+                doing = "opening the collection"
+                check_space(self.directory, scan.load_holes, doing, reserve=OPEN_RESERVE)
                 _read_ahead(shard_dir)
                 self._shard = _edge_call(self.directory, qe.EdgeShard.load, str(shard_dir))
             except BaseException:
-                self._release()
+                self._locks.release()
                 raise
         return self._shard
 
@@ -589,10 +344,11 @@ class EdgeBackend:
     def upsert(self, points: Sequence[ProductPoint]) -> None:
         if points:
             shard = self.shard()
-            size = _points_bytes(points)
+            size = points_bytes(points)
             # In the WAL and the segment now, and in the optimised segment at the end, where
             # those written before go too: a disk that cannot hold that stops the ingest here.
-            self._check_space(
+            check_space(
+                self.directory,
                 3 * size + self._unindexed,
                 f"writing {len(points)} products",
                 "what was written before is stored: run the ingest again once there is room, "
@@ -613,7 +369,7 @@ class EdgeBackend:
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             shard = self.shard()
-            self._check_space(0, f"deleting {len(ids)} products")
+            check_space(self.directory, 0, f"deleting {len(ids)} products")
             self._changed = True
             operation = qe.UpdateOperation.delete_points(list(ids))
             self._edge_op("deleting products", shard.update, operation)
@@ -648,11 +404,6 @@ class EdgeBackend:
         return self.shard().scroll(qe.ScrollRequest(with_vector=False, **request))
 
 
-# Read lazily by Edge (payloads are stored on disk; sparse vectors are searched through their
-# inverted index): reading them ahead only adds I/O.
-_LAZY_STORAGE = ("payload_storage", f"vector_storage-{SPARSE_VECTOR}")
-
-
 # Linux reads at most the device's read-ahead window for one POSIX_FADV_WILLNEED call (the
 # larger of read_ahead_kb and max_sectors_kb), which can be as little as read_ahead_kb's
 # default of 128 KB: a whole-file advice reads the start of each file. Advising step by step
@@ -673,7 +424,7 @@ def _read_ahead(shard_dir: Path) -> None:
     if not hasattr(os, "posix_fadvise"):  # not on macOS
         return
     for directory, subdirs, files in os.walk(shard_dir / "segments"):
-        subdirs[:] = [d for d in subdirs if d not in _LAZY_STORAGE]
+        subdirs[:] = [d for d in subdirs if d not in LAZY_STORAGE]  # reading them only adds I/O
         for name in files:
             try:
                 fd = os.open(os.path.join(directory, name), os.O_RDONLY)
@@ -688,17 +439,45 @@ def _read_ahead(shard_dir: Path) -> None:
 
 
 def _edge_call(directory: Path, fn: Callable[..., qe.EdgeShard], *args: Any) -> qe.EdgeShard:
-    """Open or create a shard; Edge raises a bare Exception, which we name."""
+    """Open or create a shard; Edge raises a bare Exception, or panics, which we name."""
     try:
         return fn(*args)
-    except Exception as exc:
+    except BaseException as exc:
+        if not _edge_failed(exc):
+            raise
         if "WouldBlock" in str(exc):
-            raise CollectionBusyError(_busy_message(directory)) from exc
+            raise CollectionBusyError(busy_message(directory)) from exc
         raise _edge_error(directory, "opening the collection", exc) from exc
 
 
-def _edge_error(directory: Path, doing: str, exc: Exception) -> CollectionError:
-    if _disk_full(exc):
+def _edge_failed(exc: BaseException) -> bool:
+    """Whether `exc` is Edge's report of a failure: an Exception, or a panic. Edge panics on
+    some damaged files (an emptied `status.dat` of a vector storage) rather than return an
+    error, and pyo3 raises a panic as `pyo3_runtime.PanicException`, which derives from
+    BaseException so that `except Exception` lets it through, and which no importable
+    module exports: it is known by its type's module and name. KeyboardInterrupt and
+    SystemExit are neither, and pass."""
+    if isinstance(exc, Exception):
+        return True
+    kind = type(exc)
+    return kind.__module__ == "pyo3_runtime" and kind.__name__ == "PanicException"
+
+
+def _edge_error(directory: Path, doing: str, exc: BaseException) -> CollectionError:
+    if not isinstance(exc, Exception):  # a panic: Edge could not make sense of its files
+        said = (str(exc).strip().splitlines() or ["no message"])[0][:200]
+        where = f"collection '{directory.name}' at {directory}"
+        failed = (
+            f"cannot open {where}"
+            if doing == "opening the collection"
+            else f"{doing} failed in {where}"
+        )
+        return CollectionError(
+            f"{failed}: Qdrant Edge panicked on its files ({said}), which are damaged; "
+            f"rebuild it from its catalog (`shopsearch ingest CATALOG -c {directory.name} "
+            f"--recreate`), or remove {directory}"
+        )
+    if disk_full(exc):
         return CollectionError(
             f"not enough disk space at {directory}: {doing} failed ({exc}). Free some space, "
             "and run the command again"
@@ -706,259 +485,3 @@ def _edge_error(directory: Path, doing: str, exc: Exception) -> CollectionError:
     if doing == "opening the collection":
         return CollectionError(f"cannot open the collection at {directory}: {exc}")
     return CollectionError(f"{doing} failed in the collection at {directory}: {exc}")
-
-
-def _disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    text = str(exc)
-    return any(sign in text for sign in ("No space left", "os error 28", "StorageFull",
-                                          "Disk quota exceeded", "QuotaExceeded"))  # fmt: skip
-
-
-def _os_reason(exc: OSError) -> str:
-    return "not enough disk space" if _disk_full(exc) else exc.strerror or str(exc)
-
-
-@dataclass(frozen=True)
-class _Holder:
-    """Why a collection cannot be opened now; `final`: waiting would not change it."""
-
-    message: str
-    final: bool = False
-
-
-# What the writer lock says of an ingest once it opens (or creates) the collection's shard.
-_WRITES = "writes"
-# How long a starting ingest waits out a reader that holds the writer lock shared for an
-# instant, looking whether an ingest runs, before it concludes that another ingest does.
-_WRITER_PROBE_GRACE = 1.0
-
-
-def _lock_wait() -> float:
-    raw = os.environ.get(LOCK_WAIT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LOCK_WAIT
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise UsageError(f"bad {LOCK_WAIT_ENV} {raw!r}: the seconds to wait, a number >= 0")
-    return seconds
-
-
-def _writer_note(path: Path) -> tuple[int | None, str] | None:
-    """(pid, what it does) of the ingest holding the writer lock file `path`, None when
-    none does. Looking holds the lock shared for an instant (see `_WRITER_PROBE_GRACE`)."""
-    if fcntl is None:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            words = os.read(fd, 128).decode("utf-8", "replace").split()
-        except OSError:
-            return None
-        else:
-            return None  # free; closing the file lets it go
-    finally:
-        os.close(fd)
-    pid = int(words[0]) if words and words[0].isdigit() else None
-    return pid, words[1] if len(words) > 1 else ""
-
-
-def _service_pid(note_path: Path) -> int | None:
-    """The process a holder note (`announce_holder`) names, when it still runs."""
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        pid = int(json.loads(note_path.read_bytes())["pid"])
-        os.kill(pid, 0)  # raises when no such process runs
-        return pid
-    return None
-
-
-def _flock_holder(fd: int) -> int | None:
-    """The process holding a `flock` on the file open as `fd`, from /proc/locks (Linux);
-    None where that cannot be told."""
-    try:
-        inode = os.fstat(fd).st_ino
-        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
-            continue  # a waiter, or another kind of lock
-        if fields[5].rsplit(":", 1)[-1] == str(inode) and fields[4].isdigit():
-            return int(fields[4])
-    return None
-
-
-def _command_of(pid: int) -> str:
-    """A process's command, shortened to what names it (`shopsearch query ...`)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "command unknown"
-    args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
-    start = next((i for i, a in enumerate(args) if os.path.basename(a) == "shopsearch"), None)
-    shown = ["shopsearch", *args[start + 1 : start + 3]] if start is not None else args[:3]
-    return " ".join(shown)[:80] or "command unknown"
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether `path` still names the directory open as `fd`."""
-    try:
-        here, there = os.stat(path), os.fstat(fd)
-    except OSError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
-
-def _rename_into_place(staged: Path, target: Path) -> None:
-    """Rename a complete new collection to its name; an empty directory there gives way."""
-    try:
-        staged.rename(target)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            raise CollectionError(
-                f"{target} exists and holds no collection: move it away, or name another "
-                "collection"
-            ) from exc
-        raise CollectionError(f"cannot create {target}: {_os_reason(exc)}") from exc
-
-
-# -- room on the disk -------------------------------------------------------------------
-_MIB = 1 << 20
-# Kept free beyond each write's estimate. On tmpfs and ramfs more: Edge fills each file it
-# reads in whole there, and a segment grows by whole storage files.
-_RESERVE = 16 * _MIB
-_RESERVE_IN_MEMORY = 48 * _MIB
-# Opening writes little beyond the holes it fills: Edge's config file, a WAL file's start.
-_OPEN_RESERVE = _MIB
-# What creating a shard writes before it can be measured (the payload indexes' flag files,
-# each allocated whole where reading allocates).
-_CREATION_IN_MEMORY = 32 * _MIB
-_TMPFS_MAGIC = 0x01021994
-_RAMFS_MAGIC = 0x858458F6
-
-
-def _creation_bytes(directory: Path) -> int:
-    return _CREATION_IN_MEMORY if _allocates_on_read(_existing(directory)) else 0
-
-
-def _points_bytes(points: Sequence[ProductPoint]) -> int:
-    """Roughly what `points` take in one segment: the dense vector in float32 and int8, the
-    sparse one, the payload, and room for ids, graph links and index entries. Upserting
-    writes them to the WAL and a segment, and optimising to a segment again."""
-    return sum(
-        5 * len(p.dense) + 8 * len(p.sparse.indices) + len(json.dumps(p.payload)) + 256
-        for p in points
-    )
-
-
-def _size(n: int) -> str:
-    return f"{n / _MIB:,.0f} MiB" if n >= _MIB else f"{n / 1024:,.0f} KiB"
-
-
-def _existing(path: Path) -> Path:
-    """`path`, or its nearest ancestor that exists: where a new collection will be."""
-    return next((p for p in (path, *path.parents) if p.exists()), path)
-
-
-def _allocates_on_read(path: Path) -> bool:
-    """Whether reading a file's holes takes room on the file system holding `path`: on tmpfs
-    and ramfs it does, so Edge's load, which reads the files it copies into RAM whole, fills
-    their holes (on a disk, holes read as zeros and take nothing)."""
-    statfs = _statfs()
-    if statfs is None:
-        return False
-    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type comes first
-    if statfs(os.fsencode(path), buf) != 0:
-        return False
-    return ctypes.c_long.from_buffer(buf).value in (_TMPFS_MAGIC, _RAMFS_MAGIC)
-
-
-@functools.cache
-def _statfs() -> Callable[[bytes, Any], int] | None:
-    """libc's statfs(2), on Linux, which names a file system's type (Python's statvfs
-    does not)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).statfs
-    except (OSError, AttributeError):
-        return None
-
-
-@dataclass
-class _ShardScan:
-    """What a shard's files say of the room opening it takes, and whether this process may
-    write them."""
-
-    load_holes: int = 0  # where reading allocates: unallocated bytes a load reads in
-    not_writable: Path | None = None
-
-    @classmethod
-    def of(cls, shard_dir: Path) -> _ShardScan:
-        scan = cls()
-        holes = _allocates_on_read(shard_dir)
-        top = len(shard_dir.parts)
-        for directory, _subdirs, files in os.walk(shard_dir):
-            if scan.not_writable is None and not os.access(directory, os.W_OK):
-                scan.not_writable = Path(directory)
-            parts = Path(directory).parts[top:]
-            read_in = (
-                holes
-                and len(parts) >= 2
-                and parts[0] == "segments"
-                and not any(p in _LAZY_STORAGE for p in parts)
-            )
-            for name in files:
-                path = os.path.join(directory, name)
-                if scan.not_writable is None and not os.access(path, os.W_OK):
-                    scan.not_writable = Path(path)
-                if read_in:
-                    with contextlib.suppress(OSError):
-                        stat = os.stat(path)
-                        scan.load_holes += max(0, stat.st_size - stat.st_blocks * 512)
-        return scan
-
-
-def _busy_message(directory: Path) -> str:
-    """Why a shard is locked: the holder a long-running process announced beside it
-    (`announce_holder`), when that process still runs; else another process unnamed."""
-    note_path = directory.with_name(f".{directory.name}.holder")
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        note = json.loads(note_path.read_bytes())
-        pid = int(note["pid"])
-        os.kill(pid, 0)  # raises when no such process runs
-        return (
-            f"the collection at {directory} is held by {note['holder']} (process {pid}); "
-            "embedded Qdrant Edge lets one process open a collection: send updates to that "
-            "service (PUT /products, DELETE /products/ID), run `ingest --recreate` (which "
-            "the service picks up), or stop it first"
-        )
-    return (
-        f"the collection at {directory} is open in another process; embedded Qdrant Edge "
-        "lets one process open a collection at a time: wait for it, or use a Qdrant server "
-        "(--qdrant-url) for concurrent access"
-    )
-
-
-def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
-    """All or nothing: a reader never sees a half-written file, and a disk without room
-    for the new one leaves the old."""
-    tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(data, indent=indent, ensure_ascii=False)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise CollectionError(f"cannot write {path}: {_os_reason(exc)}") from exc
