@@ -93,6 +93,14 @@ def test_an_edge_panic_is_named_and_ctrl_c_is_not(tmp_path):
     for passing in (KeyboardInterrupt(), SystemExit(1)):
         with pytest.raises(type(passing)):
             _edge_call(tmp_path / "shop", raising(passing))
+    # A search, count or read of a damaged shard: its panic is named; a search's own error
+    # (an Exception) is left as Edge raised it.
+    backend = EdgeBackend(tmp_path / "shop")
+    with pytest.raises(CollectionError, match=r"searching failed in collection 'shop'.*--recreate"):
+        backend._edge_read("searching", raising(panic("index out of bounds")))
+    for passing in (ValueError("bad filter"), KeyboardInterrupt()):
+        with pytest.raises(type(passing)):
+            backend._edge_read("searching", raising(passing))
 
 
 def test_quantised_index_returns_full_precision_scores(tmp_path):

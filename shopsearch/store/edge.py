@@ -286,6 +286,17 @@ class EdgeBackend:
                 raise
             raise _edge_error(self.directory, doing, exc) from exc
 
+    def _edge_read(self, doing: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """A read of the shard: its errors pass as Edge raises them (a search's own, such as
+        a filter on a field of another type), but a panic on damaged files is named as
+        `_edge_op` names it, not left to escape `except Exception` as a traceback."""
+        try:
+            return fn(*args)
+        except BaseException as exc:
+            if isinstance(exc, Exception) or not _edge_failed(exc):
+                raise
+            raise _edge_error(self.directory, doing, exc) from exc
+
     # -- a long-running holder (`shopsearch serve`) ---------------------------------
     def identity(self) -> tuple[int, int] | None:
         """Which directory holds the collection now (device, inode), None while none does:
@@ -375,17 +386,22 @@ class EdgeBackend:
             self._edge_op("deleting products", shard.update, operation)
 
     def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = self.shard().retrieve(list(ids), with_payload=True, with_vector=False)
+        shard = self.shard()
+        records = self._edge_read(
+            "reading products",
+            lambda: shard.retrieve(list(ids), with_payload=True, with_vector=False),
+        )
         return {str(r.id): r.payload or {} for r in records}
 
     def count(self, conditions: Sequence[Condition] = ()) -> int:
         flt = build_filter(conditions, EDGE_MODELS)
-        return self.shard().count(qe.CountRequest(exact=True, filter=flt))
+        request = qe.CountRequest(exact=True, filter=flt)
+        return self._edge_read("counting products", self.shard().count, request)
 
     def facet(self, field: str, conditions: Sequence[Condition], limit: int) -> list[FacetCount]:
         flt = build_filter(conditions, EDGE_MODELS)
         request = qe.FacetRequest(field, limit=limit, exact=True, filter=flt)
-        return by_count(self.shard().facet(request).hits)
+        return by_count(self._edge_read("counting values", self.shard().facet, request).hits)
 
     def value_range(self, field: str, conditions: Sequence[Condition]) -> ValueRange | None:
         return qdrant_requests.value_range(self._scroll, field, conditions, EDGE_MODELS)
@@ -394,14 +410,16 @@ class EdgeBackend:
         shard = self.shard()
         built = [qdrant_requests.query_request(r, EDGE_MODELS) for r in requests]
         if len(built) == 1:
-            results = [shard.query(built[0])]
+            results = [self._edge_read("searching", shard.query, built[0])]
         else:
-            results = shard.query_batch(qe.QueryBatchRequest(built))
+            batch = qe.QueryBatchRequest(built)
+            results = self._edge_read("searching", shard.query_batch, batch)
         return [hits_by_score(points) for points in results]
 
     def _scroll(self, **request: Any) -> tuple[list[Any], Any]:
         """`qdrant_requests.Scroll` on this shard."""
-        return self.shard().scroll(qe.ScrollRequest(with_vector=False, **request))
+        scroll = qe.ScrollRequest(with_vector=False, **request)
+        return self._edge_read("reading products", self.shard().scroll, scroll)
 
 
 # Linux reads at most the device's read-ahead window for one POSIX_FADV_WILLNEED call (the
