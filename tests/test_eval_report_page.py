@@ -7,7 +7,6 @@ labels and bar values used to run together."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,9 @@ from shopsearch.evaluation.runs import Ranking
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from browser_helpers import headless_chromium, require_chromium  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip(
-        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-        ".ci/run installs them)",
-        allow_module_level=True,
-    )
+require_chromium()
 
 CATEGORIES = [
     "Building Materials > Lumber & Composites",
@@ -98,36 +90,8 @@ def report(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium.webdriver.common import selenium_manager
-
-    def no_downloads(*_args, **_kwargs):
-        raise AssertionError("Selenium Manager must not run: it downloads drivers")
-
-    manager = selenium_manager.SeleniumManager.binary_paths
-    selenium_manager.SeleniumManager.binary_paths = no_downloads
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-extensions",
-        "--disable-sync",
-    ):
-        options.add_argument(arg)
-    try:
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    finally:
-        selenium_manager.SeleniumManager.binary_paths = manager
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _overlap(a: dict, b: dict, slack: float = 0.75) -> bool:

@@ -8,7 +8,6 @@ docs/search-page.png (README's screenshot)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -17,20 +16,13 @@ from service_helpers import DEMO, cli, service_process
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
+from browser_helpers import headless_chromium, require_chromium  # noqa: E402
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip(
-        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; "
-        ".ci/run installs them)",
-        allow_module_level=True,
-    )
+require_chromium()
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "search-page.png"
 WAIT_S = 20
@@ -53,34 +45,17 @@ def requested():
 
 @pytest.fixture(scope="module")
 def browser(service, requested):
-    from selenium.webdriver.common import selenium_manager
-
-    def no_downloads(*_args, **_kwargs):
-        raise AssertionError("Selenium Manager must not run: it downloads drivers")
-
-    manager = selenium_manager.SeleniumManager.binary_paths
-    selenium_manager.SeleniumManager.binary_paths = no_downloads
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--hide-scrollbars", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-extensions", "--disable-sync", "--lang=en-US"):  # fmt: skip
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    finally:
-        selenium_manager.SeleniumManager.binary_paths = manager
-    driver.execute_cdp_cmd(  # a 1280x900 page whatever the window's frame takes
-        "Emulation.setDeviceMetricsOverride",
-        {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
-    )
-    try:
-        yield driver
-    finally:
-        drain(driver, requested)
-        driver.quit()
+    args = ("--window-size=1280,900", "--lang=en-US")
+    logs = {"goog:loggingPrefs": {"performance": "ALL"}}
+    with headless_chromium(args, logs) as driver:
+        driver.execute_cdp_cmd(  # a 1280x900 page whatever the window's frame takes
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+        )
+        try:
+            yield driver
+        finally:
+            drain(driver, requested)
 
 
 @pytest.fixture
