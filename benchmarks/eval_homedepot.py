@@ -143,56 +143,28 @@ def main(argv: list[str] | None = None) -> None:
     where = ensure_shop_collection(shop, data, work, args.model_dir)
     runs_dir = work / f"runs-{shop.name}"
     report = ["--report", str(args.report)] if args.report else []
+
+    def evaluated(*flags: str) -> dict:
+        """`shopsearch eval --json` on the shop's dev judgments and grade scale."""
+        return json.loads(cli("eval", "-j", judgments, "--grades", shop.grades, "--json", *flags))
+
     t0 = time.perf_counter()
-    doc = json.loads(
-        cli(
-            "eval",
-            "-j",
-            judgments,
-            "--grades",
-            shop.grades,
-            *("--mode", "bm25", "--mode", "dense", "--mode", "hybrid"),
-            "--exact",
-            "--save-runs",
-            str(runs_dir),
-            "--json",
-            *report,
-            *where,
-        )
+    doc = evaluated(
+        *("--mode", "bm25", "--mode", "dense", "--mode", "hybrid"),
+        *("--exact", "--save-runs", str(runs_dir)),
+        *report,
+        *where,
     )
     elapsed = time.perf_counter() - t0
     names = [s["name"] for s in doc["systems"]]  # bm25, dense, the hybrid (named by fusion)
     hybrid = names[2]
     rows = [(name, name if name != "dense" else "dense (exact)", doc) for name in names]
     if args.hnsw:
-        hnsw = json.loads(
-            cli(
-                "eval",
-                "-j",
-                judgments,
-                "--grades",
-                shop.grades,
-                "--mode",
-                "dense",
-                "--json",
-                *where,
-            )
-        )
-        rows.append(("dense", "dense (HNSW)", hnsw))
+        rows.append(("dense", "dense (HNSW)", evaluated("--mode", "dense", *where)))
     # hybrid against dense, from the saved runs (full corpus): no second search
-    versus_dense = json.loads(
-        cli(
-            "eval",
-            "-j",
-            judgments,
-            "--grades",
-            shop.grades,
-            "--run",
-            f"dense={runs_dir / 'dense.jsonl'}",
-            "--run",
-            f"{hybrid}={runs_dir / f'{hybrid}.jsonl'}",
-            "--json",
-        )
+    versus_dense = evaluated(
+        *("--run", f"dense={runs_dir / 'dense.jsonl'}"),
+        *("--run", f"{hybrid}={runs_dir / f'{hybrid}.jsonl'}"),
     )
 
     print(
