@@ -31,7 +31,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check shopsearch tests benchmarks examples
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The ingest and query tests in an environment holding only the base install (no extras, no
 # torch), installed from the package as a user gets it, on a model the full environment exports.
