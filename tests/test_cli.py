@@ -189,7 +189,7 @@ def test_query_json_applies_filters(demo_env):
     )
     doc = json.loads(proc.stdout)
     assert doc["mode"] == "hybrid" and doc["filters"] == ["price<=500", "category=footwear"]
-    assert doc["fusion"] == "rrf" and doc["bm25_weight"] == 3.0
+    assert doc["fusion"] == "adaptive" and doc["bm25_weight"] is None
     assert 0 < len(doc["results"]) <= 5
     for hit in doc["results"]:
         assert hit["price"] <= 500 and "footwear" in hit["category"]

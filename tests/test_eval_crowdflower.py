@@ -1,6 +1,6 @@
 """`shopsearch eval` on CrowdFlower's shape, end to end on a real Edge collection built with
 the exported model: string product ids (16 hex characters), ratings 1..4 with halves, a
-catalog with descriptions. Also the rough edges of issue 41: the grade scale (given or
+catalog with descriptions. Also eval's rough edges: the grade scale (given or
 detected), the strata only a collection can tell (lexical match, typo correction), the
 collection's coverage of the judged products (a warning, or an error when it holds none)
 and the per-query wins and losses."""

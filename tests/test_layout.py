@@ -74,8 +74,6 @@ def test_only_training_imports_torch(path: Path):
     if _part(path) in HEAVY_ALLOWED or rel in HEAVY_ALLOWED:
         return
     heavy = [
-        f"line {line}: {module}"
-        for line, module in _imports(path)
-        if module.split(".")[0] in HEAVY
+        f"line {line}: {module}" for line, module in _imports(path) if module.split(".")[0] in HEAVY
     ]
     assert not heavy, f"{rel} imports the training stack"

@@ -100,10 +100,12 @@ def test_a_weight_the_search_cannot_use_is_refused_naming_the_flags(options, mes
 
 
 def test_rrf_weighs_bm25_by_default_and_old_servers_are_named():
-    assert SearchOptions().rrf_bm25_weight == DEFAULT_BM25_WEIGHT == 3.0
+    assert SearchOptions().fusion is FusionMethod.ADAPTIVE  # the default; a weight asks RRF
+    assert SearchOptions(bm25_weight=2.0).fusion is FusionMethod.RRF
+    assert SearchOptions(fusion=FusionMethod.RRF).rrf_bm25_weight == DEFAULT_BM25_WEIGHT == 3.0
     assert SearchOptions(fusion=FusionMethod.DBSF).rrf_bm25_weight == 1.0  # no RRF, no weight
     assert SearchOptions(mode=SearchMode.DENSE).rrf_bm25_weight == 1.0
-    assert system_name(SearchOptions()) == "hybrid-rrf"
+    assert system_name(SearchOptions(fusion=FusionMethod.RRF)) == "hybrid-rrf"
     assert system_name(SearchOptions(bm25_weight=1.0)) == "hybrid-rrf-bm25x1"
     assert not supports_weighted_rrf("1.16.3")
     assert all(map(supports_weighted_rrf, ["1.17.0", "1.20.1-rc1", "2.0.0", "unknown"]))

@@ -1,12 +1,13 @@
-"""Variants: results show one product per family (its best variant passing the filters),
-an offset counts families, and the search reads deep enough to fill the page."""
+"""Variants: results show one product per family (its best variant passing the filters, one
+in stock where the family has one), an offset counts families, and the search reads deep
+enough to fill the page."""
 
 from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 from qdrant_client import QdrantClient
-from search_helpers import TIE_FREE_QUERIES, _empty_backend, ingest
+from search_helpers import TIE_FREE_QUERIES, _empty_backend, _jsonl, ingest
 
 from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
@@ -154,3 +155,91 @@ def test_a_parent_listed_as_a_product_is_one_family_with_its_variants():
     page = collapse([parent, variant, other], top_k=10)
     assert [h.point_id for h in page] == ["p1", "p3"]
     assert page[0].other_variants == ("drill-18v",) and page[1].other_variants == ()
+
+
+# Two shirt families and two singles. The shirt family's best match for "red linen shirt" (the
+# shortest title) is out of stock while a red one in another size is in stock; every polo is
+# out of stock.
+STOCK_CATALOG = [
+    {"id": "tee-red-s", "title": "Red linen shirt", "color": "Red", "size": "S",
+     "in_stock": False, "parent_id": "tee"},
+    {"id": "tee-red-m", "title": "Red linen shirt with a relaxed fit, short sleeves",
+     "color": "Red", "size": "M", "in_stock": True, "parent_id": "tee"},
+    {"id": "tee-blue-s", "title": "Blue linen shirt with a relaxed fit, short sleeves",
+     "color": "Blue", "size": "S", "in_stock": True, "parent_id": "tee"},
+    {"id": "polo-red-s", "title": "Red linen polo shirt", "color": "Red", "size": "S",
+     "in_stock": False, "parent_id": "polo"},
+    {"id": "polo-red-l", "title": "Red linen polo shirt with long sleeves and a pocket",
+     "color": "Red", "size": "L", "in_stock": False, "parent_id": "polo"},
+    {"id": "scarf", "title": "Green wool scarf", "color": "Green", "in_stock": True},
+    {"id": "boots", "title": "Black leather boots", "color": "Black", "in_stock": True},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+@pytest.mark.parametrize("mode", [SearchMode.HYBRID, SearchMode.BM25])
+def test_an_in_stock_variant_represents_its_family(backend_name, mode, encoder, tmp_path):
+    """The family keeps its best variant's place and score, and is shown by its best variant
+    in stock that the search returned (so one that passed the filters); a family with every
+    variant out of stock is still shown, by its best."""
+    backend = _empty_backend(backend_name, tmp_path)
+    ingest(_jsonl(tmp_path / "stock.jsonl", STOCK_CATALOG), backend, encoder, tmp_path)
+    search = ProductSearch(backend, encoder)
+    query = Query("red linen shirt")
+    every = search.search(query, SearchOptions(mode=mode, top_k=7, collapse_variants=False))
+    rank = {h.product_id: n for n, h in enumerate(every)}
+    score = {h.product_id: h.score for h in every}
+    # The premise: out-of-stock variants are their families' best matches.
+    assert rank["tee-red-s"] < rank["tee-red-m"] and rank["polo-red-s"] < rank["polo-red-l"]
+
+    page = search.search(query, SearchOptions(mode=mode, top_k=4))
+    shown = {h.payload["parent_id"]: h for h in page if "parent_id" in h.payload}
+    tee, polo = shown["tee"], shown["polo"]
+    assert tee.product_id == "tee-red-m" and tee.payload["in_stock"] is True
+    assert tee.score == score["tee-red-s"]  # the family's score, at the family's place
+    assert tee.other_variants[0] == "tee-red-s" and "tee-red-m" not in tee.other_variants
+    assert polo.product_id == "polo-red-s" and polo.other_variants == ("polo-red-l",)
+    families = [h.payload.get("parent_id") or h.product_id for h in page]
+    assert families == sorted(families, key=lambda f: min(
+        rank[h.product_id] for h in every if (h.payload.get("parent_id") or h.product_id) == f
+    ))  # fmt: skip
+    assert [h.score for h in page] == sorted((h.score for h in page), reverse=True)
+
+    # Filters come first: with the red variants filtered out, the blue one shows the family;
+    # with only red size S, the out-of-stock variant is the family's one match and shows it.
+    blue = search.search(Query("red linen shirt", parse_filters(["color=Blue"])))
+    assert [h.product_id for h in blue] == ["tee-blue-s"]
+    small = search.search(Query("red linen shirt", parse_filters(["size=S", "color=Red"])))
+    assert {h.product_id for h in small} == {"tee-red-s", "polo-red-s"}
+
+    # Pages cut one ranking of families: page 1 + page 2 are the top 4, no family on both.
+    options = SearchOptions(mode=mode, top_k=2)
+    first, second = search.search(query, options), search.search(query, replace(options, offset=2))
+    assert first + second == page
+    backend.close()
+
+
+def test_the_representative_is_the_best_in_stock_variant_among_the_hits():
+    def hit(point_id, score, parent, stock):
+        payload = {"product_id": point_id, "parent_id": parent}
+        if stock is not None:
+            payload["in_stock"] = stock
+        return Hit(point_id, score, payload)
+
+    hits = [
+        hit("a1", 0.9, "a", False),
+        hit("b1", 0.8, "b", None),  # no stock data: taken as in stock
+        hit("a2", 0.7, "a", False),
+        hit("a3", 0.6, "a", True),
+        hit("c1", 0.5, "c", False),
+        hit("b2", 0.4, "b", True),
+        hit("a4", 0.3, "a", True),
+    ]
+    page = collapse(hits, top_k=3)
+    assert [(h.point_id, h.score, h.other_variants) for h in page] == [
+        ("a3", 0.9, ("a1", "a2", "a4")),
+        ("b1", 0.8, ("b2",)),
+        ("c1", 0.5, ()),
+    ]
+    # The page's families are the first top_k, whichever variants show them.
+    assert [h.point_id for h in collapse(hits, top_k=1)] == ["a3"]

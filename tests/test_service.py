@@ -311,7 +311,8 @@ def test_concurrent_searches_are_answered_alike(demo):
 
 def test_embed_vectors_search_the_collection_as_search_does(small_catalog, encoder, tmp_path):
     """A service that queries the collection itself with /embed's vectors gets /search's
-    top 10, in each mode (the collection on QdrantClient(':memory:'), shared with the test)."""
+    top 10, in each mode, hybrid fused by RRF as Qdrant fuses (the collection on
+    QdrantClient(':memory:'), shared with the test)."""
     from qdrant_client import QdrantClient, models
     from search_helpers import ingest
 
@@ -347,7 +348,10 @@ def test_embed_vectors_search_the_collection_as_search_does(small_catalog, encod
                 ),
             }
             for mode, points in direct.items():
-                served = httpx.post(f"{url}/search", json={"q": text, "mode": mode}).json()
+                # Qdrant's own fusion: the default's re-ranking by query-term coverage is
+                # shopsearch's, after Qdrant (docs/collection.md says how to reproduce it).
+                request = {"q": text, "mode": mode, "fusion": "rrf"}
+                served = httpx.post(f"{url}/search", json=request).json()
                 theirs = sorted(points.points, key=lambda p: (-p.score, str(p.id)))[:10]
                 assert [r["product_id"] for r in served["results"]] == [
                     p.payload["product_id"] for p in theirs
@@ -453,6 +457,7 @@ def test_a_server_collection_reindexed_while_serving_switches_without_a_failed_s
     rows = pq.read_table(small_catalog).to_pylist()
     marker = {**rows[0], "id": "wombat-1", "title": "wombat shaped doorstop"}
     rebuilt = _catalog([*rows[:60], marker], tmp_path / "next.parquet")
+
     class SharedClient(ServerBackend):
         def close(self) -> None:  # the client is shared with the test: not closed by a reload
             pass

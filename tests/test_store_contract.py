@@ -35,6 +35,7 @@ from shopsearch.store.documents import (
     read_vocabulary,
     write_fusion,
     write_meta,
+    write_rules,
     write_vocabulary,
 )
 from shopsearch.store.edge import EdgeBackend
@@ -145,7 +146,9 @@ def _stored(backend: Backend, document: Document):
 def test_documents_are_stored_where_the_collection_contract_says(filled: Backend) -> None:
     write_vocabulary(filled, {"boot": 2})
     write_fusion(filled, {"depth": 7})
+    write_rules(filled, {"rules": []})
     assert _stored(filled, Document.META) == META.to_dict()
+    assert _stored(filled, Document.RULES) == {"rules": []}
     assert _stored(filled, Document.VOCABULARY) == {"words": {"boot": 2}}
     assert _stored(filled, Document.FUSION) == {"depth": 7}
     names = {d: (d.key, d.file) for d in Document}
@@ -153,6 +156,7 @@ def test_documents_are_stored_where_the_collection_contract_says(filled: Backend
         Document.META: ("shopsearch", "shopsearch.json"),
         Document.VOCABULARY: ("shopsearch_vocabulary", "vocabulary.json"),
         Document.FUSION: ("shopsearch_fusion", "fusion.json"),
+        Document.RULES: ("shopsearch_rules", "rules.json"),
     }
 
 

@@ -49,6 +49,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "model": ("Export encoders to ONNX.", {"export": ("commands_model", "export")}),
     "fusion": ("Learned fusion of dense and BM25 results.", {"fit": ("commands_fusion", "fit")}),
+    "rules": (
+        "Merchandising rules stored with the collection: pin, hide, boost, bury.",
+        {
+            "set": ("commands_rules", "set_rules"),
+            "show": ("commands_rules", "show"),
+            "test": ("commands_rules", "test"),
+        },
+    ),
 }
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}

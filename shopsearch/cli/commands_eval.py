@@ -66,7 +66,7 @@ def evaluate(
         ),
     ] = None,
     fusion: Annotated[FusionMethod, typer.Option("--fusion", help=opt.FUSION_HELP)] = (
-        FusionMethod.RRF
+        FusionMethod.ADAPTIVE
     ),
     bm25_weight: opt.Bm25Weight = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 100,

@@ -18,7 +18,14 @@ from shopsearch.evaluation.runs import search_rankings, write_ranking
 from shopsearch.search.facets import FACET_FIELDS, RANGE_FIELDS, check_facet_fields
 from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions, prepare_query
-from shopsearch.search.responses import collection_document, facets_document, search_document
+from shopsearch.search.responses import (
+    collection_document,
+    facets_document,
+    search_answer,
+    unmatched_filter_hints,
+)
+from shopsearch.search.rules import fired_rules
+from shopsearch.search.sorting import parse_sort
 from shopsearch.search.spelling import TypoCorrector
 from shopsearch.store.backend import FusionMethod, SearchMode
 
@@ -30,7 +37,7 @@ def query(
         SearchMode.HYBRID
     ),
     fusion: Annotated[FusionMethod, typer.Option("--fusion", help=opt.FUSION_HELP)] = (
-        FusionMethod.RRF
+        FusionMethod.ADAPTIVE
     ),
     bm25_weight: opt.Bm25Weight = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 10,
@@ -51,6 +58,23 @@ def query(
         bool, typer.Option("--exact", help="Exact (brute force) dense search.")
     ] = False,
     fix_typos: opt.FixTypos = True,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "--sort",
+            help="FIELD:asc|desc: order the relevant results (the best --candidates) by an "
+            "indexed number field (price), equal values by relevance.",
+            show_default=False,
+        ),
+    ] = None,
+    rules: Annotated[
+        bool,
+        typer.Option(
+            "--rules/--no-rules",
+            help="Apply the collection's merchandising rules (`shopsearch rules`); "
+            "--no-rules searches by relevance alone.",
+        ),
+    ] = True,
     all_variants: Annotated[
         bool,
         typer.Option(
@@ -108,6 +132,8 @@ def query(
         exact=exact,
         fix_typos=fix_typos,
         collapse_variants=not all_variants,
+        rules=rules,
+        sort=None if sort is None else parse_sort(sort),
         payload_fields=["product_id"] if batch else None,
     )
     queries = (
@@ -134,12 +160,19 @@ def query(
             return
         hits = search.search(queries[0], options)
         counted = search.facets(queries[0], options, facet_names, facet_limit) if facet else None
+        if as_json:
+            doc = search_answer(search, queries[0], filters or [], options, hits, counted)
+        else:
+            hints = unmatched_filter_hints(search, filters or [], hits)
     finally:
         backend.close()
     if as_json:
-        doc = search_document(queries[0], filters or [], options, hits, counted)
         print_json(doc, ensure_ascii=False)
         return
+    for hint in hints:
+        print(f"hint: {hint.message}", file=sys.stderr)
+    for effect in fired_rules(hits):  # what the merchandising rules did
+        print(f"rule {effect['rule']}: {effect['effect']}", file=sys.stderr)
     from rich.console import Console  # not imported for --json: see app._print_error
 
     from shopsearch.cli.render import results_table
@@ -217,8 +250,14 @@ def info(
 
     console = Console(highlight=False, soft_wrap=True)
     for key, value in doc.items():
-        if isinstance(value, dict):
+        if key == "placement" and isinstance(value, dict):  # None: left to the server
+            value = ", ".join(
+                f"{k}={'server default' if v is None else v}" for k, v in value.items()
+            )
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) or "none"
         elif isinstance(value, bool):
             value = "yes" if value else "no"
         elif key == "variants" and value is None:

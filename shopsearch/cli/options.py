@@ -71,7 +71,9 @@ Bm25Weight = Annotated[
     ),
 ]
 FUSION_HELP = (
-    "rrf, dbsf, or learned (the model `shopsearch fusion fit` stored with the collection)."
+    "adaptive (the default: DBSF, its first results re-ranked by how many query words each "
+    "product holds), rrf (BM25's list weighted by --bm25-weight, 3 by default; a weight picks "
+    "it), dbsf, or learned (the model `shopsearch fusion fit` stored with the collection)."
 )
 FixTypos = Annotated[
     bool,

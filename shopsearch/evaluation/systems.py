@@ -48,8 +48,11 @@ def search_system(
     on_chunk: Callable[[int], None] | None = None,
 ) -> System:
     """Full-corpus (and re-rank) runs of every judged query; payloads seen are collected."""
-    # Judgments grade products, not families: every variant keeps its own rank.
-    full_options = replace(options, payload_fields=PAYLOAD_FIELDS, collapse_variants=False)
+    # Judgments grade products, not families: every variant keeps its own rank. Relevance
+    # alone is measured: a collection's merchandising rules are off.
+    full_options = replace(
+        options, payload_fields=PAYLOAD_FIELDS, collapse_variants=False, rules=False
+    )
     queries = [Query(q.text, (), query_id=qid) for qid, q in judgments.queries.items()]
     full = {
         r.query_id: r

@@ -44,7 +44,7 @@ from shopsearch.store.documents import (
     write_meta,
     write_vocabulary,
 )
-from shopsearch.store.schema import CollectionMeta, EncoderInfo, point_id
+from shopsearch.store.schema import MATCH_FIELDS, CollectionMeta, EncoderInfo, point_id
 from shopsearch.store.vocabulary import (
     catalog_compounds,
     catalog_words,
@@ -218,6 +218,7 @@ class _Collection:
                 settings.to_dict(),
                 self.template.template,
                 variants=False,
+                match_fields=MATCH_FIELDS,
             )
             self.backend.create(meta)
             self.created = True
@@ -278,7 +279,9 @@ class _Collection:
         self.note_variants(products)  # unchanged products too: they may be new to the metadata
         self._count_words(texts)
         ids = [point_id(p.id) for p in products]
-        payloads = [p.payload() for p in products]
+        # The normalised copies this collection has (none in one ingested before them).
+        assert self.meta is not None, "ensure_created has run"
+        payloads = [p.payload(self.meta.match_fields) for p in products]
         if not self.created:  # an existing collection may hold some of these already
             stored = self.backend.payloads(ids)
             changed = [i for i, pid in enumerate(ids) if stored.get(pid) != payloads[i]]

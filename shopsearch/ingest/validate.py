@@ -11,11 +11,13 @@ import functools
 import json
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from shopsearch.ingest.readers import RawRow
+from shopsearch.store.schema import MATCH_FIELDS, MATCH_KEY, match_copy
 
 MAX_ID_CHARS = 512
 MAX_TITLE_CHARS = 1_000
@@ -57,8 +59,12 @@ class Product:
     url: str | None = None
     image_url: str | None = None
 
-    def payload(self) -> dict[str, Any]:
-        """The point payload (the public schema): catalog fields, nulls left out."""
+    def payload(self, match_fields: Collection[str] = MATCH_FIELDS) -> dict[str, Any]:
+        """The point payload (the public schema): catalog fields, nulls left out, and the
+        normalised copy of `match_fields` that case-forgiving filters compare (`match_copy`,
+        under MATCH_KEY; left out where there is none). `match_fields`: those the collection
+        records (`CollectionMeta.match_fields`), so that a collection ingested before the
+        copies is written as it was, and its unchanged products are not encoded again."""
         payload: dict[str, Any] = {"product_id": self.id}
         for name in Product.__dataclass_fields__:
             value = getattr(self, name)
@@ -67,6 +73,9 @@ class Product:
             payload[name] = list(value) if name == "category" else value
         if self.category:
             payload["category_path"] = " > ".join(self.category)
+        copy = match_copy(payload, match_fields)
+        if copy:
+            payload[MATCH_KEY] = copy
         return payload
 
     @classmethod

@@ -3,10 +3,11 @@
 
 Two sets of products are counted. A category page counts those passing its filters
 (`shopsearch facets`): Qdrant counts them from the field's payload index (its facet API,
-on Edge and on a server alike), and they show the exact values `--filter` matches, since
-filters are exact and case-sensitive (`color=black` finds nothing in a catalog that says
-`Black`). A results page counts a query's best results (`shopsearch query --facet`), from
-their payloads. Either way only the indexed keyword and boolean fields can be counted, and
+on Edge and on a server alike), and they show the values as the catalog spells them (the
+original fields; `--filter` matches them in any case through their normalised copies,
+shopsearch.search.filters, or exactly in a collection ingested before those). A results
+page counts a query's best results (`shopsearch query --facet`), from their payloads.
+Either way only the indexed keyword and boolean fields can be counted, and
 `attributes.<key>` has no index. A number (`price`) is not counted but bounded: its lowest
 and highest value, a price slider's ends.
 """

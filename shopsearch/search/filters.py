@@ -12,17 +12,30 @@ operator (`attributes.Ideal For=Women`; quote a key holding = ! < > or a quote:
 `attributes.'Size (UK)'=9`). A category value with ` > ` is a path, as tables print it:
 `category=womens footwear > casual shoes` needs every level it names. Each backend turns
 the conditions into its own filter models, so parsing and validation live in one place.
+
+Keyword values forgive case: on a collection holding normalised copies of brand, category,
+color, size, currency and the attribute values (`MATCH_FIELDS`, recorded in its metadata),
+`for_collection` points a condition on those fields at the copy with its values normalised
+the same way, so `brand=Nike` matches a stored "nike" or "NIKE" while results show the
+stored spelling. A collection without the copies matches exactly, as it always did.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from shopsearch.errors import FilterError
 from shopsearch.store.conditions import CategoryPath, Condition, Match, Range, Scalar
-from shopsearch.store.schema import ATTRIBUTES_FIELD, INDEXED_FIELDS, FieldType
+from shopsearch.store.schema import (
+    ATTRIBUTES_FIELD,
+    INDEXED_FIELDS,
+    MATCH_KEY,
+    CollectionMeta,
+    FieldType,
+    normalise,
+)
 
 # An attribute key runs up to the operator (spaces, dots and slashes included: catalogs have
 # "Ideal For", "Model No.", "Precious/Artificial Jewellery"), or is quoted.
@@ -41,6 +54,35 @@ _FALSE = {"false", "no", "0"}
 
 def parse_filters(expressions: Iterable[str]) -> list[Condition]:
     return [parse_filter(e) for e in expressions]
+
+
+def for_collection(conditions: Sequence[Condition], meta: CollectionMeta) -> list[Condition]:
+    """The conditions as the collection is searched: a keyword match on a field whose
+    normalised copy the collection holds (`meta.match_fields`) compares the copy
+    (`match.brand`, `match.attributes."Ideal For"`) with its values normalised likewise;
+    anything else is left as it is. Conditions already pointed at a copy stay as they are, so
+    a query may be prepared twice."""
+    return [_forgiving(c, meta.match_fields) for c in conditions]
+
+
+def _forgiving(cond: Condition, match_fields: Sequence[str]) -> Condition:
+    if not isinstance(cond, Match) or _folded_field(cond.field) not in match_fields:
+        return cond
+    values: list[Scalar | CategoryPath] = []
+    for value in cond.values:
+        if isinstance(value, tuple):
+            value = tuple(normalise(level) for level in value)
+        elif isinstance(value, str):
+            value = normalise(value)
+        if value not in values:  # `color in (black, BLACK)` asks for one value
+            values.append(value)
+    return Match(f"{MATCH_KEY}.{cond.field}", tuple(values), cond.negate)
+
+
+def _folded_field(field: str) -> str:
+    """The MATCH_FIELDS name a condition's field has a copy under: an attribute key's is
+    the attribute map's."""
+    return ATTRIBUTES_FIELD if field.startswith(f"{ATTRIBUTES_FIELD}.") else field
 
 
 def parse_filter(expression: str) -> Condition:

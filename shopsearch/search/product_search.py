@@ -15,6 +15,7 @@ import numpy as np
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
+from shopsearch.search.adaptive_fusion import WINDOW, rerank
 from shopsearch.search.facets import (
     FACET_FIELDS,
     RANGE_FIELDS,
@@ -22,7 +23,10 @@ from shopsearch.search.facets import (
     count_values,
     payload_range,
 )
+from shopsearch.search.filters import for_collection
 from shopsearch.search.learned_fusion import FusionModel, union_features
+from shopsearch.search.rules import RuleSet, arrange_batch, arranges
+from shopsearch.search.sorting import SortOrder
 from shopsearch.search.spelling import TypoCorrector
 from shopsearch.search.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
 from shopsearch.store.backend import (
@@ -72,8 +76,12 @@ DEFAULT_BM25_WEIGHT = 3.0
 @dataclass(frozen=True)
 class SearchOptions:
     mode: SearchMode = SearchMode.HYBRID
-    fusion: FusionMethod = FusionMethod.RRF
-    bm25_weight: float | None = None  # RRF's weight of the BM25 list; None: the default
+    # The default needs no judgments of the shop: DBSF, its first results re-ranked by
+    # query-term coverage (shopsearch.search.adaptive_fusion); `rrf` was the default before.
+    fusion: FusionMethod = FusionMethod.ADAPTIVE
+    # RRF's weight of the BM25 list; None: the default. A weight picks RRF, the one fusion
+    # with list weights, where the default fusion was left as it is.
+    bm25_weight: float | None = None
     top_k: int = 10
     # Results skipped before the page (families, where variants collapse): page 2 of 10 is
     # offset 10. A page is the tail of one search `offset + top_k` deep (`depth`).
@@ -85,6 +93,9 @@ class SearchOptions:
     # One result per parent_id (shopsearch.search.variants); a no-op on catalogs without one.
     collapse_variants: bool = True
     payload_fields: list[str] | None = field(default=None)  # None: the whole payload
+    # Merchandising rules and sorting (search/rules.py, search/sorting.py).
+    rules: bool = True  # the collection's rules apply (`--no-rules`: off, as eval runs)
+    sort: SortOrder | None = None  # None: by relevance
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -95,6 +106,8 @@ class SearchOptions:
             raise UsageError(f"candidates must be at least 1 (got {self.candidates})")
         if self.bm25_weight is None:
             return
+        if self.fusion is FusionMethod.ADAPTIVE and self.mode is SearchMode.HYBRID:
+            object.__setattr__(self, "fusion", FusionMethod.RRF)
         # inf would reach Qdrant (and --json, as the invalid JSON `Infinity`); nan is no weight.
         if not (math.isfinite(self.bm25_weight) and self.bm25_weight > 0):
             raise UsageError(
@@ -148,12 +161,18 @@ class ProductSearch:
         self._fusion: FusionModel | None = None
         self._encoded: tuple[list[str], np.ndarray] | None = None
         self.typos = typos or TypoCorrector.stored(backend)
+        # The collection's rules, read at the first search (rules.current_rules).
+        self.rules: RuleSet | None = None
+        self.rules_read_at = 0.0
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         warm_up(backend)
 
     def prepare(self, query: Query, options: SearchOptions | None = None) -> Query:
-        """`query` with the text it searches decided (`prepare_query`)."""
-        return prepare_query(self.typos, query, options or SearchOptions())
+        """`query` with the text it searches decided (`prepare_query`), and its keyword
+        filters pointed at the collection's normalised copies where it has them
+        (`filters.for_collection`: case-forgiving filters)."""
+        prepared = prepare_query(self.typos, query, options or SearchOptions())
+        return replace(prepared, conditions=for_collection(prepared.conditions, self.meta))
 
     def searched_text(self, query: Query, options: SearchOptions | None = None) -> str:
         return self.prepare(query, options).searched or query.text
@@ -167,8 +186,14 @@ class ProductSearch:
         options = options or SearchOptions()
         if not queries:
             return []
+        # Rules and sorting apply to the ranking before the page is cut; each page is a
+        # `rules.Arranged` saying which rules fired (search/rules.py).
+        if arranges(self, queries, options):
+            return list(arrange_batch(self, queries, options))
         if options.mode is SearchMode.HYBRID and options.fusion is FusionMethod.LEARNED:
             return self._learned(queries, options)
+        if options.mode is SearchMode.HYBRID and options.fusion is FusionMethod.ADAPTIVE:
+            return self._adaptive(queries, options)
         queries = [self.prepare(q, options) for q in queries]
         texts = [q.searched or q.text for q in queries]
         dense = None
@@ -235,6 +260,7 @@ class ProductSearch:
         """Each field's `limit` values most held among all products passing `conditions` (a
         number field's range): a category page's sidebar, where no query text ranks the
         products."""
+        conditions = for_collection(conditions, self.meta)  # case-forgiving filters
         counts = {n: self.backend.facet(n, conditions, limit) for n in fields if n in FACET_FIELDS}
         ranges = {n: self.backend.value_range(n, conditions) for n in fields if n in RANGE_FIELDS}
         return Facets(self.backend.count(conditions), counts, ranges)
@@ -374,11 +400,14 @@ class ProductSearch:
         pages = []
         for hits, x in self.learned_candidates(queries, light):
             scored = model.score(x)
-            score = {h.point_id: float(s) for h, s in zip(hits, scored, strict=True)}
-            ranked = [hits[j] for j in np.argsort(-scored, kind="stable")]
+            # Scored before collapsing: a family shown by another variant than its best
+            # (an in-stock one) keeps the family's score, as in the other fusions.
+            ranked = [
+                replace(hits[j], score=float(scored[j]), terms=())
+                for j in np.argsort(-scored, kind="stable")
+            ]
             ranked = collapse(ranked, options.depth) if families else ranked[: options.depth]
-            page = ranked[options.offset :]
-            pages.append([replace(h, score=score[h.point_id], terms=()) for h in page])
+            pages.append(ranked[options.offset :])
         wanted = payload_fields(options)
         if wanted is not True and set(wanted) <= set(carried):
             stored = {h.point_id: h.payload for page in pages for h in page}
@@ -392,6 +421,83 @@ class ProductSearch:
         return [
             [replace(h, payload=shown(stored.get(h.point_id, h.payload))) for h in page]
             for page in pages
+        ]
+
+    def _adaptive(self, queries: Sequence[Query], options: SearchOptions) -> list[list[Hit]]:
+        """One DBSF query (both retrievers `--candidates` deep, filtered) whose hits come
+        back with their BM25 term ids and no payload but their family's fields, re-ranked
+        by `adaptive_fusion.rerank`, collapsed to families where the collection may hold
+        some, and the page's payloads read afterwards (for a page of products rather than
+        the whole list).
+
+        The fused list is read to the page's end, and at least `WINDOW` deep; where it
+        collapses to fewer families than the page needs, deeper (`variants.deeper_limit`),
+        as the RRF search does. Each retriever then reads as deep as the fused list
+        (`--candidates` at least), which moves DBSF's normalisation: only a page of
+        families past `--candidates` hits can be ranked differently from a shallower one."""
+        if self.encoder is None:
+            raise UsageError("--mode hybrid needs an encoder")
+        queries = [self.prepare(q, options) for q in queries]
+        texts = [q.searched or q.text for q in queries]
+        dense = self._encode(texts)
+        families = self._collapses(options)
+        carried = list(FAMILY_FIELDS) if families else []
+        wanted = payload_fields(options)
+        # What the page shows comes with the hits when it is no more than they carry anyway
+        # (an evaluation's product ids); otherwise it is read for the page alone.
+        inline = wanted is not True and len(wanted) <= len(FAMILY_FIELDS)
+        fields = sorted({*carried, *wanted}) if inline else carried
+        sparse = [self._sparse(t) for t in texts]
+        # The window at least, so that a page of families reads the list a page without
+        # them reads, DBSF normalised alike, unless it must read past it.
+        first = max(WINDOW, first_limit(options.depth) if families else options.depth)
+        limits = [first] * len(queries)
+        pages: list[list[Hit]] = [[] for _ in queries]
+        pending = list(range(len(queries)))
+        while pending:
+            requests = [
+                SearchRequest(
+                    dense=dense[i],
+                    sparse=sparse[i],
+                    conditions=queries[i].conditions,
+                    fusion=FusionMethod.DBSF,
+                    limit=limits[i],
+                    candidates=max(options.candidates, limits[i]),
+                    exact=options.exact,
+                    hnsw_ef=options.hnsw_ef,
+                    with_payload=fields or False,
+                    with_terms=True,
+                )
+                for i in pending
+            ]
+            deeper = []
+            for i, hits in zip(pending, self.backend.search_batch(requests), strict=True):
+                if not families:
+                    pages[i] = rerank(sparse[i].indices, hits, options.depth)
+                    continue
+                collapsed = collapse(rerank(sparse[i].indices, hits), options.depth)
+                limit = deeper_limit(limits[i], hits, options.depth)
+                if len(collapsed) < options.depth and limit is not None:
+                    limits[i] = limit
+                    deeper.append(i)
+                else:
+                    pages[i] = collapsed
+            pending = deeper
+        cut = [page[options.offset :] for page in pages]
+        if inline:
+            return cut
+        ids = [h.point_id for page in cut for h in page]
+        stored = self.backend.payloads(ids) if ids else {}
+
+        def shown(payload: dict[str, Any]) -> dict[str, Any]:
+            return payload if wanted is True else {k: payload[k] for k in wanted if k in payload}
+
+        return [
+            [
+                Hit(h.point_id, h.score, shown(stored.get(h.point_id, h.payload)), h.other_variants)
+                for h in page
+            ]
+            for page in cut
         ]
 
     def _one_per_family(

@@ -11,8 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from shopsearch.search.facets import Facets
+from shopsearch.search.filter_hints import FilterHint, filter_hints
+from shopsearch.search.filters import parse_filter_object, parse_filters
+from shopsearch.search.highlight import highlighter
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
-from shopsearch.store.backend import Hit, SearchMode
+from shopsearch.search.rules import fired_rules
+from shopsearch.store.backend import Hit, Placed, SearchMode
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.schema import MATCH_KEY
 
 
 def search_document(
@@ -21,20 +27,35 @@ def search_document(
     options: SearchOptions,
     hits: Sequence[Hit],
     facets: Facets | None = None,
+    language: str = Bm25Settings.language,
 ) -> dict[str, Any]:
     """One search's answer: what was asked, what was searched (typos corrected), how, and
-    each result's score and stored fields; with `facets`, their counts among the best
-    results (`facets_among` products)."""
+    each result's score, stored fields and `highlight` (the searched words in its title and
+    description, by the BM25 tokenizer of `language`: shopsearch.search.highlight); with
+    `facets`, their counts among the best results (`facets_among` products)."""
+    searched = query.searched or query.text
+    marker = highlighter(language)
+    marked = marker.query(searched)
     doc: dict[str, Any] = {
         "query": query.text,
-        "searched": query.searched or query.text,
+        "searched": searched,
         "filters": filters if isinstance(filters, dict) else list(filters),
         "mode": options.mode.value,
         "fusion": options.fusion.value if options.mode is SearchMode.HYBRID else None,
         "bm25_weight": options.rrf_bm25_weight if options.fused_by_rrf else None,
         "offset": options.offset,
+        # The order asked for, and what the merchandising rules did.
+        "sort": None if options.sort is None else str(options.sort),
+        "rules": fired_rules(hits),
         "results": [
-            {"score": h.score, **h.payload, "other_variants": list(h.other_variants)}
+            {
+                "score": h.score,
+                # The stored fields as the catalog spelled them; not the normalised copies
+                # filters compare (schema.MATCH_KEY), which are for matching, not display.
+                **{k: v for k, v in h.payload.items() if k != MATCH_KEY},
+                "other_variants": list(h.other_variants),
+                "highlight": marker.fields(h.payload, marked),
+            }
             for h in hits
         ],
     }
@@ -44,6 +65,38 @@ def search_document(
             facets_among=counted["products"], facets=counted["facets"], ranges=counted["ranges"]
         )
     return doc
+
+
+def search_answer(
+    search: ProductSearch,
+    query: Query,
+    filters: Sequence[str] | dict[str, Any],
+    options: SearchOptions,
+    hits: Sequence[Hit],
+    facets: Facets | None = None,
+) -> dict[str, Any]:
+    """`search_document` as the CLI and the service answer it, the collection still open:
+    highlighted by the collection's own BM25 language, and with `filter_hints` saying why a
+    filtered search found nothing (`unmatched_filter_hints`)."""
+    language = Bm25Settings.from_dict(search.meta.bm25).language
+    doc = search_document(query, filters, options, hits, facets, language)
+    doc["filter_hints"] = [h.to_dict() for h in unmatched_filter_hints(search, filters, hits)]
+    return doc
+
+
+def unmatched_filter_hints(
+    search: ProductSearch, filters: Sequence[str] | dict[str, Any], hits: Sequence[Hit]
+) -> list[FilterHint]:
+    """The filter hints of a search that found nothing under `filters` (as given: a prepared
+    query's conditions point at the normalised copies), worked out only then, each filter
+    costing a count; none otherwise."""
+    if not filters or hits:
+        return []
+    if isinstance(filters, dict):
+        conditions = parse_filter_object(filters)
+    else:
+        conditions = parse_filters(list(filters))
+    return filter_hints(search.backend, search.meta, conditions)
 
 
 def facets_document(counted: Facets) -> dict[str, Any]:
@@ -62,11 +115,15 @@ def facets_document(counted: Facets) -> dict[str, Any]:
 
 
 def collection_document(search: ProductSearch) -> dict[str, Any]:
-    """Where the collection is, its size, what built it, and its learned fusion if any."""
-    return {
+    """Where the collection is, its size, what built it, and its learned fusion if any; on a
+    server, how it is spread over the cluster (`placement`)."""
+    doc = {
         "location": search.backend.location,
         "products": search.backend.count(),
         **search.meta.to_dict(),
         "vocabulary_words": len(search.typos.vocabulary),
         "learned_fusion": search.fusion_info(),
     }
+    if isinstance(search.backend, Placed):
+        doc["placement"] = search.backend.placement()
+    return doc

@@ -36,7 +36,9 @@ from shopsearch.search.facets import check_facet_fields
 from shopsearch.search.filters import parse_filter_object, parse_filters
 from shopsearch.search.product_search import Query as SearchQuery
 from shopsearch.search.product_search import SearchOptions
-from shopsearch.search.responses import collection_document, search_document
+from shopsearch.search.responses import collection_document, search_answer
+from shopsearch.search.rules import current_rules
+from shopsearch.search.sorting import parse_sort
 from shopsearch.service.batching import BatchingEncoder
 from shopsearch.service.live import LiveCollection
 from shopsearch.service.metrics import Metrics
@@ -50,6 +52,9 @@ MAX_TOP_K = 1_000
 MAX_OFFSET = 10_000
 MAX_CANDIDATES = 2_000
 MAX_PRODUCTS_PER_PUT = 1_000
+# How old the rules a search applies may be: read again at most this often, so a
+# `shopsearch rules set` takes effect within it, at one document read a second.
+RULES_CHECK_SECONDS = 1.0
 
 
 class SearchBody(BaseModel):
@@ -64,7 +69,7 @@ class SearchBody(BaseModel):
         '({"brand": ["nike", "puma"], "price": {"lte": 150}}).',
     )
     mode: SearchMode = SearchMode.HYBRID
-    fusion: FusionMethod = FusionMethod.RRF
+    fusion: FusionMethod = SearchOptions.fusion
     bm25_weight: float | None = Field(None, description="RRF: the BM25 list's weight.")
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results skipped: a page's start.")
@@ -73,6 +78,12 @@ class SearchBody(BaseModel):
     facet_limit: int = Field(10, ge=1, le=1_000)
     all_variants: bool = Field(False, description="Every variant, not one per family.")
     fix_typos: bool = True
+    rules: bool = Field(True, description="Apply the collection's merchandising rules.")
+    sort: str | None = Field(
+        None,
+        max_length=100,
+        description="FIELD:asc|desc: the relevant results by an indexed number field (price).",
+    )
 
 
 class EmbedBody(BaseModel):
@@ -149,7 +160,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
         filter: Annotated[list[str] | None, Query(description="Repeatable.")] = None,
         mode: SearchMode = SearchMode.HYBRID,
-        fusion: FusionMethod = FusionMethod.RRF,
+        fusion: FusionMethod = SearchOptions.fusion,
         bm25_weight: float | None = None,
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 10,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -158,6 +169,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         facet_limit: Annotated[int, Query(ge=1, le=1_000)] = 10,
         all_variants: bool = False,
         fix_typos: bool = True,
+        rules: bool = True,
+        sort: Annotated[str | None, Query(max_length=100)] = None,
     ) -> JSONResponse:
         """Search, with the query in the URL (a link a page can share)."""
         body = SearchBody(
@@ -173,6 +186,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             facet_limit=facet_limit,
             all_variants=all_variants,
             fix_typos=fix_typos,
+            rules=rules,
+            sort=sort,
         )
         return run_search(live, body)
 
@@ -284,16 +299,22 @@ def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
         candidates=body.candidates,
         fix_typos=body.fix_typos,
         collapse_variants=not body.all_variants,
+        rules=body.rules,
+        sort=None if body.sort is None else parse_sort(body.sort, "sort"),
     )
     facet_names = check_facet_fields(body.facets) if body.facets else []
     with live.reading() as search:
         query = search.prepare(SearchQuery(body.q, conditions), options)
+        if body.rules:
+            # `shopsearch rules set` writes them beside the collection while it is served.
+            current_rules(search, max_age=RULES_CHECK_SECONDS)
     hits = live.search(query, options)
     counted = None
     if facet_names:
         with live.reading() as search:
             counted = search.facets(query, options, facet_names, body.facet_limit)
-    doc = search_document(query, body.filters, options, hits, counted)
+    with live.reading() as search:
+        doc = search_answer(search, query, body.filters, options, hits, counted)
     doc["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return JSONResponse(doc)  # a document of plain values: sent without re-validating it
 

@@ -29,7 +29,9 @@ def serve(
     from shopsearch.service.app import create_app
 
     encoder = BatchingEncoder(OnnxEncoder.load(model, precision=precision, threads=threads))
-    live = LiveCollection(connection.open, encoder, holder=f"shopsearch serve at http://{host}:{port}")
+    live = LiveCollection(
+        connection.open, encoder, holder=f"shopsearch serve at http://{host}:{port}"
+    )
     app = create_app(live, api_key=api_key)
     config = uvicorn.Config(
         app,

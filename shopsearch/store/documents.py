@@ -66,3 +66,14 @@ def read_fusion(backend: Backend) -> dict[str, Any] | None:
 
 def write_fusion(backend: Backend, model: dict[str, Any]) -> None:
     backend.write_document(Document.FUSION, model)
+
+
+def read_rules(backend: Backend) -> dict[str, Any] | None:
+    """The merchandising rules `shopsearch rules set` stored (`RuleSet.to_dict`), or None:
+    kept as plain JSON here, as the learned fusion is, and given meaning by
+    shopsearch.search.rules, which checks them as it reads them."""
+    return backend.read_document(Document.RULES)
+
+
+def write_rules(backend: Backend, rules: dict[str, Any]) -> None:
+    backend.write_document(Document.RULES, rules)

@@ -186,7 +186,7 @@ class EdgeBackend:
         shard_dir = str(self.directory / SHARD_DIR)
         self._shard = _edge_call(self.directory, qe.EdgeShard.create, shard_dir, config)
         self._changed = True
-        for name, schema in qdrant_requests.payload_indexes(EDGE_MODELS).items():
+        for name, schema in qdrant_requests.payload_indexes(EDGE_MODELS, meta).items():
             self._edge_op("creating the payload indexes", self._shard.update,
                           qe.UpdateOperation.create_field_index(name, schema))  # fmt: skip
         # Metadata last: a directory with metadata always holds a complete empty collection.

@@ -34,6 +34,7 @@ from shopsearch.store.schema import (
     SPARSE_VECTOR,
     CollectionMeta,
     FieldType,
+    match_indexes,
 )
 
 # The classes a request is built of, by qdrant_client's names; qdrant_edge's classes take
@@ -139,9 +140,12 @@ def collection_config(meta: CollectionMeta, index: IndexSettings, m: Models) -> 
     }
 
 
-def payload_indexes(m: Models) -> dict[str, Any]:
-    """Each indexed payload field (the contract's `INDEXED_FIELDS`) with its index schema."""
-    return {name: m.index_schema(name, kind) for name, kind in INDEXED_FIELDS.items()}
+def payload_indexes(m: Models, meta: CollectionMeta) -> dict[str, Any]:
+    """Each indexed payload field (the contract's `INDEXED_FIELDS`) with its index schema,
+    and the keyword index of each normalised copy the collection records (`match.brand`,
+    ...: `match_indexes`)."""
+    indexed = {**INDEXED_FIELDS, **match_indexes(meta.match_fields)}
+    return {name: m.index_schema(name, kind) for name, kind in indexed.items()}
 
 
 def point_vectors(point: ProductPoint, m: Models) -> dict[str, Any]:

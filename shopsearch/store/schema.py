@@ -2,12 +2,17 @@
 
 Other services query a shopsearch collection directly with qdrant-client or curl, so the
 vector names, payload fields, their index types and the point-id scheme below are stable
-API. Changing any of them is a breaking change and bumps `SCHEMA_VERSION`.
+API. Changing or removing any of them is a breaking change and bumps `SCHEMA_VERSION`.
+Adding one (a payload key, an index, a metadata key whose absence keeps the meaning it had)
+is not: a reader that ignores what it does not know reads the collection as before, and a
+collection made before the addition stays readable (the `match` copies: docs/collection.md).
 """
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -34,6 +39,7 @@ class Document(Enum):
     META = ("shopsearch", "shopsearch.json")
     VOCABULARY = ("shopsearch_vocabulary", "vocabulary.json")
     FUSION = ("shopsearch_fusion", "fusion.json")
+    RULES = ("shopsearch_rules", "rules.json")
 
     def __init__(self, key: str, file: str) -> None:
         self.key = key
@@ -67,6 +73,56 @@ INDEXED_FIELDS: dict[str, FieldType] = {
 }
 ATTRIBUTES_FIELD = "attributes"
 
+# Keyword fields a filter matches whatever the case: each point holds a normalised copy of
+# them under MATCH_KEY (`"match": {"brand": "nike", "category": ["footwear"], ...}`), made
+# at ingest by `match_copy`, which such a filter compares instead of the original, kept as
+# the catalog spelled it for display and facet counts. A copy, not a full-text index: a
+# keyword index of the copy keeps a filter an exact, indexed lookup of the whole value
+# ("nike" never matches "nike air"), and the original stays what results show.
+# `attributes`: the attribute map's values, keys as they are; unindexed, like the map.
+# Identifiers (product_id, parent_id) stay exact. A collection records in its metadata
+# which fields have the copy (`CollectionMeta.match_fields`); one ingested before the copy
+# existed records none and matches exactly.
+MATCH_KEY = "match"
+MATCH_FIELDS: tuple[str, ...] = ("brand", "category", "color", "size", "currency", ATTRIBUTES_FIELD)
+
+
+def normalise(value: str) -> str:
+    """The form a case-forgiving filter compares, for stored values and filter values alike:
+    NFKC (full-width and compatibility forms as their plain letters), casefolded (Unicode's
+    caseless matching: "NIKE" and "Nike" as "nike", "ß" as "ss"), whitespace runs as one
+    space, no spaces at the ends. Another service filtering the copy normalises its values
+    the same way; for ASCII text that is lowercasing and collapsing spaces."""
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def match_copy(
+    payload: Mapping[str, Any], fields: Collection[str] = MATCH_FIELDS
+) -> dict[str, Any]:
+    """The normalised copy of `payload`'s `fields` that is stored under MATCH_KEY: text
+    normalised, a list (category) element by element, the attribute map value by value.
+    Empty where the payload holds none of the fields."""
+    copy: dict[str, Any] = {}
+    for name in fields:
+        value = payload.get(name)
+        if isinstance(value, str):
+            copy[name] = normalise(value)
+        elif isinstance(value, list):
+            copy[name] = [normalise(v) for v in value]
+        elif isinstance(value, Mapping):
+            copy[name] = {k: normalise(v) for k, v in value.items()}
+    return copy
+
+
+def match_indexes(fields: Collection[str]) -> dict[str, FieldType]:
+    """The keyword indexes of the copies of `fields` (`match.brand`, ...): those of the
+    indexed keyword fields among them, by their path in the payload."""
+    return {
+        f"{MATCH_KEY}.{name}": FieldType.KEYWORD
+        for name in MATCH_FIELDS
+        if name in fields and INDEXED_FIELDS.get(name) is FieldType.KEYWORD
+    }
+
 
 def point_id(product_id: str) -> str:
     return str(uuid.uuid5(PRODUCT_NAMESPACE, product_id))
@@ -95,6 +151,14 @@ class CollectionMeta:
     true it stays true until an ingest with `--prune` or `--recreate` leaves the collection
     holding one catalog, as deletes are not traced back to families. None (collections
     ingested before it was recorded, until such an ingest) reads as "maybe".
+
+    `match_fields`: the fields whose normalised copy (`match_copy`) every point holds under
+    MATCH_KEY, indexed (`match_indexes`), which filters on them compare instead of the
+    original. Ingest creates a collection with MATCH_FIELDS and writes each product with the
+    copies its collection records, so a collection ingested before the copies existed (the
+    key absent: none) keeps matching exactly, and is not re-encoded product by product for
+    a copy its filters would not read; `ingest --recreate` gives it the copies. Empty unless
+    said, so that no collection claims copies its points may lack.
     """
 
     encoder: EncoderInfo
@@ -103,9 +167,12 @@ class CollectionMeta:
     schema_version: int = SCHEMA_VERSION
     created_by: str = field(default_factory=lambda: f"shopsearch {_version()}")
     variants: bool | None = None
+    match_fields: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["match_fields"] = list(self.match_fields)  # as JSON holds it, and reads back
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:
@@ -123,6 +190,7 @@ class CollectionMeta:
                 schema_version=version,
                 created_by=str(data.get("created_by", "")),
                 variants=_optional_bool(data.get("variants")),
+                match_fields=_names(data.get("match_fields", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"collection metadata is unreadable ({exc!r})") from exc
@@ -143,6 +211,12 @@ def _optional_bool(value: Any) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise ValueError(f"expected true, false or null, got {value!r}")
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of field names, got {value!r}")
 
 
 def _version() -> str:

@@ -425,7 +425,7 @@ class ServerBackend:
             ),
             repeatable=False,
         )
-        for name, schema in qdrant_requests.payload_indexes(SERVER_MODELS).items():
+        for name, schema in qdrant_requests.payload_indexes(SERVER_MODELS, meta).items():
             self._call(
                 f"indexing payload field {name}",
                 lambda name=name, schema=schema: self.client.create_payload_index(

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import strategies as st
 
+from shopsearch.store.schema import MATCH_FIELDS, MATCH_KEY, match_copy
+
 FORMATS = ("parquet", "csv", "jsonl")
 MISSING = object()  # a field the row does not give (null, an empty cell, an absent key)
 _BAD = object()  # a drawn value `validate` must refuse
@@ -431,6 +433,12 @@ def _settle(catalog: Catalog, stored_ids: dict[str, int]) -> None:
                 payload[name] = list(value) if name == "category" else value
         if "category" in payload:
             payload["category_path"] = " > ".join(payload["category"])
+        # The normalised copy case-forgiving filters compare, derived from the expected
+        # fields by the contract's own function (what it holds is tested on its own:
+        # tests/test_filter_case.py); the fields it is derived from are checked above.
+        copy = match_copy(payload, MATCH_FIELDS)
+        if copy:
+            payload[MATCH_KEY] = copy
         row.expected = payload
 
 

@@ -1,0 +1,185 @@
+"""The default fusion (shopsearch.search.adaptive_fusion): its re-ranking on hand-made hits, then
+searched end to end on real components (an Edge shard, QdrantClient(':memory:'), the real
+exported model): the default of SearchOptions and of `shopsearch query`, alike on both
+backends, with pages, filters, facets and variant families; RRF still one flag away."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from qdrant_client import QdrantClient
+from search_helpers import QUERIES, ingest
+
+from shopsearch.cli.app import main
+from shopsearch.search.adaptive_fusion import COVERAGE_WEIGHT, DBSF_WEIGHT, WINDOW, rerank
+from shopsearch.search.filters import parse_filters
+from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+from shopsearch.search.variants import FAMILY_FIELDS
+from shopsearch.store.backend import FusionMethod, Hit
+from shopsearch.store.edge import EdgeBackend
+from shopsearch.store.server import ServerBackend
+
+# -- the scores, on hand-made hits ---------------------------------------------------------
+
+
+def test_rerank_hand_computed() -> None:
+    fused = [  # a DBSF search's hits, best first
+        Hit("a", 1.6, {"title": "a"}, terms=(9,)),
+        Hit("b", 1.2, terms=(1, 2, 9)),
+        Hit("c", 1.0, terms=(1, 2, 3)),
+        Hit("d", 0.4, terms=(1, 3)),
+    ]
+    ranked = rerank([1, 2, 3, 3], fused)  # a repeated query term counts once
+    expected = {
+        "a": DBSF_WEIGHT * 1.6,
+        "b": COVERAGE_WEIGHT * 2 / 3 + DBSF_WEIGHT * 1.2,
+        "c": COVERAGE_WEIGHT + DBSF_WEIGHT * 1.0,
+        "d": COVERAGE_WEIGHT * 2 / 3 + DBSF_WEIGHT * 0.4,
+    }
+    assert {h.point_id: h.score for h in ranked} == pytest.approx(expected)
+    assert [h.point_id for h in ranked] == ["c", "b", "d", "a"]
+    # a hit keeps its payload; its BM25 terms are dropped; `limit` keeps the best
+    assert ranked[-1].payload == {"title": "a"} and all(h.terms == () for h in ranked)
+    assert rerank([1, 2, 3], fused, limit=2) == ranked[:2]
+
+
+def test_coverage_outweighs_the_fused_score_for_a_two_word_query() -> None:
+    """A product missing one of two query words ranks below one holding both, even where
+    DBSF put it first with both lists' best scores."""
+    fused = [Hit("partial", 2.0, terms=(1,)), Hit("full", 0.0, terms=(1, 2))]
+    assert [h.point_id for h in rerank([1, 2], fused)] == ["full", "partial"]
+
+
+def test_equal_scores_come_by_point_id_and_edge_cases() -> None:
+    fused = [Hit("z", 0.5, terms=(1,)), Hit("y", 0.5, terms=(1,))]
+    assert [h.point_id for h in rerank([1], fused)] == ["y", "z"]
+    assert rerank([1], []) == []
+    # a query without BM25 terms (stop words only): the fused order stands
+    assert [h.point_id for h in rerank([], fused[::-1])] == ["y", "z"]
+
+
+def test_hits_past_the_window_follow_it_and_never_reorder_it() -> None:
+    fused = [Hit(f"h{n:03d}", 1.0 - n / 100, terms=(n % 2,)) for n in range(WINDOW + 10)]
+    ranked = rerank([1], fused)
+    window = rerank([1], fused[:WINDOW])
+    assert ranked[:WINDOW] == window
+    past = {h.point_id for h in fused[WINDOW:]}
+    assert {h.point_id for h in ranked[WINDOW:]} == past
+    # re-ranked among themselves (coverage first), scored below the window's last
+    assert [int(h.point_id[1:]) % 2 for h in ranked[WINDOW:]] == [1] * 5 + [0] * 5
+    scores = [h.score for h in ranked]
+    assert scores == sorted(scores, reverse=True)
+
+
+# -- searched end to end on both backends ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_the_default_fuses_adaptively_and_rrf_is_one_flag_away(edge, server, encoder, backend_name):
+    backend = {"edge": edge, "server": server}[backend_name]
+    assert SearchOptions().fusion is FusionMethod.ADAPTIVE
+    search = ProductSearch(backend, encoder)
+    for text in QUERIES:
+        hits = search.search(Query(text), SearchOptions(top_k=10))
+        assert 0 < len(hits) <= 10
+        assert all(h.payload.get("title") for h in hits)  # the page's payloads were read
+        assert all(h.terms == () for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        # coverage and half the DBSF score (each list's share about 0..1)
+        assert all(0.0 <= h.score <= COVERAGE_WEIGHT + 2 * DBSF_WEIGHT + 0.5 for h in hits)
+        rrf = search.search(Query(text), SearchOptions(top_k=10, fusion=FusionMethod.RRF))
+        assert all(h.score < 1.5 for h in rrf)  # RRF's rank shares, not fused scores
+    # a BM25 weight weighs RRF's lists: given one, the default fusion is RRF
+    weighted = SearchOptions(bm25_weight=2.0)
+    assert weighted.fusion is FusionMethod.RRF and weighted.rrf_bm25_weight == 2.0
+    assert SearchOptions().rrf_bm25_weight == 1.0  # no RRF, no weight
+
+
+def test_both_backends_rank_alike(edge, server, encoder):
+    options = SearchOptions(top_k=10, exact=True)
+    for text in QUERIES:
+        a = ProductSearch(edge, encoder).search(Query(text), options)
+        b = ProductSearch(server, encoder).search(Query(text), options)
+        assert [h.point_id for h in a] == [h.point_id for h in b], text
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_pages_filters_and_facets_work_with_the_default(edge, server, encoder, backend_name):
+    search = ProductSearch({"edge": edge, "server": server}[backend_name], encoder)
+    options = SearchOptions()
+    for text in QUERIES:
+        whole = search.search(Query(text), replace(options, top_k=8))
+        pages = [search.search(Query(text), replace(options, top_k=4, offset=o)) for o in (0, 4)]
+        assert pages[0] + pages[1] == whole, text
+    assert search.search(Query("boots"), replace(options, offset=10_000)) == []
+
+    cheap = parse_filters(["category=footwear", "price<=500"])
+    hits = search.search(Query("shoes", cheap), replace(options, top_k=30))
+    assert hits and all(
+        h.payload["price"] <= 500 and "footwear" in h.payload["category"] for h in hits
+    )
+    asked = search.search(Query("shoes", cheap), replace(options, payload_fields=["price"]))
+    assert asked and all(set(h.payload) <= {"price", *FAMILY_FIELDS} for h in asked)
+
+    facets = search.facets(Query("shoes", cheap), options, ["brand", "price"], limit=5)
+    best = search.search(
+        Query("shoes", cheap),
+        replace(options, top_k=options.candidates, collapse_variants=False),
+    )
+    assert facets.products == len(best) > 0
+    brands = [h.payload.get("brand") for h in best if h.payload.get("brand")]
+    top = facets.counts["brand"][0]
+    assert top.count == brands.count(top.value)
+
+
+@pytest.fixture(scope="module")
+def variant_backends(variant_catalog, encoder, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("adaptive-variants")
+    backends = {
+        "edge": EdgeBackend(tmp / "products"),
+        "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
+    }
+    for backend in backends.values():
+        ingest(variant_catalog, backend, encoder, tmp)
+    yield backends
+    for backend in backends.values():
+        backend.close()
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_variants_collapse_to_one_per_family_and_fill_the_page(
+    variant_backends, encoder, backend_name
+):
+    search = ProductSearch(variant_backends[backend_name], encoder)
+    query = Query("women's casual shoes")
+    every = search.search(query, SearchOptions(top_k=10, collapse_variants=False))
+    parents = [h.payload["parent_id"] for h in every if "parent_id" in h.payload]
+    assert len(set(parents)) < len(parents)  # sizes would crowd the page
+
+    # 40 shoes in six sizes: a page of 50 families needs each list deeper than --candidates
+    options = SearchOptions(top_k=50, candidates=20)
+    hits = search.search(query, options)
+    families = [h.payload.get("parent_id") or h.payload["product_id"] for h in hits]
+    assert len(hits) == 50 and len(set(families)) == 50
+    assert any(h.other_variants for h in hits)
+    page2 = search.search(query, replace(options, top_k=25, offset=25))
+    assert page2 == hits[25:]
+
+
+def test_the_query_command_defaults_to_the_adaptive_fusion(
+    small_catalog, exported_model, tmp_path, capsys
+):
+    where = ["--collection", "cli", "--path", str(tmp_path / "data")]
+    where += ["--model", str(exported_model), "--precision", "fp32"]
+    assert main(["ingest", str(small_catalog), "--json", *where]) == 0
+    capsys.readouterr()
+    assert main(["query", "black boots", "-k", "5", "--json", *where]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fusion"] == "adaptive" and doc["bm25_weight"] is None
+    assert 0 < len(doc["results"]) <= 5 and all(r["title"] for r in doc["results"])
+    assert main(["query", "black boots", "--fusion", "rrf", "--json", *where]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fusion"] == "rrf" and doc["bm25_weight"] == 3.0
