@@ -117,3 +117,25 @@ def server(small_catalog, encoder, tmp_path_factory):
     ingest(small_catalog, backend, encoder, tmp_path_factory.mktemp("server"))
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="module")
+def variant_backends(variant_catalog, encoder, tmp_path_factory):
+    """`variant_catalog` in an Edge shard and in QdrantClient(':memory:'), by backend name;
+    one pair a test module, which may change their metadata."""
+    from qdrant_client import QdrantClient
+    from search_helpers import ingest
+
+    from shopsearch.store.edge import EdgeBackend
+    from shopsearch.store.server import ServerBackend
+
+    tmp = tmp_path_factory.mktemp("variants")
+    backends = {
+        "edge": EdgeBackend(tmp / "products"),
+        "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
+    }
+    for backend in backends.values():
+        ingest(variant_catalog, backend, encoder, tmp)
+    yield backends
+    for backend in backends.values():
+        backend.close()

@@ -9,8 +9,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from qdrant_client import QdrantClient
-from search_helpers import QUERIES, ingest
+from search_helpers import QUERIES
 
 from shopsearch.cli.app import main
 from shopsearch.search.adaptive_fusion import COVERAGE_WEIGHT, DBSF_WEIGHT, WINDOW, rerank
@@ -18,8 +17,6 @@ from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.search.variants import FAMILY_FIELDS
 from shopsearch.store.backend import FusionMethod, Hit
-from shopsearch.store.edge import EdgeBackend
-from shopsearch.store.server import ServerBackend
 
 # -- the scores, on hand-made hits ---------------------------------------------------------
 
@@ -133,20 +130,6 @@ def test_pages_filters_and_facets_work_with_the_default(edge, server, encoder, b
     brands = [h.payload.get("brand") for h in best if h.payload.get("brand")]
     top = facets.counts["brand"][0]
     assert top.count == brands.count(top.value)
-
-
-@pytest.fixture(scope="module")
-def variant_backends(variant_catalog, encoder, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("adaptive-variants")
-    backends = {
-        "edge": EdgeBackend(tmp / "products"),
-        "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
-    }
-    for backend in backends.values():
-        ingest(variant_catalog, backend, encoder, tmp)
-    yield backends
-    for backend in backends.values():
-        backend.close()
 
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
-from qdrant_client import QdrantClient
 from search_helpers import TIE_FREE_QUERIES, _empty_backend, _jsonl, ingest
 
 from shopsearch.search.filters import parse_filters
@@ -14,23 +13,6 @@ from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.search.variants import MAX_DEPTH, collapse, deeper_limit, first_limit
 from shopsearch.store.backend import Hit, SearchMode
 from shopsearch.store.documents import read_meta, write_meta
-from shopsearch.store.edge import EdgeBackend
-from shopsearch.store.server import ServerBackend
-
-
-@pytest.fixture(scope="module")
-def variant_backends(variant_catalog, encoder, tmp_path_factory):
-    """`variant_catalog` in an Edge shard and in QdrantClient(':memory:')."""
-    tmp = tmp_path_factory.mktemp("variants")
-    backends = {
-        "edge": EdgeBackend(tmp / "products"),
-        "server": ServerBackend(QdrantClient(":memory:"), "products", ":memory:"),
-    }
-    for backend in backends.values():
-        ingest(variant_catalog, backend, encoder, tmp)
-    yield backends
-    for backend in backends.values():
-        backend.close()
 
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
