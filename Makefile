@@ -37,11 +37,9 @@ test: install
 # torch), installed from the package as a user gets it, on a model the full environment exports.
 LEAN ?= .venv-lean
 LEAN_MODEL ?= .shopsearch/lean-model/all-MiniLM-L6-v2
-LEAN_TESTS ?= tests/test_lean.py tests/test_layout.py tests/test_readme.py tests/test_readers.py \
-	tests/test_validate.py tests/test_product_text.py tests/test_filters.py \
-	tests/test_spelling.py tests/test_forked_query.py tests/test_prepared_query.py \
-	tests/test_store_contract.py tests/test_edge_backend.py tests/test_server_backend.py \
-	tests/test_ingest*.py tests/test_search_*.py
+LEAN_TESTS ?= tests/test_lean.py tests/test_layout.py tests/test_readme.py \
+	tests/test_forked_query.py tests/test_prepared_query.py tests/test_store_contract.py \
+	tests/test_ingest.py tests/test_search_modes.py tests/test_search_filters.py
 
 test-lean: install
 	$(BIN)/shopsearch model export --out $(LEAN_MODEL) --if-missing >/dev/null
