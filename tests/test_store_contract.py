@@ -36,6 +36,7 @@ from shopsearch.store.documents import (
     write_fusion,
     write_meta,
     write_rules,
+    write_synonyms,
     write_vocabulary,
 )
 from shopsearch.store.edge import EdgeBackend
@@ -147,8 +148,10 @@ def test_documents_are_stored_where_the_collection_contract_says(filled: Backend
     write_vocabulary(filled, {"boot": 2})
     write_fusion(filled, {"depth": 7})
     write_rules(filled, {"rules": []})
+    write_synonyms(filled, {"synonyms": [{"words": ["sofa", "couch"]}]})
     assert _stored(filled, Document.META) == META.to_dict()
     assert _stored(filled, Document.RULES) == {"rules": []}
+    assert _stored(filled, Document.SYNONYMS) == {"synonyms": [{"words": ["sofa", "couch"]}]}
     assert _stored(filled, Document.VOCABULARY) == {"words": {"boot": 2}}
     assert _stored(filled, Document.FUSION) == {"depth": 7}
     names = {d: (d.key, d.file) for d in Document}
@@ -157,6 +160,7 @@ def test_documents_are_stored_where_the_collection_contract_says(filled: Backend
         Document.VOCABULARY: ("shopsearch_vocabulary", "vocabulary.json"),
         Document.FUSION: ("shopsearch_fusion", "fusion.json"),
         Document.RULES: ("shopsearch_rules", "rules.json"),
+        Document.SYNONYMS: ("shopsearch_synonyms", "synonyms.json"),
     }
 
 

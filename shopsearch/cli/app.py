@@ -57,6 +57,13 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "test": ("commands_rules", "test"),
         },
     ),
+    "synonyms": (
+        "Synonyms stored with the collection: they widen the BM25 side of a query.",
+        {
+            "set": ("commands_synonyms", "set_synonyms"),
+            "show": ("commands_synonyms", "show"),
+        },
+    ),
 }
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}

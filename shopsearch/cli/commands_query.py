@@ -75,6 +75,14 @@ def query(
             "--no-rules searches by relevance alone.",
         ),
     ] = True,
+    synonyms: Annotated[
+        bool,
+        typer.Option(
+            "--synonyms/--no-synonyms",
+            help="Widen the BM25 side of the query with the collection's synonyms "
+            "(`shopsearch synonyms`).",
+        ),
+    ] = True,
     all_variants: Annotated[
         bool,
         typer.Option(
@@ -133,6 +141,7 @@ def query(
         fix_typos=fix_typos,
         collapse_variants=not all_variants,
         rules=rules,
+        synonyms=synonyms,
         sort=None if sort is None else parse_sort(sort),
         payload_fields=["product_id"] if batch else None,
     )
@@ -158,6 +167,7 @@ def query(
         if batch is not None:
             _run_batch(search, queries, options, out)
             return
+        queries = [search.prepare(queries[0], options)]  # with its synonyms, for the answer
         hits = search.search(queries[0], options)
         counted = search.facets(queries[0], options, facet_names, facet_limit) if facet else None
         if as_json:
@@ -173,6 +183,8 @@ def query(
         print(f"hint: {hint.message}", file=sys.stderr)
     for effect in fired_rules(hits):  # what the merchandising rules did
         print(f"rule {effect['rule']}: {effect['effect']}", file=sys.stderr)
+    for applied in queries[0].synonyms or ():  # what widened the BM25 side
+        print(f"synonyms: {applied.matched} -> {', '.join(applied.added)}", file=sys.stderr)
     from rich.console import Console  # not imported for --json: see app._print_error
 
     from shopsearch.cli.render import results_table

@@ -28,6 +28,7 @@ from shopsearch.search.learned_fusion import FusionModel, union_features
 from shopsearch.search.rules import RuleSet, arrange_batch, arranges
 from shopsearch.search.sorting import SortOrder
 from shopsearch.search.spelling import TypoCorrector
+from shopsearch.search.synonyms import Applied, Synonyms, coverage_terms, expanded, with_synonyms
 from shopsearch.search.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
 from shopsearch.store.backend import (
     Backend,
@@ -55,6 +56,9 @@ class Query:
     conditions: Sequence[Condition] = ()
     query_id: str | None = None
     searched: str | None = None
+    # The synonyms the searched text matched (search/synonyms.py), decided with it by
+    # `ProductSearch.prepare`: their terms widen the BM25 side only. None: none applied.
+    synonyms: tuple[Applied, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.text.strip():
@@ -96,6 +100,8 @@ class SearchOptions:
     # Merchandising rules and sorting (search/rules.py, search/sorting.py).
     rules: bool = True  # the collection's rules apply (`--no-rules`: off, as eval runs)
     sort: SortOrder | None = None  # None: by relevance
+    # The collection's synonyms widen the BM25 side (search/synonyms.py); on in eval too.
+    synonyms: bool = True
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -164,6 +170,9 @@ class ProductSearch:
         # The collection's rules, read at the first search (rules.current_rules).
         self.rules: RuleSet | None = None
         self.rules_read_at = 0.0
+        # The collection's synonyms, read at the first search (synonyms.current_synonyms).
+        self.synonyms: Synonyms | None = None
+        self.synonyms_read_at = 0.0
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         warm_up(backend)
 
@@ -171,7 +180,10 @@ class ProductSearch:
         """`query` with the text it searches decided (`prepare_query`), and its keyword
         filters pointed at the collection's normalised copies where it has them
         (`filters.for_collection`: case-forgiving filters)."""
-        prepared = prepare_query(self.typos, query, options or SearchOptions())
+        options = options or SearchOptions()
+        prepared = prepare_query(self.typos, query, options)
+        # Synonyms: matched on the searched text, typos corrected first (search/synonyms.py).
+        prepared = with_synonyms(self, prepared, options)
         return replace(prepared, conditions=for_collection(prepared.conditions, self.meta))
 
     def searched_text(self, query: Query, options: SearchOptions | None = None) -> str:
@@ -209,7 +221,7 @@ class ProductSearch:
         limit = first_limit(options.depth) if collapsing else options.depth + TIE_MARGIN
         requests = []
         for i, q in enumerate(queries):
-            sparse = None if options.mode is SearchMode.DENSE else self._sparse(texts[i])
+            sparse = None if options.mode is SearchMode.DENSE else self._sparse(texts[i], q)
             requests.append(
                 SearchRequest(
                     dense=None if dense is None else dense[i],
@@ -285,7 +297,7 @@ class ProductSearch:
         prepared = self.prepare(query, options)
         text = prepared.searched or prepared.text
         dense = None if self.encoder is None else self._encode([text])[0]
-        return prepared, dense, self._sparse(text)
+        return prepared, dense, self._sparse(text, prepared)
 
     def _collapses(self, options: SearchOptions) -> bool:
         """Whether results are collapsed to one per family: asked for, and the collection may
@@ -293,10 +305,17 @@ class ProductSearch:
         family of one and collapsing, with its deeper first search, would change nothing)."""
         return options.collapse_variants and self.meta.variants is not False
 
-    def _sparse(self, text: str) -> SparseVec:
-        """The query's BM25 vector, by the collection's BM25 settings."""
+    @property
+    def bm25_model(self) -> Any:
+        """The collection's BM25 tokenizer (`qdrant_edge.Bm25`)."""
+        return self._bm25
+
+    def _sparse(self, text: str, query: Query | None = None) -> SparseVec:
+        """The query's BM25 vector, by the collection's BM25 settings, with the terms of the
+        synonyms the prepared `query` matched (`synonyms.expanded`)."""
         vec = self._bm25.embed_query(text)
-        return SparseVec(list(vec.indices), list(vec.values))
+        plain = SparseVec(list(vec.indices), list(vec.values))
+        return expanded(plain, None if query is None else query.synonyms)
 
     def fusion_model(self) -> FusionModel:
         """The collection's learned fusion, checked against its encoder and BM25 settings."""
@@ -359,7 +378,7 @@ class ProductSearch:
         payload = payload_fields(options)
         terms, requests = [], []
         for i, q in enumerate(queries):
-            sparse = self._sparse(texts[i])
+            sparse = self._sparse(texts[i], q)
             terms.append(sparse.indices)
             for mode in (SearchMode.DENSE, SearchMode.BM25):
                 requests.append(
@@ -376,10 +395,14 @@ class ProductSearch:
                     )
                 )
         results = self.backend.search_batch(requests)
-        return [
-            union_features(terms[i], results[2 * i], results[2 * i + 1], options.candidates)
-            for i in range(len(queries))
-        ]
+        out = []
+        for i, q in enumerate(queries):
+            # Coverage of the words typed, which their synonyms cover too.
+            sparse = SparseVec(terms[i], [])
+            own, dense_hits = coverage_terms(sparse, q.synonyms, results[2 * i])
+            _, bm25_hits = coverage_terms(sparse, q.synonyms, results[2 * i + 1])
+            out.append(union_features(own, dense_hits, bm25_hits, options.candidates))
+        return out
 
     def _learned(self, queries: Sequence[Query], options: SearchOptions) -> list[list[Hit]]:
         """The union of both retrievers' candidates, ranked by the collection's model, each
@@ -447,7 +470,7 @@ class ProductSearch:
         # (an evaluation's product ids); otherwise it is read for the page alone.
         inline = wanted is not True and len(wanted) <= len(FAMILY_FIELDS)
         fields = sorted({*carried, *wanted}) if inline else carried
-        sparse = [self._sparse(t) for t in texts]
+        sparse = [self._sparse(t, q) for t, q in zip(texts, queries, strict=True)]
         # The window at least, so that a page of families reads the list a page without
         # them reads, DBSF normalised alike, unless it must read past it.
         first = max(WINDOW, first_limit(options.depth) if families else options.depth)
@@ -472,10 +495,12 @@ class ProductSearch:
             ]
             deeper = []
             for i, hits in zip(pending, self.backend.search_batch(requests), strict=True):
+                # Coverage of the words typed, which their synonyms cover too.
+                own, covered = coverage_terms(sparse[i], queries[i].synonyms, hits)
                 if not families:
-                    pages[i] = rerank(sparse[i].indices, hits, options.depth)
+                    pages[i] = rerank(own, covered, options.depth)
                     continue
-                collapsed = collapse(rerank(sparse[i].indices, hits), options.depth)
+                collapsed = collapse(rerank(own, covered), options.depth)
                 limit = deeper_limit(limits[i], hits, options.depth)
                 if len(collapsed) < options.depth and limit is not None:
                     limits[i] = limit

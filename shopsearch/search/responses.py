@@ -39,6 +39,8 @@ def search_document(
     doc: dict[str, Any] = {
         "query": query.text,
         "searched": searched,
+        # The synonyms that widened the BM25 side of the search (shopsearch.search.synonyms).
+        "synonyms": [a.to_dict() for a in query.synonyms or ()],
         "filters": filters if isinstance(filters, dict) else list(filters),
         "mode": options.mode.value,
         "fusion": options.fusion.value if options.mode is SearchMode.HYBRID else None,

@@ -79,6 +79,7 @@ class SearchBody(BaseModel):
     all_variants: bool = Field(False, description="Every variant, not one per family.")
     fix_typos: bool = True
     rules: bool = Field(True, description="Apply the collection's merchandising rules.")
+    synonyms: bool = Field(True, description="Widen the BM25 side with the collection's synonyms.")
     sort: str | None = Field(
         None,
         max_length=100,
@@ -170,6 +171,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         all_variants: bool = False,
         fix_typos: bool = True,
         rules: bool = True,
+        synonyms: bool = True,
         sort: Annotated[str | None, Query(max_length=100)] = None,
     ) -> JSONResponse:
         """Search, with the query in the URL (a link a page can share)."""
@@ -187,6 +189,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             all_variants=all_variants,
             fix_typos=fix_typos,
             rules=rules,
+            synonyms=synonyms,
             sort=sort,
         )
         return run_search(live, body)
@@ -300,6 +303,7 @@ def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
         fix_typos=body.fix_typos,
         collapse_variants=not body.all_variants,
         rules=body.rules,
+        synonyms=body.synonyms,
         sort=None if body.sort is None else parse_sort(body.sort, "sort"),
     )
     facet_names = check_facet_fields(body.facets) if body.facets else []

@@ -77,3 +77,13 @@ def read_rules(backend: Backend) -> dict[str, Any] | None:
 
 def write_rules(backend: Backend, rules: dict[str, Any]) -> None:
     backend.write_document(Document.RULES, rules)
+
+
+def read_synonyms(backend: Backend) -> dict[str, Any] | None:
+    """The synonyms `shopsearch synonyms set` stored (`SynonymSet.to_dict`), or None: plain
+    JSON here, as the rules are, given meaning (and checked) by shopsearch.search.synonyms."""
+    return backend.read_document(Document.SYNONYMS)
+
+
+def write_synonyms(backend: Backend, synonyms: dict[str, Any]) -> None:
+    backend.write_document(Document.SYNONYMS, synonyms)

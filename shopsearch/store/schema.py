@@ -33,13 +33,16 @@ class Document(Enum):
 
     META: the `CollectionMeta`. VOCABULARY: `{"words": {word: products using it}}`, the
     catalog vocabulary typo tolerance corrects to. FUSION: the learned fusion model
-    (shopsearch.search.learned_fusion), once `shopsearch fusion fit` made one.
+    (shopsearch.search.learned_fusion), once `shopsearch fusion fit` made one. RULES: the
+    merchandising rules (shopsearch.search.rules). SYNONYMS: the synonym list
+    (shopsearch.search.synonyms), once `shopsearch synonyms set` stored one.
     """
 
     META = ("shopsearch", "shopsearch.json")
     VOCABULARY = ("shopsearch_vocabulary", "vocabulary.json")
     FUSION = ("shopsearch_fusion", "fusion.json")
     RULES = ("shopsearch_rules", "rules.json")
+    SYNONYMS = ("shopsearch_synonyms", "synonyms.json")
 
     def __init__(self, key: str, file: str) -> None:
         self.key = key
