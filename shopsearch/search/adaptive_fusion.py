@@ -21,13 +21,13 @@ page within the window does not change with how far past it the search read.
 
 Chosen on Home Depot's train queries alone (benchmarks/notes/fusion_default.md):
 coverage's weight and the even split were the optimum of a grid over a min-max convex
-combination of both lists (DBSF and min-max within 0.002); Qdrant's DBSF and the window of
-50 keep the query at about the old default's cost, where bringing both lists' 200
-candidates into Python cost 1.5x (Edge builds every point in Python). CrowdFlower, a shop
-never used to choose anything, and Home Depot dev were evaluated afterwards
-(`benchmarks/fusion_default.py`): nDCG@10 and Recall@100 above both retrievers on both
-shops, by +0.017 nDCG@10 over dense on CrowdFlower but only +0.006 over BM25 on Home Depot.
-RRF (`--fusion rrf`, BM25's list weighted 3) is what it replaced.
+combination of both lists (DBSF and min-max within 0.002). Qdrant's DBSF and the window of
+50 keep the query near RRF's cost (1.2x), where bringing both lists' 200 candidates into
+Python costs 1.5x (Edge builds every point in Python). CrowdFlower, a shop that chooses
+nothing here, and Home Depot dev evaluate it (`benchmarks/fusion_default.py`): nDCG@10 and
+Recall@100 above both retrievers on both shops, by +0.017 nDCG@10 over dense on CrowdFlower
+but only +0.006 over BM25 on Home Depot. RRF (`--fusion rrf`, BM25's list weighted 3)
+stays one flag away.
 """
 
 from __future__ import annotations

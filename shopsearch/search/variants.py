@@ -8,7 +8,7 @@ and searched deeper when it held too few families to fill the page.
 Which variant shows the family (its representative): among the family's variants that the
 search returned, all of which passed the filters, the best-ranked one in stock; where none
 is, the best-ranked one. A variant is in stock unless its `in_stock` is false: a catalog
-without stock data shows each family by its best variant, as before stock counted. A shopper
+without stock data shows each family by its best variant, whatever the stock. A shopper
 who clicks an out-of-stock blue shirt while the same blue shirt in another size is in stock
 leaves; the in-stock variant matched the query and the filters as well, only less closely.
 
