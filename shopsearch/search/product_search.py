@@ -25,10 +25,18 @@ from shopsearch.search.facets import (
 )
 from shopsearch.search.filters import for_collection
 from shopsearch.search.learned_fusion import FusionModel, union_features
+from shopsearch.search.refreshed import Refreshed
 from shopsearch.search.rules import RuleSet, arrange_batch, arranges
 from shopsearch.search.sorting import SortOrder
 from shopsearch.search.spelling import TypoCorrector
-from shopsearch.search.synonyms import Applied, Synonyms, coverage_terms, expanded, with_synonyms
+from shopsearch.search.synonyms import (
+    Applied,
+    Synonyms,
+    coverage_terms,
+    expanded,
+    stored_synonyms,
+    with_synonyms,
+)
 from shopsearch.search.variants import FAMILY_FIELDS, collapse, deeper_limit, first_limit
 from shopsearch.store.backend import (
     Backend,
@@ -81,10 +89,10 @@ DEFAULT_BM25_WEIGHT = 3.0
 class SearchOptions:
     mode: SearchMode = SearchMode.HYBRID
     # The default needs no judgments of the shop: DBSF, its first results re-ranked by
-    # query-term coverage (shopsearch.search.adaptive_fusion); `rrf` was the default before.
+    # query-term coverage (shopsearch.search.adaptive_fusion).
     fusion: FusionMethod = FusionMethod.ADAPTIVE
     # RRF's weight of the BM25 list; None: the default. A weight picks RRF, the one fusion
-    # with list weights, where the default fusion was left as it is.
+    # with list weights, where the default fusion is asked for.
     bm25_weight: float | None = None
     top_k: int = 10
     # Results skipped before the page (families, where variants collapse): page 2 of 10 is
@@ -167,12 +175,10 @@ class ProductSearch:
         self._fusion: FusionModel | None = None
         self._encoded: tuple[list[str], np.ndarray] | None = None
         self.typos = typos or TypoCorrector.stored(backend)
-        # The collection's rules, read at the first search (rules.current_rules).
-        self.rules: RuleSet | None = None
-        self.rules_read_at = 0.0
-        # The collection's synonyms, read at the first search (synonyms.current_synonyms).
-        self.synonyms: Synonyms | None = None
-        self.synonyms_read_at = 0.0
+        # The collection's rules and synonyms, read at the first search that needs them
+        # (rules.current_rules, synonyms.current_synonyms).
+        self.rules: Refreshed[RuleSet] = Refreshed(lambda: RuleSet.stored(backend))
+        self.synonyms: Refreshed[Synonyms] = Refreshed(lambda: stored_synonyms(self))
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         warm_up(backend)
 

@@ -42,9 +42,7 @@ a few payload reads, only for queries a rule fires on (catch-all rules fire on a
 from __future__ import annotations
 
 import functools
-import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from shopsearch.errors import CollectionError, FilterError, InputFileError
 from shopsearch.search.filters import for_collection, parse_filters
+from shopsearch.search.json_files import read_json_file
 from shopsearch.search.sorting import relevant, sort_hits
 from shopsearch.search.variants import FAMILY_FIELDS
 from shopsearch.store.backend import Hit
@@ -184,17 +183,7 @@ class RuleSet:
 
     @classmethod
     def from_file(cls, path: Path) -> RuleSet:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"cannot read {path}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise InputFileError(
-                f"{path.name}: invalid JSON at line {exc.lineno}: {exc.msg}"
-            ) from None
-        except RecursionError:
-            raise InputFileError(f"{path.name}: JSON nested too deeply") from None
-        return cls.from_dict(data, path.name)
+        return cls.from_dict(read_json_file(path), path.name)
 
     @classmethod
     def stored(cls, backend: Backend) -> RuleSet:
@@ -386,7 +375,7 @@ def _in_range(cond: Range, n: float) -> bool:
 
 class Arranged(list[Hit]):
     """A page of hits with what the rules did to it (`fired`): a list, so every caller of
-    `search_batch` reads it as before."""
+    `search_batch` reads it as a list of hits."""
 
     fired: list[dict[str, Any]]
 
@@ -403,12 +392,7 @@ def fired_rules(hits: Sequence[Hit]) -> list[dict[str, Any]]:
 def current_rules(search: ProductSearch, max_age: float | None = None) -> RuleSet:
     """The collection's rules as `search` last read them: read at the first search, and again
     when older than `max_age` seconds (a long-running service notices `rules set`)."""
-    now = time.monotonic()
-    stale = max_age is not None and now - search.rules_read_at > max_age
-    if search.rules is None or stale:
-        search.rules = RuleSet.stored(search.backend)
-        search.rules_read_at = now
-    return search.rules
+    return search.rules.get(max_age)
 
 
 @dataclass

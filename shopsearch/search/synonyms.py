@@ -27,14 +27,13 @@ stands for (`coverage_terms`).
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shopsearch.errors import CollectionError, InputFileError
+from shopsearch.search.json_files import read_json_file
 from shopsearch.store.backend import Hit, SparseVec
 from shopsearch.store.documents import read_synonyms
 
@@ -121,17 +120,7 @@ class SynonymSet:
 
     @classmethod
     def from_file(cls, path: Path) -> SynonymSet:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"cannot read {path}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise InputFileError(
-                f"{path.name}: invalid JSON at line {exc.lineno}: {exc.msg}"
-            ) from None
-        except RecursionError:
-            raise InputFileError(f"{path.name}: JSON nested too deeply") from None
-        return cls.from_dict(data, path.name)
+        return cls.from_dict(read_json_file(path), path.name)
 
     @classmethod
     def stored(cls, backend: Backend) -> SynonymSet:
@@ -276,18 +265,17 @@ def _key(bm25: qdrant_edge.Bm25, phrase: str) -> _Key:
 
 def current_synonyms(search: ProductSearch, max_age: float | None = CHECK_SECONDS) -> Synonyms:
     """The collection's synonyms as `search` last read them: read at the first search, and
-    again when older than `max_age` seconds, as `rules.current_rules` keeps the rules (a
-    long-running service notices `synonyms set`)."""
-    now = time.monotonic()
-    held = search.synonyms
-    if held is None or (max_age is not None and now - search.synonyms_read_at > max_age):
-        where = f"the synonyms of the collection at {search.backend.location}"
-        try:
-            held = SynonymSet.stored(search.backend).compiled(search.bm25_model, where)
-        except InputFileError as exc:
-            raise CollectionError(f"{exc} {_AGAIN}") from None
-        search.synonyms, search.synonyms_read_at = held, now
-    return held
+    again when older than `max_age` seconds (a long-running service notices `synonyms set`)."""
+    return search.synonyms.get(max_age)
+
+
+def stored_synonyms(search: ProductSearch) -> Synonyms:
+    """The collection's synonyms, compiled by its own BM25 tokenizer."""
+    where = f"the synonyms of the collection at {search.backend.location}"
+    try:
+        return SynonymSet.stored(search.backend).compiled(search.bm25_model, where)
+    except InputFileError as exc:
+        raise CollectionError(f"{exc} {_AGAIN}") from None
 
 
 def with_synonyms(search: ProductSearch, query: Query, options: SearchOptions) -> Query:
