@@ -17,11 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-from shopsearch.store.edge import EdgeBackend
+from edge_snapshots import assert_same_collection, cli, snapshot
 
 READERS = 20
 # What a reader that did not get the collection may say: who has it.
@@ -32,36 +30,6 @@ REAL_CAUSES = re.compile(
     r"|is open in another process \(process \d+: shopsearch "
     r"|is open in another process; embedded Qdrant Edge lets one process open a collection"
 )
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shopsearch", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-
-
-def snapshot(directory: Path) -> dict[str, tuple[dict, np.ndarray]]:
-    """Every stored product: payload and dense vector, by point id."""
-    backend = EdgeBackend(directory)
-    try:
-        ids = list(backend.point_ids())
-        records = backend.shard().retrieve(ids, with_payload=True, with_vector=True)
-        return {str(r.id): (r.payload, np.asarray(r.vector["dense"])) for r in records}
-    finally:
-        backend.close()
-
-
-def assert_same_collection(got: dict, want: dict) -> None:
-    assert sorted(got) == sorted(want), "lost or extra products"
-    for pid, (payload, dense) in want.items():
-        assert got[pid][0] == payload, pid
-        assert np.any(got[pid][1]), f"{pid}: dense vector all zeros"
-        stored = got[pid][1]
-        cosine = float(stored @ dense) / float(np.linalg.norm(stored) * np.linalg.norm(dense))
-        assert cosine > 0.999, (pid, cosine)
 
 
 @pytest.fixture(scope="module")

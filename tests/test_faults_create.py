@@ -15,40 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from edge_snapshots import assert_same_collection, cli, snapshot
 
 from shopsearch.store.edge import EdgeBackend
 
 # Seconds after the collection's first directory appears, while its creation is under way.
 KILL_AFTER = (0.0, 0.1, 0.25, 0.5, 0.8)
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shopsearch", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-
-
-def snapshot(directory: Path) -> dict[str, tuple[dict, np.ndarray]]:
-    backend = EdgeBackend(directory)
-    try:
-        ids = list(backend.point_ids())
-        records = backend.shard().retrieve(ids, with_payload=True, with_vector=True)
-        return {str(r.id): (r.payload, np.asarray(r.vector["dense"])) for r in records}
-    finally:
-        backend.close()
-
-
-def assert_same_collection(got: dict, want: dict) -> None:
-    assert sorted(got) == sorted(want)
-    for pid, (payload, dense) in want.items():
-        assert got[pid][0] == payload, pid
-        np.testing.assert_allclose(got[pid][1], dense, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

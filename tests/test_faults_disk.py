@@ -17,44 +17,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from edge_snapshots import assert_same_collection, cli, snapshot
 
 from shopsearch.store.disk_space import RESERVE_IN_MEMORY, ShardScan
-from shopsearch.store.edge import EdgeBackend
-
-
-def cli(
-    *args: str, env: dict[str, str], prefix: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "shopsearch", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
-
-
-def snapshot(directory: Path) -> dict[str, tuple[dict, np.ndarray]]:
-    backend = EdgeBackend(directory)
-    try:
-        ids = list(backend.point_ids())
-        records = backend.shard().retrieve(ids, with_payload=True, with_vector=True)
-        return {str(r.id): (r.payload, np.asarray(r.vector["dense"])) for r in records}
-    finally:
-        backend.close()
-
-
-def assert_same_collection(got: dict, want: dict) -> None:
-    assert sorted(got) == sorted(want)
-    for pid, (payload, dense) in want.items():
-        assert got[pid][0] == payload, pid
-        np.testing.assert_allclose(got[pid][1], dense, atol=1e-5)
 
 
 def assert_refused_for_room(proc: subprocess.CompletedProcess[str], directory: Path) -> None:
