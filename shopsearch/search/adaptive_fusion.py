@@ -20,7 +20,7 @@ re-ranked the same way among themselves (their scores shifted below the window's
 page within the window does not change with how far past it the search read.
 
 Chosen on Home Depot's train queries alone (benchmarks/notes/fusion_default.md):
-coverage's weight and the even split were the optimum of a grid over a min-max convex
+coverage's weight and the even split are the optimum of a grid over a min-max convex
 combination of both lists (DBSF and min-max within 0.002). Qdrant's DBSF and the window of
 50 keep the query near RRF's cost (1.2x), where bringing both lists' 200 candidates into
 Python costs 1.5x (Edge builds every point in Python). CrowdFlower, a shop that chooses

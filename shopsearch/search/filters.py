@@ -17,7 +17,7 @@ Keyword values forgive case: on a collection holding normalised copies of brand,
 color, size, currency and the attribute values (`MATCH_FIELDS`, recorded in its metadata),
 `for_collection` points a condition on those fields at the copy with its values normalised
 the same way, so `brand=Nike` matches a stored "nike" or "NIKE" while results show the
-stored spelling. A collection without the copies matches exactly, as it always did.
+stored spelling. A collection without the copies (ingested before they were kept) matches exactly.
 """
 
 from __future__ import annotations
