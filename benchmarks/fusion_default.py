@@ -16,7 +16,9 @@ comparison is paired over queries (`shopsearch.evaluation.significance.compare`:
 The first run ingests both catalogs under --work with the CLI (minutes); later runs reuse
 them. --exact searches dense exactly (the default searches as a shop does: HNSW).
 CrowdFlower only evaluates: nothing in the fusion was chosen on it
-(benchmarks/notes/fusion_default.md).
+(benchmarks/notes/fusion_default.md). Each run ends with a regression check: every figure
+against the one RESULTS.md section 12 records (searches without rules, synonyms, business
+ranking or a relevance floor must rank as they did).
 
 --latency times the old and the new default instead, warm and in-process, as
 `benchmarks/query_latency.py` times its arms: its 54,667-product collection with attributes
@@ -71,6 +73,24 @@ SHOPS = (
         3.0,
     ),
 )
+# The figures RESULTS.md section 12 reports (nDCG@10, Recall@100), to 3 decimals: every run
+# checks that the search features added since (merchandising rules, synonyms, business
+# ranking, the relevance floor) leave a search without them as it was.
+RECORDED = {
+    "hd": {
+        "BM25": (0.411, 0.786),
+        "dense": (0.264, 0.669),
+        "old default (RRF, BM25 x3)": (0.396, 0.803),
+        "new default (adaptive)": (0.417, 0.807),
+    },
+    "cf": {
+        "BM25": (0.781, 0.947),
+        "dense": (0.796, 0.940),
+        "old default (RRF, BM25 x3)": (0.796, 0.959),
+        "new default (adaptive)": (0.813, 0.966),
+    },
+}
+HNSW_DRIFT = 0.002
 SYSTEMS = {
     "BM25": SearchOptions(mode=SearchMode.BM25),
     "dense": SearchOptions(mode=SearchMode.DENSE),
@@ -214,6 +234,25 @@ def main() -> None:
         finally:
             backend.close()
         report(shop, judgments, runs)
+        if not args.exact:
+            regression_check(shop, runs)
+
+
+def regression_check(shop: Shop, runs: dict[str, dict[str, np.ndarray]]) -> None:
+    """Each figure against the one recorded in RESULTS.md (RECORDED): BM25's to its 3
+    decimals; a search through the HNSW graph within HNSW_DRIFT, since one collection searched
+    again by one code moves it that much (Recall@100 of the adaptive default 0.8066-0.8081 on
+    Home Depot over five runs)."""
+    changed = []
+    for name, values in runs.items():
+        for metric, recorded in zip(METRICS, RECORDED[shop.key][name], strict=True):
+            measured = float(np.nanmean(values[metric]))
+            allowed = 0.0005 if SYSTEMS[name].mode is SearchMode.BM25 else HNSW_DRIFT
+            if abs(measured - recorded) > allowed + 1e-9:
+                changed.append(f"{name} {metric} {measured:.4f} (recorded {recorded:.3f})")
+    verdict = "unchanged" if not changed else "CHANGED: " + "; ".join(changed)
+    print(f"\nregression check against RESULTS.md section 12 (rules off, no business fields; "
+          f"HNSW searches within {HNSW_DRIFT}): {verdict}")  # fmt: skip
 
 
 def report(shop: Shop, judgments: Judgments, runs: dict[str, dict[str, np.ndarray]]) -> None:

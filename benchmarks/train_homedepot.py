@@ -30,7 +30,7 @@ stage1-cosent from the saved runs.
         [--stage2-steps 200] [--epochs 1] [--batch-size 64] [--max-length 32]
         [--learning-rate 5e-5] [--anchor-weight 0.5] [--margin -0.1|none] [--guide base]
         [--hard-negatives model|bm25|none] [--bf16 auto|on|off] [--int8]
-        [--device auto|cpu|cuda] [--quick]
+        [--device auto|cpu|cuda] [--quick] [--train-only]
 
 Prints (and writes to ablation.md and ablation.json in DIR/<knobs>/, the run's directory;
 ablation-<systems>.md for a --systems subset) the table of systems x modes with
@@ -300,12 +300,7 @@ class Ablation:
                 record.write_text(json.dumps(result, indent=2) + "\n")
             return result
         start = time.perf_counter()
-        log(f"{system}: exporting {model_dir or 'the base model'}")
-        export_model(
-            str(model_dir) if model_dir else None,
-            self.eval_dir / "models" / system,
-            quantize=self.precision == "int8",
-        )
+        self.export(system, model_dir)
         export_s = time.perf_counter() - start
         log(f"{system}: ingesting {self.inputs.eval_products.name}")
         ingest_s, _, out = run_shopsearch(
@@ -336,6 +331,13 @@ class Ablation:
         record.write_text(json.dumps(result, indent=2) + "\n")
         log(f"{system}: evaluated in {time.perf_counter() - start:.0f} s")
         return result
+
+    def export(self, system: str, model_dir: Path | None) -> Path:
+        """`system`'s model exported to ONNX where the evaluations read it."""
+        out = self.eval_dir / "models" / system
+        log(f"{system}: exporting {model_dir or 'the base model'}")
+        export_model(str(model_dir) if model_dir else None, out, quantize=self.precision == "int8")
+        return out
 
     def runs_dir(self, system: str) -> Path:
         return self.eval_dir / "runs" / system
@@ -560,6 +562,12 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="ingest and evaluate with int8")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 steps")
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train and export the systems' models, evaluate nothing (transfer_crowdflower.py "
+        "evaluates them on another shop)",
+    )
     args = parser.parse_args()
     if min(args.stage1_steps, args.stage2_steps) < 0:
         parser.error("--stage1-steps and --stage2-steps must be >= 0")
@@ -614,6 +622,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for system in (s for s in SYSTEMS if s in args.systems):
         stages = ablation.stages(system)
+        if args.train_only:
+            ablation.export(system, stages[-1].model_dir if stages else None)
+            continue
         result = ablation.evaluate(system, stages[-1].model_dir if stages else None)
         results[system] = result
         for mode in MODES:
@@ -628,6 +639,9 @@ def main() -> None:
                     "eval_s": result["export_s"] + result["ingest_s"] + result["eval_s"],
                 }
             )
+    if args.train_only:
+        log(f"trained and exported; models in {ablation.eval_dir / 'models'}")
+        return
     bm25 = ablation.bm25(results)
     significance = ablation.significance(results)
     wall_s = time.perf_counter() - START

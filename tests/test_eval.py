@@ -19,12 +19,14 @@ from ir_measures import RR, R, nDCG
 
 from shopsearch.cli.app import main
 from shopsearch.errors import InputFileError
+from shopsearch.evaluation.calibration import assess
 from shopsearch.evaluation.evaluate import ALL, System, evaluate
 from shopsearch.evaluation.judgments import (
     GradeScheme,
     JudgedQuery,
     Judgments,
     load_judgments,
+    whole_grades_of,
 )
 from shopsearch.evaluation.metrics import (
     MetricConfig,
@@ -36,6 +38,7 @@ from shopsearch.evaluation.metrics import (
 from shopsearch.evaluation.runs import Ranking, read_run, write_run
 from shopsearch.evaluation.significance import compare
 from shopsearch.evaluation.strata import by_category, by_frequency, length_label
+from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
 
@@ -150,6 +153,24 @@ def test_order_accuracy_modes_and_esci_pairs():
     rr = query_metrics(jq, ["c", "x", "e"], [3.0, 2.0, 1.0], scheme, config, "rerank")
     assert rr["OrderAcc"] == pytest.approx(3.5 / 6)
     assert rr["OrderAcc[S>I]"] == 0.5
+
+
+def test_whole_grade_ratings_get_order_accuracy_per_grade_pair():
+    # CrowdFlower's shape: medians of 1..4, nearly all whole; averaged ratings get no pairs.
+    assert whole_grades_of([1.0, 2.0, 3.0, 4.0] * 5 + [3.5], 1, 4) == (4.0, 3.0, 2.0, 1.0)
+    assert whole_grades_of([1.0, 1.33, 2.67, 3.0], 1, 3) == ()
+    scheme = GradeScheme("numeric", lo=1, hi=4, whole_grades=(4.0, 3.0, 2.0, 1.0))
+    names = MetricConfig().names(scheme)
+    assert names[-4:] == ["OrderAcc[4>3]", "OrderAcc[3>2]", "OrderAcc[2>1]", "OrderAcc[4>1]"]
+    assert scheme.distant_pairs() == {"OrderAcc[4>1]"}
+    jq = JudgedQuery("q", "x", {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0, "h": 3.5})
+    # ranked c, a, d, b, h: 4>3 right, 3>2 wrong, 2>1 right, 4>1 right; 3.5 joins OrderAcc only
+    got = query_metrics(jq, ["c", "a", "d", "b", "h"], [5, 4, 3, 2, 1], scheme, MetricConfig())
+    assert got["OrderAcc[4>3]"] == 1.0 and got["OrderAcc[3>2]"] == 0.0
+    assert got["OrderAcc[2>1]"] == 1.0 and got["OrderAcc[4>1]"] == 1.0
+    # the overall OrderAcc counts every pair 0.5 apart, the 3.5 among them
+    levels = np.array([2.0, 4.0, 1.0, 3.0, 3.5])
+    assert got["OrderAcc"] == order_accuracy(levels, np.array([5.0, 4, 3, 2, 1]), 0.5)[0]
 
 
 def test_rerank_tied_tail_is_the_expectation_over_its_orders():
@@ -442,6 +463,45 @@ def test_eval_two_modes_report_and_json(eval_env, capsys):
         rows[("all queries", "again")]["nDCG@10"]["mean"]
         == rows[("all queries", "bm25")]["nDCG@10"]["mean"]
     )
+
+
+def test_eval_hybrid_reads_the_relevance_floors_calibration(eval_env, capsys):
+    env, tmp, judgments = eval_env
+    report = tmp / "hybrid.html"
+    args = ["eval", "-j", str(judgments), "--mode", "hybrid", "--resamples", "200", *env]
+    assert main([*args, "--json", "--report", str(report)]) == 0
+    cal = json.loads(capsys.readouterr().out)["calibration"]
+    assert cal["system"] == "hybrid-adaptive" and cal["first_k"] == 10
+    # every judged result among each query's first 10, each in one bin
+    assert cal["judged_results"] == sum(b["results"] for b in cal["bins"]) > 0
+    assert all(0 <= b["predicted"] <= 1 and 0 <= b["observed"] <= 1 for b in cal["bins"])
+    cut = cal["default_cut"]
+    assert cut["cut"] == DEFAULT_MIN_CONFIDENCE and 0 <= cut["no_confident_match"] <= 6
+    assert 'aria-label="reliability diagram"' in report.read_text(encoding="utf-8")
+    assert main(args) == 0
+    assert "relevance floor (hybrid-adaptive" in capsys.readouterr().out
+
+
+def test_calibration_bins_ece_and_the_cut():
+    scheme = GradeScheme("numeric", lo=1, hi=3)
+    judged = Judgments(
+        {
+            "a": JudgedQuery("a", "x", {"p1": 3.0, "p2": 1.0}),
+            "b": JudgedQuery("b", "y", {"p3": 1.0}),
+        },
+        scheme,
+    )
+    run = {
+        "a": Ranking("a", ("p1", "zz", "p2"), (3.0, 2.0, 1.0)),
+        "b": Ranking("b", ("p3",), (1.0,)),
+    }
+    cal = assess("s", judged, run, {"a": [0.95, 0.9, 0.15], "b": [0.3]}, cut=0.5)
+    # the unjudged zz has no label: three judged results, one relevant
+    assert list(cal.confidence) == [0.95, 0.15, 0.3] and list(cal.relevant) == [True, False, False]
+    assert [(b["low"], b["results"]) for b in cal.bins()] == [(0.1, 1), (0.3, 1), (0.9, 1)]
+    assert cal.ece == pytest.approx((0.05 + 0.15 + 0.3) / 3)
+    at = cal.at(0.5)
+    assert (at["kept"], at["precision"], at["recall"], at["no_confident_match"]) == (1, 1.0, 1.0, 1)
 
 
 def test_eval_bad_inputs_exit_2_naming_the_place(eval_env, tmp_path, capsys):

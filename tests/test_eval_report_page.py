@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shopsearch.evaluation.calibration import assess
 from shopsearch.evaluation.evaluate import System, evaluate
 from shopsearch.evaluation.judgments import GradeScheme, JudgedQuery, Judgments
 from shopsearch.evaluation.report import write_report
@@ -83,8 +84,18 @@ def report(tmp_path_factory) -> Path:
         collection_coverage=0.85, warnings=["collection holds 85% of the judged products"],
     )  # fmt: skip
     assert set(ev.strata) == {"length", "lexical", "typos", "category"}
+    # The relevance floor's reliability diagram, from confidences that rise with the grade.
+    hybrid = runs["hybrid-rrf-bm25x3"]
+    confidences = {
+        q: [
+            min(1.0, queries[q].grades[p] / 4 * float(rng.uniform(0.6, 1.1))) for p in r.product_ids
+        ]
+        for q, r in hybrid.items()
+    }
+    ev.calibration = assess("hybrid-rrf-bm25x3", judgments, hybrid, confidences, 0.22)
     path = tmp_path_factory.mktemp("report") / "report.html"
     write_report(ev, path)
+    assert 'aria-label="reliability diagram"' in path.read_text()
     return path
 
 

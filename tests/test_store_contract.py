@@ -161,6 +161,7 @@ def test_documents_are_stored_where_the_collection_contract_says(filled: Backend
         Document.FUSION: ("shopsearch_fusion", "fusion.json"),
         Document.RULES: ("shopsearch_rules", "rules.json"),
         Document.SYNONYMS: ("shopsearch_synonyms", "synonyms.json"),
+        Document.RANKING: ("shopsearch_ranking", "ranking.json"),
     }
 
 

@@ -64,6 +64,13 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
             "show": ("commands_synonyms", "show"),
         },
     ),
+    "ranking": (
+        "Business ranking stored with the collection: rank field weights, in-stock first.",
+        {
+            "set": ("commands_ranking", "set_ranking"),
+            "show": ("commands_ranking", "show"),
+        },
+    ),
 }
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}

@@ -22,6 +22,7 @@ from rich.text import Text
 from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
+from shopsearch.evaluation.calibration import Calibration
 from shopsearch.evaluation.coverage import check_run, run_coverage
 from shopsearch.evaluation.evaluate import ALL, Evaluation, System
 from shopsearch.evaluation.evaluate import evaluate as score_systems
@@ -169,6 +170,7 @@ def evaluate(
     warnings: list[str] = []
     coverage: float | None = None
     facts: dict[str, dict[str, str]] = {}
+    calibration: Calibration | None = None
     if modes:
         from shopsearch.search.product_search import SearchOptions
 
@@ -183,7 +185,7 @@ def evaluate(
             exact=exact,
             fix_typos=fix_typos,
         )
-        searched_systems, found = _search_systems(
+        searched_systems, found, calibration = _search_systems(
             judged,
             modes,
             searched,
@@ -218,6 +220,7 @@ def evaluate(
         collection_coverage=coverage,
         warnings=warnings,
     )
+    ev.calibration = calibration
     err = Console(stderr=True, highlight=False)
     for warning in ev.warnings:  # before the results, and with --json too: it changes them
         err.print(f"[bold red]warning:[/] {escape(warning)}")
@@ -243,22 +246,24 @@ def _search_systems(
     load_encoder,
     judgments_path: str,
     warnings: list[str],
-) -> tuple[list[System], Any]:
+) -> tuple[list[System], Any, Any]:
     """`searched`: the options of every mode's search, but the mode. The collection's
     coverage of the judged products is checked before any search: none is an error
-    (`CoverageError`), under 90% a warning appended to `warnings`."""
+    (`CoverageError`), under 90% a warning appended to `warnings`. With a hybrid mode, the
+    relevance floor's calibration on its results is read too (`calibration_of`)."""
     from dataclasses import replace
 
     from rich.progress import Progress
 
     from shopsearch.evaluation.coverage import check_collection
-    from shopsearch.evaluation.systems import collection_facts, search_system
+    from shopsearch.evaluation.systems import calibration_of, collection_facts, search_system
     from shopsearch.search.product_search import ProductSearch
 
     needs_encoder = any(m is not SearchMode.BM25 for m in modes)
     encoder = load_encoder() if needs_encoder else None
     backend = connection.open()
     out = []
+    calibration = None
     try:
         search = ProductSearch(backend, encoder)
         facts = collection_facts(search, judged, searched)
@@ -285,9 +290,12 @@ def _search_systems(
                         on_chunk=lambda n, t=task: progress.advance(t, n),
                     )
                 )
+                if mode is SearchMode.HYBRID and calibration is None:
+                    progress.update(task, description="reading confidences (hybrid)")
+                    calibration = calibration_of(search, judged, out[-1], options)
     finally:
         backend.close()
-    return out, facts
+    return out, facts, calibration
 
 
 def _categories(catalog: Path | None, mapping: list[str], payloads: dict[str, dict[str, Any]]):
@@ -358,6 +366,22 @@ def _print_tables(ev: Evaluation, console: Console) -> None:
             cells += [_delta(ev.comparisons[mode][s.name][group][key]) for s in ev.systems[1:]]
             table.add_row(*cells)
         console.print(table)
+    if ev.calibration is not None:
+        console.print(calibration_line(ev.calibration), markup=False)
+
+
+def calibration_line(cal: Calibration) -> str:
+    """The relevance floor's calibration in one line: ECE and the default cut's effect."""
+    at = cal.at(cal.cut)
+    judged = len(cal.confidence)
+    if not judged:
+        return f"relevance floor ({cal.system}): no judged product among the first {cal.k}"
+    return (
+        f"relevance floor ({cal.system}, {judged} judged results among the first {cal.k}): "
+        f"ECE {cal.ece:.3f}; at the default cut {at['cut']:g}: precision {_fmt(at['precision'])}"
+        f" (all: {cal.relevant.mean():.3f}), recall {_fmt(at['recall'])}, no confident match "
+        f"on {at['no_confident_match']} of {len(cal.firsts)} queries"
+    )
 
 
 def _delta(c: Any) -> str:

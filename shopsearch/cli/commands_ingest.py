@@ -12,7 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import CatalogError, Interrupted
-from shopsearch.ingest.pipeline import DEFAULT_BATCH_SIZE, IngestReport, ingest_catalog
+from shopsearch.ingest.fields import CATALOG_FIELDS
+from shopsearch.ingest.pipeline import (
+    DEFAULT_BATCH_SIZE,
+    IngestReport,
+    check_rank_fields,
+    ingest_catalog,
+)
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.readers import CatalogReader, parse_column_map
 from shopsearch.store.backend import IndexSettings
@@ -67,6 +73,16 @@ def ingest(
             "longer lists (a rejected row keeps its product).",
         ),
     ] = False,
+    rank_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rank-field",
+            help="Keep this numeric catalog column (popularity, rating, margin ...) for "
+            "business ranking (`shopsearch ranking`), repeatable; a new collection's, and "
+            "an existing one keeps its own.",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = DEFAULT_BATCH_SIZE,
     shards: Annotated[
         int | None,
@@ -108,7 +124,12 @@ def ingest(
     as_json: opt.JsonOut = False,
 ) -> None:
     """Read a catalog, encode its products and upsert them (vectors + payload) into Qdrant."""
-    reader = CatalogReader(catalog, parse_column_map(column_map or []), fmt=fmt)
+    ranked = list(dict.fromkeys(rank_field or []))
+    check_rank_fields(ranked)
+    # Without --rank-field, an existing collection's own are read (`ingest_catalog`).
+    fields = [*CATALOG_FIELDS, *(f for f in ranked if f not in CATALOG_FIELDS)]
+    mapping = parse_column_map(column_map or [], fields)
+    reader = CatalogReader(catalog, mapping, fmt=fmt, rank_fields=ranked)
     text_template = ProductTextTemplate(template) if template else None
     chosen = {name: v for name, v in (("k", bm25_k), ("b", bm25_b)) if v is not None}
     bm25 = Bm25Settings(**chosen) if chosen else None
@@ -154,6 +175,7 @@ def ingest(
                 batch_size=batch_size,
                 recreate=recreate,
                 prune=prune,
+                rank_fields=ranked if rank_field or recreate else None,
                 on_rows=lambda n: progress.advance(task, n),
             )
     except KeyboardInterrupt:

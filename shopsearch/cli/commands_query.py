@@ -15,6 +15,7 @@ from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
 from shopsearch.errors import UsageError
 from shopsearch.evaluation.runs import search_rankings, write_ranking
+from shopsearch.search.business_ranking import parse_boosts
 from shopsearch.search.facets import FACET_FIELDS, RANGE_FIELDS, check_facet_fields
 from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions, prepare_query
@@ -40,6 +41,7 @@ def query(
         FusionMethod.ADAPTIVE
     ),
     bm25_weight: opt.Bm25Weight = None,
+    min_confidence: opt.MinConfidence = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=10_000)] = 10,
     offset: Annotated[
         int,
@@ -83,6 +85,8 @@ def query(
             "(`shopsearch synonyms`).",
         ),
     ] = True,
+    boost_field: opt.BoostFields = None,
+    in_stock_first: opt.InStockFirst = False,
     all_variants: Annotated[
         bool,
         typer.Option(
@@ -143,7 +147,11 @@ def query(
         rules=rules,
         synonyms=synonyms,
         sort=None if sort is None else parse_sort(sort),
+        ranking=parse_boosts(boost_field or [], in_stock_first),
         payload_fields=["product_id"] if batch else None,
+        # One query's answer shows each result's confidence; a run file holds none.
+        confidence=batch is None,
+        min_confidence=min_confidence,
     )
     queries = (
         list(_read_batch(batch, filters or []))
@@ -160,10 +168,12 @@ def query(
         searched = queries[0].searched or ""
         encoder = (
             None
-            if mode is SearchMode.BM25
+            if mode is SearchMode.BM25 and min_confidence is None
             else opt.load_encoder(model, precision, threads, queries=None if batch else [searched])
         )
         search = ProductSearch(backend, encoder, typos)
+        if options.ranking is not None:
+            options.ranking.check(search.meta)  # a weight on a field it lacks: exit 2
         if batch is not None:
             _run_batch(search, queries, options, out)
             return
@@ -190,7 +200,7 @@ def query(
     from shopsearch.cli.render import results_table
 
     console = Console()
-    console.print(results_table(text or "", searched, hits, mode, offset))
+    console.print(results_table(text or "", searched, hits, mode, offset, min_confidence))
     if counted is not None:
         from shopsearch.cli.render import facet_tables
 

@@ -10,10 +10,8 @@ import typer
 
 from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
-from shopsearch.errors import CollectionError
 from shopsearch.search.rules import Rule, RuleSet
-from shopsearch.store.backend import Backend
-from shopsearch.store.documents import read_meta, write_rules
+from shopsearch.store.documents import existing_meta, write_rules
 
 
 def set_rules(
@@ -34,7 +32,7 @@ def set_rules(
     rules = RuleSet.from_file(file)  # checked whole before anything is written
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        _existing(backend)
+        existing_meta(backend)
         # A document beside the points: an embedded collection's shard stays closed, so a
         # service holding it goes on answering and reads the new rules itself.
         write_rules(backend, rules.to_dict())
@@ -57,7 +55,7 @@ def show(
     """Print the collection's rules, as `rules set` stored them."""
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        _existing(backend)
+        existing_meta(backend)
         rules = RuleSet.stored(backend)
     finally:
         backend.close()
@@ -123,10 +121,3 @@ def describe(rule: Rule) -> str:
     parts = [f"when {when}" if when else "every query (catch-all)"]
     parts += [f"{key} {source[key]}" for key in ("pin", "hide", "boost", "bury") if key in source]
     return "; ".join(parts)
-
-
-def _existing(backend: Backend) -> None:
-    if read_meta(backend) is None:
-        raise CollectionError(
-            f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
-        )

@@ -10,11 +10,9 @@ import typer
 
 from shopsearch.cli import options as opt
 from shopsearch.cli.output import print_json
-from shopsearch.errors import CollectionError
 from shopsearch.search.synonyms import SynonymSet
-from shopsearch.store.backend import Backend
 from shopsearch.store.bm25 import Bm25Settings
-from shopsearch.store.documents import read_meta, write_synonyms
+from shopsearch.store.documents import existing_meta, write_synonyms
 
 
 def set_synonyms(
@@ -36,11 +34,7 @@ def set_synonyms(
     synonyms = SynonymSet.from_file(file)  # checked whole before anything is written
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        meta = read_meta(backend)
-        if meta is None:
-            raise CollectionError(
-                f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
-            )
+        meta = existing_meta(backend)
         # Each phrase must hold a word the collection's BM25 tokenizer searches.
         synonyms.compiled(Bm25Settings.from_dict(meta.bm25).model(), file.name)
         # A document beside the points, as the rules are: a service holding an embedded
@@ -67,7 +61,7 @@ def show(
     """Print the collection's synonyms, as `synonyms set` stored them."""
     backend = opt.connection(collection, path, qdrant_url, api_key).open()
     try:
-        _existing(backend)
+        existing_meta(backend)
         synonyms = SynonymSet.stored(backend)
     finally:
         backend.close()
@@ -82,10 +76,3 @@ def show(
             print(f"{entry.index}: {' = '.join(entry.sources)}")
         else:
             print(f"{entry.index}: {' | '.join(entry.sources)} -> {', '.join(entry.targets)}")
-
-
-def _existing(backend: Backend) -> None:
-    if read_meta(backend) is None:
-        raise CollectionError(
-            f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
-        )

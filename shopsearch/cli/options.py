@@ -70,6 +70,16 @@ Bm25Weight = Annotated[
         show_default=False,
     ),
 ]
+MinConfidence = Annotated[
+    float | None,
+    typer.Option(
+        "--min-confidence",
+        help="Drop the results whose calibrated confidence (the probability of relevance, "
+        "0..1) is under this; the page is not refilled, and a sort orders only the products "
+        "above it. `no confident match` means no result reaches the default cut (docs/cli.md).",
+        show_default=False,
+    ),
+]
 FUSION_HELP = (
     "adaptive (the default: DBSF, its first results re-ranked by how many query words each "
     "product holds), rrf (BM25's list weighted by --bm25-weight, 3 by default; a weight picks "
@@ -80,6 +90,24 @@ FixTypos = Annotated[
     typer.Option(
         "--fix-typos/--no-fix-typos",
         help="Replace a query word no product uses by the catalog word one edit away.",
+    ),
+]
+
+
+BoostFields = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--boost-field",
+        help="FIELD:WEIGHT: add WEIGHT * f / (f + scale) of a rank field (`ingest "
+        "--rank-field`) to each result's score, over the collection's stored ranking "
+        "(`shopsearch ranking`); repeatable, weights from -10 to 10.",
+        show_default=False,
+    ),
+]
+InStockFirst = Annotated[
+    bool,
+    typer.Option(
+        "--in-stock-first", help="Show products whose in_stock is false after all others."
     ),
 ]
 

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, confident
 from shopsearch.search.facets import Facets
 from shopsearch.store.backend import Hit, SearchMode
 
@@ -55,9 +56,15 @@ def _title(hit: Hit) -> Text:
 
 
 def results_table(
-    query: str, searched: str, hits: list[Hit], mode: SearchMode, offset: int = 0
+    query: str,
+    searched: str,
+    hits: list[Hit],
+    mode: SearchMode,
+    offset: int = 0,
+    min_confidence: float | None = None,
 ) -> Table:
-    """`searched`: the query as searched, typos corrected; `offset`: results before the page."""
+    """`searched`: the query as searched, typos corrected; `offset`: results before the page;
+    `min_confidence`: the floor the page was cut at, if any."""
     count = f"{len(hits)} results"
     if offset and hits:
         count = f"results {offset + 1}-{offset + len(hits)}"
@@ -78,13 +85,22 @@ def results_table(
     for name in shown:
         table.add_column(name, **ATTRIBUTE_COLUMNS[name])
     table.add_column("score", justify="right")
+    # The calibrated probability of relevance (search/confidence.py); the score only orders.
+    rated = any(hit.confidence is not None for hit in hits)
+    if rated:
+        table.add_column("confidence", justify="right")
     ranked = zip(hits, titles, cells, strict=True)
     for rank, (hit, title, row) in enumerate(ranked, start=offset + 1):
         product = [Text(hit.product_id)] if show_id else []
+        sure = [] if not rated else ["–" if hit.confidence is None else f"{hit.confidence:.2f}"]
         table.add_row(
-            str(rank), title, *product, *(row[name] for name in shown), f"{hit.score:.4f}"
+            str(rank), title, *product, *(row[name] for name in shown), f"{hit.score:.4f}", *sure
         )
     captions = []
+    if rated and not confident(hits):
+        captions.append(
+            f"no confident match: no result reaches confidence {DEFAULT_MIN_CONFIDENCE}"
+        )
     if searched != query:
         captions.append(
             f"showing results for {escape(repr(searched))}: "
@@ -92,6 +108,8 @@ def results_table(
         )
     if not hits and offset:
         captions.append(f"no results past the first {offset}")
+    elif not hits and min_confidence is not None:
+        captions.append(f"no confident match: no result reaches --min-confidence {min_confidence}")
     elif not hits:
         captions.append("no products matched (filters are exact, case-sensitive matches)")
     table.caption = "\n".join(captions) or None

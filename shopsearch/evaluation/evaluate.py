@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from shopsearch.evaluation import strata as st
+from shopsearch.evaluation.calibration import Calibration
 from shopsearch.evaluation.judgments import GradeScheme, Judgments
 from shopsearch.evaluation.metrics import MODES, MetricConfig, query_metrics
 from shopsearch.evaluation.runs import Run
@@ -72,6 +73,9 @@ class Evaluation:
     # collection searched), and what the reader must know before trusting any number.
     collection_coverage: float | None = None
     warnings: list[str] = field(default_factory=list)
+    # The relevance floor's reliability on a searched system (None: no collection searched
+    # with an encoder).
+    calibration: Calibration | None = None
 
     @property
     def baseline(self) -> SystemResult:
@@ -192,6 +196,8 @@ class Evaluation:
             }
             for s in self.systems[1:]
         }
+        if self.calibration is not None:
+            doc["calibration"] = self.calibration.to_dict()
         return doc
 
 

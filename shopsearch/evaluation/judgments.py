@@ -22,9 +22,10 @@ import codecs
 import csv
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ class GradeScheme:
     relevant: float | str | None = None
     pair_gap: float = 0.5
     detected: bool = False
+    whole_grades: tuple[float, ...] = ()
 
     def gain(self, grade: float | str) -> float:
         if self.kind == "esci":
@@ -95,6 +97,25 @@ class GradeScheme:
     def min_gap(self) -> float:
         """Smallest level difference that makes a pair: any for labels, `pair_gap` for ratings."""
         return 1.0 if self.kind == "esci" else self.pair_gap
+
+    def grade_pairs(self) -> list[tuple[str, str]]:
+        """(better, worse) grade pairs whose order accuracy is reported apart: every pair of
+        ESCI labels (`esci_pairs`); on a scale of whole grades, the consecutive ones best
+        first and the scale's ends (4>3, 3>2, 2>1, 4>1 on 1..4); none for averaged ratings,
+        where "a grade" is not a class of products."""
+        if self.kind == "esci":
+            return esci_pairs()
+        grades = [f"{g:g}" for g in self.whole_grades]
+        pairs = list(pairwise(grades))
+        if len(grades) > 2:
+            pairs.append((grades[0], grades[-1]))
+        return pairs
+
+    def distant_pairs(self) -> set[str]:
+        """The grade pairs that are not neighbours (E>C, S>I, E>I; 4>1 on 1..4), as metric
+        names: charts that show one row per pair leave them out, the neighbours say more."""
+        grades = len(ESCI_LEVELS) if self.kind == "esci" else len(self.whole_grades)
+        return {f"OrderAcc[{a}>{b}]" for a, b in self.grade_pairs()[grades - 1 :]}
 
     def summary(self) -> str:
         """One line for people: how grades are read."""
@@ -123,7 +144,17 @@ class GradeScheme:
             "gain": f"(r - {self.lo:g}) / ({self.hi:g} - {self.lo:g})",
             "relevant": f"r >= {self.relevant_level:g}",
             "pair_gap": self.pair_gap,
+            "grade_pairs": [f"{a}>{b}" for a, b in self.grade_pairs()],
         }
+
+
+def esci_pairs() -> list[tuple[str, str]]:
+    """(better, worse) label pairs, consecutive ones first: E>S, S>C, C>I, E>C, S>I, E>I."""
+    best_first = ESCI_LEVELS[::-1]
+    return sorted(
+        combinations(best_first, 2),
+        key=lambda p: (best_first.index(p[1]) - best_first.index(p[0]), best_first.index(p[0])),
+    )
 
 
 def default_relevant(lo: float, hi: float) -> float:
@@ -300,8 +331,25 @@ def load_judgments(
             relevant=rel,
             pair_gap=pair_gap,
             detected=rating_range is None,
+            whole_grades=whole_grades_of(ratings, lo, hi),
         )
     return Judgments(queries, scheme, source=str(path))
+
+
+# Share of ratings that must be whole numbers for a scale's grades to be classes of products
+# (CrowdFlower's medians of 1..4: 99.7% whole; Home Depot's means of 1..3: 44%).
+WHOLE_GRADES_SHARE = 0.9
+
+
+def whole_grades_of(ratings: Sequence[float], lo: float, hi: float) -> tuple[float, ...]:
+    """LO..HI's whole grades, best first, when at least WHOLE_GRADES_SHARE of `ratings` are
+    whole numbers and the scale has 2 to 11 of them; otherwise none."""
+    if not ratings or lo != int(lo) or hi != int(hi) or not 1 <= hi - lo <= 10:
+        return ()
+    whole = sum(float(r).is_integer() for r in ratings)
+    if whole < WHOLE_GRADES_SHARE * len(ratings):
+        return ()
+    return tuple(float(g) for g in range(int(hi), int(lo) - 1, -1))
 
 
 def _holds_labels(grades: Iterable[Any]) -> bool:

@@ -28,11 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 
-from shopsearch.evaluation.judgments import ESCI_LEVELS, GradeScheme, JudgedQuery
+from shopsearch.evaluation.judgments import GradeScheme, JudgedQuery
 
 MODES = ("full", "rerank")
 
@@ -43,21 +42,12 @@ class MetricConfig:
     recall_ks: tuple[int, ...] = (100,)
 
     def names(self, scheme: GradeScheme) -> list[str]:
-        """Metric names in display order; per-grade-pair accuracies only for ESCI labels."""
+        """Metric names in display order; per-grade-pair accuracies where the scheme has
+        grade classes (`GradeScheme.grade_pairs`: ESCI labels, whole-number ratings)."""
         names = [f"nDCG@{k}" for k in self.ndcg_ks] + [f"Recall@{k}" for k in self.recall_ks]
         names += ["MRR", "OrderAcc"]
-        if scheme.kind == "esci":
-            names += [f"OrderAcc[{a}>{b}]" for a, b in esci_pairs()]
+        names += [f"OrderAcc[{a}>{b}]" for a, b in scheme.grade_pairs()]
         return names
-
-
-def esci_pairs() -> list[tuple[str, str]]:
-    """(better, worse) label pairs, consecutive ones first: E>S, S>C, C>I, E>C, S>I, E>I."""
-    best_first = ESCI_LEVELS[::-1]
-    return sorted(
-        combinations(best_first, 2),
-        key=lambda p: (best_first.index(p[1]) - best_first.index(p[0]), best_first.index(p[0])),
-    )
 
 
 def dcg(gains: np.ndarray, k: int) -> float:
@@ -192,11 +182,10 @@ def _order_accuracies(
     sc = np.array([score_of.get(p, -math.inf) for p in pids])
     retrieved = None if mode == "rerank" else np.array([p in score_of for p in pids])
     out = {"OrderAcc": order_accuracy(levels, sc, scheme.min_gap(), retrieved)[0]}
-    if scheme.kind == "esci":
-        for a, b in esci_pairs():
-            keep = np.isin(levels, [scheme.level(a), scheme.level(b)])
-            gap = scheme.level(a) - scheme.level(b)
-            sub_ret = None if retrieved is None else retrieved[keep]
-            acc, _ = order_accuracy(levels[keep], sc[keep], gap, sub_ret)
-            out[f"OrderAcc[{a}>{b}]"] = acc
+    for a, b in scheme.grade_pairs():
+        keep = np.isin(levels, [scheme.level(a), scheme.level(b)])
+        gap = scheme.level(a) - scheme.level(b)
+        sub_ret = None if retrieved is None else retrieved[keep]
+        acc, _ = order_accuracy(levels[keep], sc[keep], gap, sub_ret)
+        out[f"OrderAcc[{a}>{b}]"] = acc
     return out

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from shopsearch.evaluation.calibration import Calibration
 from shopsearch.evaluation.evaluate import ALL, Evaluation, SystemResult, grade_bins
 from shopsearch.evaluation.metrics import MODES
 from shopsearch.evaluation.significance import Comparison
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948"]
 MODE_TITLES = {"full": "Full-corpus retrieval", "rerank": "Re-ranking judged products"}
-NON_CONSECUTIVE = {"OrderAcc[E>C]", "OrderAcc[S>I]", "OrderAcc[E>I]"}
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 
@@ -165,7 +165,7 @@ def forest(ev: Evaluation, width: int = 560) -> str:
         for s in ev.systems[1:]:
             for metric in ev.metrics:
                 c = ev.comparisons[mode][s.name][ALL][metric]
-                if c.n and metric not in NON_CONSECUTIVE:
+                if c.n and metric not in ev.scheme.distant_pairs():
                     rows.append((mode, metric, s, c))
     if not rows:
         return ""
@@ -503,6 +503,87 @@ def _wins_losses(ev: Evaluation, mode: str, metric: str, n: int = 10) -> str:
     return f'<div class="grid2">{"".join(out)}</div>'
 
 
+def reliability(cal: Calibration, size: int = 360) -> str:
+    """The reliability diagram: each bin's mean confidence (x) against its share of relevant
+    judged results (y), a dot sized by its count, the diagonal where they would be equal,
+    and the default cut as a vertical line."""
+    pad, top = 44, 10
+    plot = size - pad - 12
+    height = top + plot + 36
+
+    def x(v: float) -> float:
+        return pad + plot * v
+
+    def y(v: float) -> float:
+        return top + plot * (1 - v)
+
+    out = [
+        f'<svg viewBox="0 0 {size} {height}" width="{size}" height="{height}" role="img" '
+        'aria-label="reliability diagram">'
+    ]
+    for t in np.linspace(0, 1, 6):
+        out.append(
+            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{y(1):.1f}" y2="{y(0):.1f}" class="grid"/>'
+            f'<line x1="{x(0):.1f}" x2="{x(1):.1f}" y1="{y(t):.1f}" y2="{y(t):.1f}" class="grid"/>'
+            f'<text x="{x(t):.1f}" y="{y(0) + 13:.1f}" class="tick" text-anchor="middle">'
+            f"{t:.1f}</text>"
+        )
+        if t > 0:  # the x axis labels the corner
+            out.append(
+                f'<text x="{pad - 6}" y="{y(t) + 4:.1f}" class="tick" text-anchor="end">'
+                f"{t:.1f}</text>"
+            )
+    out.append(
+        f'<line x1="{x(0):.1f}" y1="{y(0):.1f}" x2="{x(1):.1f}" y2="{y(1):.1f}" '
+        'stroke="#999" stroke-dasharray="4 3"/>'
+        f'<line x1="{x(cal.cut):.1f}" x2="{x(cal.cut):.1f}" y1="{y(1):.1f}" y2="{y(0):.1f}" '
+        f'stroke="{_color(3)}" stroke-width="1.5"/>'
+        f'<text x="{x(cal.cut) + 4:.1f}" y="{y(1) + 12:.1f}" class="tick">cut {cal.cut:g}</text>'
+        f'<text x="{x(0.5):.1f}" y="{height - 4}" class="tick" text-anchor="middle">'
+        "confidence (bin mean)</text>"
+    )
+    bins = cal.bins()
+    most = max((b["results"] for b in bins), default=1)
+    points = " ".join(f"{x(b['predicted']):.1f},{y(b['observed']):.1f}" for b in bins)
+    if len(bins) > 1:
+        out.append(f'<polyline points="{points}" fill="none" stroke="{_color(0)}"/>')
+    for b in bins:
+        r = 3 + 7 * math.sqrt(b["results"] / most)
+        out.append(
+            f'<circle cx="{x(b["predicted"]):.1f}" cy="{y(b["observed"]):.1f}" r="{r:.1f}" '
+            f'fill="{_color(0)}" fill-opacity="0.75"><title>{b["low"]:.1f}–{b["high"]:.1f}: '
+            f"{b['results']} results, {b['observed']:.3f} relevant</title></circle>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _calibration(cal: Calibration) -> str:
+    at = cal.at(cal.cut)
+    rows = "".join(
+        f"<tr><td>{b['low']:.1f}–{b['high']:.1f}</td><td>{b['results']:,}</td>"
+        f"<td>{b['predicted']:.3f}</td><td>{b['observed']:.3f}</td></tr>"
+        for b in cal.bins()
+    )
+    precision = "–" if at["precision"] is None else f"{at['precision']:.3f}"
+    recall = "–" if at["recall"] is None else f"{at['recall']:.3f}"
+    share = f"{cal.relevant.mean():.3f}" if len(cal.relevant) else "–"
+    return (
+        "<h2>Relevance floor: calibration</h2>"
+        f'<p class="note">{_e(cal.system)}: the confidence of each of the first {cal.k} '
+        f"results that is judged ({len(cal.confidence):,} results), against whether it is "
+        f"relevant. ECE {cal.ece:.3f}. At the default cut {cal.cut:g}: precision {precision} "
+        f"(all judged results: {share}), recall {recall}; {at['no_confident_match']} of "
+        f"{len(cal.firsts)} queries have no confident match.</p>"
+        f'<div class="grid2"><div class="panel"><h3>Reliability diagram</h3>'
+        f'{reliability(cal)}<div class="note">Dots on the dashed diagonal: calibrated. '
+        "Dot area: results in the bin.</div></div>"
+        '<div class="panel"><h3>Bins</h3><table><thead><tr><th>confidence</th><th>results'
+        "</th><th>mean confidence</th><th>share relevant</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div></div>"
+    )
+
+
 def render_report(ev: Evaluation, title: str = "shopsearch evaluation") -> str:
     coverage = (
         ""
@@ -569,6 +650,8 @@ def render_report(ev: Evaluation, title: str = "shopsearch evaluation") -> str:
         parts.append(
             f'<h2>Differences and score distributions</h2><div class="grid2">{"".join(side)}</div>'
         )
+    if ev.calibration is not None and len(ev.calibration.confidence):
+        parts.append(_calibration(ev.calibration))
     for mode in MODES:
         parts.append(f"<h2>All numbers — {MODE_TITLES[mode].lower()}</h2>{_table(ev, mode)}")
     parts.append(

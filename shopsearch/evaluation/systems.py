@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from shopsearch.evaluation.calibration import Calibration, assess, run_confidences
 from shopsearch.evaluation.evaluate import System
 from shopsearch.evaluation.judgments import Judgments
 from shopsearch.evaluation.runs import search_rankings
 from shopsearch.evaluation.strata import by_lexical_match, by_typos
 from shopsearch.ingest.product_text import ProductTextTemplate
 from shopsearch.ingest.validate import Product
+from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, prior, read_evidence
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.backend import SearchMode
 from shopsearch.store.bm25 import Bm25Settings
@@ -138,3 +140,25 @@ def collection_facts(
     if options.fix_typos:
         strata["typos"] = by_typos(judgments, searched)
     return CollectionFacts(len(judged), len(payloads), missing, payloads, searched, strata)
+
+
+def calibration_of(
+    search: ProductSearch,
+    judgments: Judgments,
+    system: System,
+    options: SearchOptions,
+    k: int = 10,
+) -> Calibration:
+    """The relevance floor's calibration on `system`'s first `k` results: each one's
+    confidence read as the query path reads it (`confidence.read_evidence`, the shipped
+    model), against the judgments (`calibration.assess`)."""
+    model = prior()
+    texts = {qid: q.text for qid, q in judgments.queries.items()}
+
+    def read(qids: list[str], products: list[list[str]]) -> list[list[float]]:
+        queries = [search.prepare(Query(texts[q], (), query_id=q), options) for q in qids]
+        points = [[point_id(p) for p in ps] for ps in products]
+        return [model.probability(e) for e in read_evidence(search, queries, points)]
+
+    confidences = run_confidences(read, system.full, k)
+    return assess(system.name, judgments, system.full, confidences, DEFAULT_MIN_CONFIDENCE, k)

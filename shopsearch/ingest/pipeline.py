@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import queue
+import statistics
 import threading
 import time
 from collections import Counter
@@ -44,7 +45,14 @@ from shopsearch.store.documents import (
     write_meta,
     write_vocabulary,
 )
-from shopsearch.store.schema import MATCH_FIELDS, CollectionMeta, EncoderInfo, point_id
+from shopsearch.store.schema import (
+    MATCH_FIELDS,
+    RANK_FIELD_RE,
+    RESERVED_KEYS,
+    CollectionMeta,
+    EncoderInfo,
+    point_id,
+)
 from shopsearch.store.vocabulary import (
     catalog_compounds,
     catalog_words,
@@ -89,6 +97,7 @@ def ingest_catalog(
     batch_size: int = DEFAULT_BATCH_SIZE,
     recreate: bool = False,
     prune: bool = False,
+    rank_fields: Sequence[str] | None = None,
     on_rows: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Ingest one catalog; `on_rows(n)` is called as each batch of n rows is done.
@@ -99,6 +108,10 @@ def ingest_catalog(
     `template` and `bm25` (its k and b; avg_len is fitted to the first batch) shape a new
     collection; an existing one must have been built with the same. The backend's writer
     lock is held throughout: another ingest of the collection raises `CollectionBusyError`.
+
+    `rank_fields` (`--rank-field`): the numeric fields a new collection keeps for business
+    ranking (shopsearch.search.business_ranking); None: an existing collection's own. Each
+    ingest records each field's scale, the median of this catalog's positive values.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -113,14 +126,17 @@ def ingest_catalog(
         # --recreate builds a new collection, which replaces the old one once complete.
         rebuild = recreate and read_meta(backend) is not None
         with backend.rebuilding() if rebuild else nullcontext(backend) as target:
-            collection = _Collection.open(target, encoder, template, bm25, new=rebuild)
+            collection = _Collection.open(
+                target, encoder, template, bm25, new=rebuild, rank_fields=rank_fields
+            )
+            reader.read_rank_fields(collection.rank_fields)
             seen: dict[str, int] = {}
             listed = _ListedProducts()
             pending: list[Future[None]] = []
             reserved = False  # whether a new collection's room for the catalog was checked
             with _RejectsFile(rejects_path) as rejects_file, ThreadPoolExecutor(1) as writer:
                 for raw_rows in _prefetched(reader.batches(batch_size)):
-                    products, rejects = _validate_batch(raw_rows, seen)
+                    products, rejects = _validate_batch(raw_rows, seen, collection.rank_fields)
                     rejects_file.write(rejects)
                     listed.add_rejects(rejects)
                     points = collection.points(products)
@@ -138,6 +154,7 @@ def ingest_catalog(
                 for fut in pending:
                     fut.result()
             collection.ensure_created([])  # an empty catalog still leaves an empty collection
+            collection.record_scales()
             if prune and not collection.created:
                 report.not_pruned = listed.why_not_prunable(seen)
                 if report.not_pruned is None:
@@ -169,6 +186,7 @@ class _Collection:
         bm25: qdrant_edge.Bm25 | None,
         new_bm25: Bm25Settings | None = None,
         meta: CollectionMeta | None = None,
+        rank_fields: Sequence[str] = (),
     ) -> None:
         self.backend = backend
         self.encoder = encoder
@@ -180,6 +198,9 @@ class _Collection:
         self.compounds: Counter[str] = Counter()  # hyphenated: "t-shirt" (store.vocabulary)
         self.meta = meta  # None until the collection exists
         self.families = False  # whether this catalog's products make a family of several
+        self.rank_fields = tuple(meta.rank_fields) if meta is not None else tuple(rank_fields)
+        # Each rank field's positive values in this catalog, for its scale.
+        self.rank_values: dict[str, list[float]] = {n: [] for n in self.rank_fields}
 
     @classmethod
     def open(
@@ -189,11 +210,15 @@ class _Collection:
         template: ProductTextTemplate | None,
         bm25: Bm25Settings | None,
         new: bool,
+        rank_fields: Sequence[str] | None = None,
     ) -> _Collection:
         """`new`: create the collection, whether or not `backend` holds one (a rebuild)."""
         meta = None if new else read_meta(backend)
+        if rank_fields is not None:
+            check_rank_fields(rank_fields)
         if meta is None:
-            return cls(backend, encoder, template or ProductTextTemplate(), None, bm25)
+            template = template or ProductTextTemplate()
+            return cls(backend, encoder, template, None, bm25, rank_fields=rank_fields or ())
         meta.check_encoder(EncoderInfo.of(encoder))
         stored = ProductTextTemplate(meta.product_text_template)
         if template is not None and template != stored:
@@ -207,6 +232,12 @@ class _Collection:
                 f"this collection's BM25 has k {settings.k:g}, b {settings.b:g}; "
                 "re-ingest with --recreate to change them"
             )
+        if rank_fields is not None and set(rank_fields) != set(meta.rank_fields):
+            held = ", ".join(meta.rank_fields) or "none"
+            raise UsageError(
+                f"this collection's rank fields are {held}; re-ingest with --recreate to "
+                "change them (or leave --rank-field out to keep them)"
+            )
         return cls(backend, encoder, stored, settings.model(), meta=meta)
 
     def ensure_created(self, texts: Sequence[str]) -> qdrant_edge.Bm25:
@@ -219,6 +250,7 @@ class _Collection:
                 self.template.template,
                 variants=False,
                 match_fields=MATCH_FIELDS,
+                rank_fields={n: 1.0 for n in self.rank_fields},  # scales: `record_scales`
             )
             self.backend.create(meta)
             self.created = True
@@ -235,6 +267,19 @@ class _Collection:
             self.families = True
             if self.meta.variants is not True:
                 self._record_variants(True)
+
+    def record_scales(self) -> None:
+        """Record each rank field's scale: the median of this catalog's positive values (kept
+        where it has none)."""
+        if self.meta is None or not self.rank_fields:
+            return
+        scales = dict(self.meta.rank_fields)
+        for name, values in self.rank_values.items():
+            if values:
+                scales[name] = float(f"{statistics.median(values):.6g}")
+        if scales != self.meta.rank_fields:
+            self.meta = replace(self.meta, rank_fields=scales)
+            write_meta(self.backend, self.meta)
 
     def _record_variants(self, variants: bool) -> None:
         assert self.meta is not None
@@ -277,6 +322,12 @@ class _Collection:
         texts = [self.template.render(p) for p in products]
         bm25 = self.ensure_created(texts)
         self.note_variants(products)  # unchanged products too: they may be new to the metadata
+        for product in products:
+            held = dict(product.ranks, price=product.price)
+            for name in self.rank_fields:
+                value = held.get(name)
+                if value is not None and value > 0:
+                    self.rank_values[name].append(value)
         self._count_words(texts)
         ids = [point_id(p.id) for p in products]
         # The normalised copies this collection has (none in one ingested before them).
@@ -311,6 +362,20 @@ class _ChecksRoom(Protocol):
     def reserve_for(self, points: Sequence[ProductPoint], total: int) -> None: ...
 
 
+def check_rank_fields(names: Sequence[str]) -> None:
+    """UsageError unless each name can be a rank field: a top-level payload key a formula
+    reads, none the schema gives a meaning (but `price`, a number already)."""
+    for name in names:
+        if name == "price":
+            continue
+        if not RANK_FIELD_RE.fullmatch(name) or name in RESERVED_KEYS:
+            raise UsageError(
+                f"--rank-field {name!r}: a rank field is a name of letters, digits and _ "
+                "(not starting with a digit), and not a field the catalog format has "
+                "(price excepted)"
+            )
+
+
 def _reserve_room(backend: Backend, points: Sequence[ProductPoint], rows: int | None) -> bool:
     """Refuse a new collection's ingest when the disk cannot hold the whole catalog, before
     encoding it, rather than when the disk fills part way (each write checks again).
@@ -329,13 +394,13 @@ def _has_variants(products: Iterable[Product]) -> bool:
 
 
 def _validate_batch(
-    raw_rows: list[RawRow], seen: dict[str, int]
+    raw_rows: list[RawRow], seen: dict[str, int], rank_fields: Sequence[str] = ()
 ) -> tuple[list[Product], list[Reject]]:
     """Validate rows; a repeated id is rejected, pointing at the row that was kept."""
     products: list[Product] = []
     rejects: list[Reject] = []
     for raw in raw_rows:
-        item = validate(raw)
+        item = validate(raw, rank_fields)
         if isinstance(item, Product) and item.id in seen:
             item = Reject(raw.row, item.id, "id", f"duplicate id (first at row {seen[item.id]})")
         if isinstance(item, Reject):

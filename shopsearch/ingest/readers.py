@@ -135,9 +135,16 @@ class CatalogReader:
     """Reads one catalog file; `columns` maps each catalog field to its source column."""
 
     def __init__(
-        self, path: Path, column_map: Mapping[str, str] | None = None, fmt: str | None = None
+        self,
+        path: Path,
+        column_map: Mapping[str, str] | None = None,
+        fmt: str | None = None,
+        rank_fields: Sequence[str] = (),
     ) -> None:
+        """`rank_fields`: numeric fields read besides the catalog's (`ingest --rank-field`),
+        each from its own column unless mapped; a catalog must hold them."""
         self.path = Path(path)
+        self.rank_fields = tuple(rank_fields)
         if not self.path.is_file():
             raise CatalogError(f"catalog not found: {self.path}")
         self.format = fmt or _guess_format(self.path)
@@ -145,7 +152,14 @@ class CatalogReader:
             raise UsageError(f"unknown catalog format '{self.format}' (use {', '.join(FORMATS)})")
         self._check_content()
         self.source_columns = self._read_columns()
-        self.columns = self._resolve_columns(dict(column_map or {}))
+        self._column_map = dict(column_map or {})
+        self.columns = self._resolve_columns(self._column_map)
+
+    def read_rank_fields(self, rank_fields: Sequence[str]) -> None:
+        """Read these rank fields too (those of the collection ingest writes to)."""
+        if tuple(rank_fields) != self.rank_fields:
+            self.rank_fields = tuple(rank_fields)
+            self.columns = self._resolve_columns(self._column_map)
 
     @property
     def total_rows(self) -> int | None:
@@ -218,6 +232,14 @@ class CatalogReader:
                     f"--map {field}={column}: no column '{column}' in {self.path.name} "
                     f"(columns: {', '.join(available)})" + self._delimiter_hint(column)
                 )
+        for field in self.rank_fields:
+            column = column_map.get(field, field)
+            if available is not None and column not in available:
+                raise CatalogInputError(
+                    f"--rank-field {field}: no column '{column}' in {self.path.name} "
+                    f"(columns: {', '.join(available)}); map one with --map {field}=COLUMN"
+                )
+            columns.setdefault(field, column)
         for field in REQUIRED_FIELDS:
             if field not in columns:
                 raise CatalogInputError(

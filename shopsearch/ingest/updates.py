@@ -62,8 +62,9 @@ class ProductWriter:
         """Store the valid records (`records[i]` is row i in the rejects); a record whose id
         repeats an earlier one in the same batch is rejected, naming the first."""
         report = UpdateReport(received=len(records))
-        rows = [_raw_row(i, record) for i, record in enumerate(records)]
-        products, rejects = _validate_batch(rows, {})
+        ranked = self._collection.rank_fields
+        rows = [_raw_row(i, record, ranked) for i, record in enumerate(records)]
+        products, rejects = _validate_batch(rows, {}, ranked)
         report.rejects = sorted(rejects, key=lambda r: r.row)
         points = self._collection.points(products)
         self.backend.upsert(points)
@@ -90,15 +91,17 @@ class ProductWriter:
         return self.backend.payloads([point_id(product_id)]).get(point_id(product_id))
 
 
-def _raw_row(row: int, record: Mapping[str, Any]) -> RawRow:
+def _raw_row(row: int, record: Mapping[str, Any], rank_fields: Sequence[str] = ()) -> RawRow:
+    """`rank_fields`: the collection's, which a record may give besides the catalog's."""
     if not isinstance(record, Mapping):
         return RawRow(row, None, error=f"a product is a JSON object, not {type(record).__name__}")
-    unknown = sorted(set(record) - set(CATALOG_FIELDS))
+    known = [*CATALOG_FIELDS, *(f for f in rank_fields if f not in CATALOG_FIELDS)]
+    unknown = sorted(set(record) - set(known))
     if unknown:
         return RawRow(
             row,
             None,
-            error=f"unknown field '{unknown[0]}' (fields: {', '.join(CATALOG_FIELDS)})",
+            error=f"unknown field '{unknown[0]}' (fields: {', '.join(known)})",
             id=record.get("id") if isinstance(record.get("id"), str | int) else None,
             field=unknown[0],
         )

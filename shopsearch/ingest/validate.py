@@ -58,6 +58,9 @@ class Product:
     attributes: dict[str, str] | None = None
     url: str | None = None
     image_url: str | None = None
+    # The collection's rank fields this product has a value of (`ingest --rank-field`),
+    # each a top-level number of the payload.
+    ranks: tuple[tuple[str, float], ...] = ()
 
     def payload(self, match_fields: Collection[str] = MATCH_FIELDS) -> dict[str, Any]:
         """The point payload (the public schema): catalog fields, nulls left out, and the
@@ -68,11 +71,12 @@ class Product:
         payload: dict[str, Any] = {"product_id": self.id}
         for name in Product.__dataclass_fields__:
             value = getattr(self, name)
-            if name == "id" or value is None:
+            if name in ("id", "ranks") or value is None:
                 continue
             payload[name] = list(value) if name == "category" else value
         if self.category:
             payload["category_path"] = " > ".join(self.category)
+        payload.update(self.ranks)
         copy = match_copy(payload, match_fields)
         if copy:
             payload[MATCH_KEY] = copy
@@ -105,7 +109,9 @@ class BadField(ValueError):
         self.reason = reason
 
 
-def validate(raw: RawRow) -> Product | Reject:
+def validate(raw: RawRow, rank_fields: Collection[str] = ()) -> Product | Reject:
+    """`rank_fields`: the numeric fields the collection ranks by, each kept when the row has
+    a value (`price` is kept as the price)."""
     if raw.data is None:
         try:
             named = _id(raw.id)
@@ -127,6 +133,8 @@ def validate(raw: RawRow) -> Product | Reject:
         }
         for name in _SHORT_FIELDS:
             values[name] = _text(name, data.get(name), MAX_SHORT_CHARS)
+        ranks = ((n, _rank_value(n, data.get(n))) for n in rank_fields if n != "price")
+        values["ranks"] = tuple((n, v) for n, v in ranks if v is not None)
         return Product(**values)
     except BadField as bad:
         return Reject(raw.row, product_id, bad.field, bad.reason)
@@ -218,8 +226,31 @@ def _category_levels(path: str) -> list[str]:
 def _price(value: Any) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    price = _number("price", value, hint=_PRICE_FORMAT)
+    if math.isnan(price):
+        raise BadField("price", "price is NaN")
+    if math.isinf(price) or price < 0:
+        raise BadField("price", f"price {price} is out of range (must be finite and >= 0)")
+    return float(f"{price:.{PRICE_DIGITS}g}")
+
+
+def _rank_value(field: str, value: Any) -> float | None:
+    """A rank field's number, read as a price is; missing or blank is None; anything else
+    rejects the row, naming the field."""
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        return None
+    number = _number(field, value)
+    if not math.isfinite(number):
+        raise BadField(field, f"{field} {number} is not a finite number")
+    return float(f"{number:.{PRICE_DIGITS}g}")
+
+
+def _number(field: str, value: Any, hint: str | None = None) -> float:
+    """A number cell, a decimal, or digits in text (thousands grouped by commas allowed);
+    anything else rejects the row, naming `field` (and `hint`, where a comma suggests
+    another number format)."""
     if isinstance(value, bool):
-        raise BadField("price", "price must be a number, got a boolean")
+        raise BadField(field, f"{field} must be a number, got a boolean")
     if isinstance(value, Decimal):  # a Spark/parquet decimal column
         value = math.nan if value.is_nan() else float(value)
     if isinstance(value, str):
@@ -229,16 +260,12 @@ def _price(value: Any) -> float | None:
         try:
             value = float(text)
         except ValueError:
-            hint = f" ({_PRICE_FORMAT})" if "," in text else ""
-            raise BadField("price", f"price {value.strip()[:40]!r} is not a number{hint}") from None
+            shown = f" ({hint})" if hint and "," in text else ""
+            message = f"{field} {value.strip()[:40]!r} is not a number{shown}"
+            raise BadField(field, message) from None
     if not isinstance(value, int | float):
-        raise BadField("price", f"price must be a number, got {_describe(value)}")
-    price = float(value)
-    if math.isnan(price):
-        raise BadField("price", "price is NaN")
-    if math.isinf(price) or price < 0:
-        raise BadField("price", f"price {price} is out of range (must be finite and >= 0)")
-    return float(f"{price:.{PRICE_DIGITS}g}")
+        raise BadField(field, f"{field} must be a number, got {_describe(value)}")
+    return float(value)
 
 
 def _bool(field: str, value: Any) -> bool | None:

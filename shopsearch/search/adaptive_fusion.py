@@ -17,7 +17,10 @@ a dense match may hold none of them. 0.5 * DBSF spans about 1, so a product miss
 word of a two-word query cannot outrank one holding both; missing one word of three, it can
 when both retrievers rank it well above the other. Results past the window follow it,
 re-ranked the same way among themselves (their scores shifted below the window's), so a
-page within the window does not change with how far past it the search read.
+page within the window does not change with how far past it the search read. A business
+ranking (shopsearch.search.business_ranking) is added to the DBSF score inside Qdrant, in
+its units, before the re-rank: the window holds the products it moved up, and the re-rank
+adds its terms to `2 * coverage + 0.5 * DBSF` as they are.
 
 Chosen on Home Depot's train queries alone (benchmarks/notes/fusion_default.md):
 coverage's weight and the even split are the optimum of a grid over a min-max convex

@@ -15,7 +15,9 @@ import numpy as np
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
-from shopsearch.search.adaptive_fusion import WINDOW, rerank
+from shopsearch.search.adaptive_fusion import DBSF_WEIGHT, WINDOW, rerank
+from shopsearch.search.business_ranking import BusinessRanking, resolved
+from shopsearch.search.confidence import check_min_confidence, with_confidence
 from shopsearch.search.facets import (
     FACET_FIELDS,
     RANGE_FIELDS,
@@ -49,7 +51,7 @@ from shopsearch.store.backend import (
 )
 from shopsearch.store.bm25 import Bm25Settings
 from shopsearch.store.conditions import Condition
-from shopsearch.store.documents import read_fusion, read_meta
+from shopsearch.store.documents import existing_meta, read_fusion
 from shopsearch.store.schema import CollectionMeta, EncoderInfo
 
 
@@ -110,8 +112,17 @@ class SearchOptions:
     sort: SortOrder | None = None  # None: by relevance
     # The collection's synonyms widen the BM25 side (search/synonyms.py); on in eval too.
     synonyms: bool = True
+    # Business ranking weights set by hand, over the collection's stored ones where rules
+    # apply (search/business_ranking.py); None: the stored ones alone.
+    ranking: BusinessRanking | None = None
+    # The relevance floor (search/confidence.py): each result's calibrated confidence, worked
+    # out for the page where `confidence` asks for it or `min_confidence` is set; a result
+    # under `min_confidence` leaves the page, which is not refilled. None: no floor.
+    confidence: bool = False
+    min_confidence: float | None = None
 
     def __post_init__(self) -> None:
+        check_min_confidence(self.min_confidence)
         if self.top_k < 1:
             raise UsageError(f"--top-k must be at least 1 (got {self.top_k})")
         if self.offset < 0:
@@ -145,6 +156,15 @@ class SearchOptions:
         return self.offset + self.top_k
 
     @property
+    def scores_confidence(self) -> bool:
+        """Whether the results carry their confidence (`Hit.confidence`). A BM25 search
+        reads one only for a floor: the cosine is part of the evidence, and a keyword search
+        otherwise loads no encoder (the CLI's and the service's answers agree)."""
+        if self.min_confidence is not None:
+            return True
+        return self.confidence and self.mode is not SearchMode.BM25
+
+    @property
     def fused_by_rrf(self) -> bool:
         return self.mode is SearchMode.HYBRID and self.fusion is FusionMethod.RRF
 
@@ -161,11 +181,7 @@ class ProductSearch:
         self, backend: Backend, encoder: TextEncoder | None, typos: TypoCorrector | None = None
     ) -> None:
         """`typos`: the collection's corrector, when the caller has read it already."""
-        meta = read_meta(backend)
-        if meta is None:
-            raise CollectionError(
-                f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
-            )
+        meta = existing_meta(backend)
         self.backend = backend
         self.meta: CollectionMeta = meta
         self.encoder = encoder
@@ -179,6 +195,9 @@ class ProductSearch:
         # (rules.current_rules, synonyms.current_synonyms).
         self.rules: Refreshed[RuleSet] = Refreshed(lambda: RuleSet.stored(backend))
         self.synonyms: Refreshed[Synonyms] = Refreshed(lambda: stored_synonyms(self))
+        self.ranking: Refreshed[BusinessRanking] = Refreshed(
+            lambda: BusinessRanking.stored(backend)
+        )
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         warm_up(backend)
 
@@ -204,6 +223,15 @@ class ProductSearch:
         options = options or SearchOptions()
         if not queries:
             return []
+        # The business ranking decided once, so the searches rules make apply it too.
+        options = resolved(self, options)
+        if not options.scores_confidence:
+            return self._ranked_batch(queries, options)
+        # The page is decided first; its confidences are read for it alone.
+        queries = [self.prepare(q, options) for q in queries]
+        return with_confidence(self, queries, options, self._ranked_batch(queries, options))
+
+    def _ranked_batch(self, queries: Sequence[Query], options: SearchOptions) -> list[list[Hit]]:
         # Rules and sorting apply to the ranking before the page is cut; each page is a
         # `rules.Arranged` saying which rules fired (search/rules.py).
         if arranges(self, queries, options):
@@ -241,6 +269,7 @@ class ProductSearch:
                     exact=options.exact,
                     hnsw_ef=options.hnsw_ef,
                     with_payload=payload,
+                    formula=self._formula(options, limit),
                 )
             )
         results = self.backend.search_batch(requests)
@@ -265,6 +294,8 @@ class ProductSearch:
                 offset=0,
                 payload_fields=list(fields),
                 collapse_variants=False,
+                # Counted among the products a floor keeps; no confidence read without one.
+                confidence=False,
             ),
         )
         payloads = [h.payload for h in best]
@@ -422,6 +453,11 @@ class ProductSearch:
         model = self.fusion_model()
         families = self._collapses(options)
         carried = list(FAMILY_FIELDS) if families else []
+        # The business ranking is added to the model's score here, from the payload.
+        ranking = options.ranking if options.ranking else None
+        if ranking is not None:
+            ranking.check(self.meta)
+            carried += [k for k in ranking.payload_keys() if k not in carried]
         # The depth the model was fit at: another would shift its rank and presence features.
         light = replace(
             options, candidates=model.depth, payload_fields=carried, collapse_variants=families
@@ -429,6 +465,8 @@ class ProductSearch:
         pages = []
         for hits, x in self.learned_candidates(queries, light):
             scored = model.score(x)
+            if ranking is not None:
+                scored = scored + np.array([ranking.bonus(h.payload, self.meta) for h in hits])
             # Scored before collapsing: a family shown by another variant than its best
             # (an in-stock one) keeps the family's score, as in the other fusions.
             ranked = [
@@ -496,6 +534,8 @@ class ProductSearch:
                     hnsw_ef=options.hnsw_ef,
                     with_payload=fields or False,
                     with_terms=True,
+                    # In DBSF's units, so the re-rank's 0.5 * score adds the terms as they are.
+                    formula=self._formula(options, limits[i], 1 / DBSF_WEIGHT),
                 )
                 for i in pending
             ]
@@ -530,6 +570,13 @@ class ProductSearch:
             ]
             for page in cut
         ]
+
+    def _formula(self, options: SearchOptions, limit: int, unit: float = 1.0) -> Any:
+        """The business ranking's formula over the search's first `candidates` (the page's
+        end, if deeper), or None (search/business_ranking.py)."""
+        if options.ranking is None:
+            return None
+        return options.ranking.formula(self.meta, max(options.candidates, limit), unit)
 
     def _one_per_family(
         self, requests: list[SearchRequest], results: list[list[Hit]], top_k: int

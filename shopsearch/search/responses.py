@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from shopsearch.search.business_ranking import resolved
+from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, confident
 from shopsearch.search.facets import Facets
 from shopsearch.search.filter_hints import FilterHint, filter_hints
 from shopsearch.search.filters import parse_filter_object, parse_filters
@@ -49,9 +51,17 @@ def search_document(
         # The order asked for, and what the merchandising rules did.
         "sort": None if options.sort is None else str(options.sort),
         "rules": fired_rules(hits),
+        # The relevance floor (shopsearch.search.confidence): the cut asked for (null: none),
+        # and whether the page lacks any result reaching the default cut (null: unknown, a
+        # search without the encoder).
+        "min_confidence": options.min_confidence,
+        "no_confident_match": no_confident_match(hits, options),
         "results": [
             {
+                # `score` is the fusion's: it orders this query's results and means nothing
+                # across queries; `confidence` is the calibrated probability of relevance.
                 "score": h.score,
+                "confidence": h.confidence,
                 # The stored fields as the catalog spelled them; not the normalised copies
                 # filters compare (schema.MATCH_KEY), which are for matching, not display.
                 **{k: v for k, v in h.payload.items() if k != MATCH_KEY},
@@ -69,6 +79,16 @@ def search_document(
     return doc
 
 
+def no_confident_match(hits: Sequence[Hit], options: SearchOptions) -> bool | None:
+    """True when no result on the page reaches `DEFAULT_MIN_CONFIDENCE` (an empty page
+    included); None when the results carry no confidence to tell."""
+    if hits and all(h.confidence is None for h in hits):
+        return None
+    if not hits and not options.scores_confidence:
+        return None
+    return not confident(hits, DEFAULT_MIN_CONFIDENCE)
+
+
 def search_answer(
     search: ProductSearch,
     query: Query,
@@ -83,6 +103,12 @@ def search_answer(
     language = Bm25Settings.from_dict(search.meta.bm25).language
     doc = search_document(query, filters, options, hits, facets, language)
     doc["filter_hints"] = [h.to_dict() for h in unmatched_filter_hints(search, filters, hits)]
+    ranking = resolved(search, options).ranking
+    if ranking:  # the business ranking applied, stored and set by hand (business_ranking.py)
+        doc["ranking"] = {
+            "weights": {n: w for n, w in ranking.weights if w},
+            "in_stock_first": ranking.in_stock_first,
+        }
     return doc
 
 

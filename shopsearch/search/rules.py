@@ -21,7 +21,10 @@ Rules apply after retrieval and before the page is cut, in one deterministic ord
 1. The fired rules' hidden products are left out of retrieval (a filter of the query): a
    family whose shown variant is hidden is shown by another, and a hidden product never
    appears, pinned or not.
-2. The ranking is read `--candidates` deep (or to the page's end, if deeper).
+2. The ranking is read as deep as the page can draw from: the page's end plus the fired
+   rules' boosts and buries summed (a product further down cannot reach the page), so a
+   catch-all boost reads the list a search without rules reads; `--candidates` deep (or to
+   the page's end, if deeper) where a query is sorted, pins, or has a relevance floor.
 3. Boosts and buries move each matching product by their `by`, summed over the rules that
    match it (a rank shift, whatever the fusion's score scale): products are ordered by rank
    - boosts + buries, equal values by rank.
@@ -443,18 +446,35 @@ def arrange_batch(
         # Only what the rules' filters, the sort and the page read: whole payloads of the
         # whole list cost several times the search (the page's are read afterwards).
         fields = _fields([plans[i] for i in deep], options, search.meta)
+        # With a relevance floor, the list's confidences: the floor applies below (`relevant`,
+        # `above`), before the pins; without one, only the page's are read, afterwards.
         wide = replace(
             options,
             rules=False,
             sort=None,
             offset=0,
-            top_k=max(options.candidates, options.depth),
+            top_k=_depth([plans[i] for i in deep], options),
             payload_fields=fields,
+            confidence=options.min_confidence is not None,
+            min_confidence=None,
         )
         found = search.search_batch([plans[i].query for i in deep], wide)
         for i, ranked in zip(deep, found, strict=True):
             pages[i] = _arrange(search, plans[i], list(ranked), options)
     return [page if page is not None else Arranged() for page in pages]
+
+
+def _depth(plans: Sequence[_Plan], options: SearchOptions) -> int:
+    """How deep the ranking is read (module docstring, step 2)."""
+    whole = max(options.candidates, options.depth)
+    if options.sort is not None or options.min_confidence is not None:
+        return whole
+    if any(rule.pins for plan in plans for rule in plan.rules):
+        return whole
+    reach = max(
+        sum(s.by for rule in plan.rules for s in (*rule.boosts, *rule.buries)) for plan in plans
+    )
+    return min(whole, options.depth + reach)
 
 
 def _fields(plans: Sequence[_Plan], options: SearchOptions, meta: CollectionMeta) -> list[str]:
@@ -479,7 +499,9 @@ def _arrange(
     for rule in plan.rules:
         if rule.hide:
             fired.append({"rule": rule.label, "effect": "hide", "product_ids": list(rule.hide)})
-    hits = relevant(ranked, options.candidates) if options.sort is not None else ranked
+    # A sort orders the relevant products; without one, the floor alone cuts the ranking.
+    depth = options.candidates if options.sort is not None else len(ranked)
+    hits = relevant(ranked, depth, options.min_confidence)
     hits = _shifted(plan.rules, hits, search.meta, fired)
     if options.sort is not None:
         hits = sort_hits(hits, options.sort)

@@ -4,8 +4,9 @@ A semantic search ranks every product rather than matching some, so "the product
 match" must be decided before a field can order them: otherwise a price sort shows the
 cheapest products of the whole catalog, relevant or not. They are decided by one function,
 `relevant`: the best `--candidates` results of the relevance ranking (families, where
-variants collapse). A relevance floor is to replace that cut, here and
-nowhere else.
+variants collapse), and, with a relevance floor (`--min-confidence`, search/confidence.py),
+those of them whose calibrated confidence reaches it: a sort then orders only the products
+the floor trusts, however few.
 
 The order is total, so pages cut one list: by the field's value (a product without one
 last, in either direction), equal values by their relevance rank (as merchandising rules
@@ -53,10 +54,14 @@ def parse_sort(text: str, where: str = "--sort") -> SortOrder:
     return SortOrder(name, descending=direction == "desc")
 
 
-def relevant(ranked: Sequence[Hit], candidates: int) -> list[Hit]:
-    """The products a sort orders: the best `candidates` of the relevance ranking. The one
-    definition of "relevant", for the relevance floor to replace."""
-    return list(ranked[:candidates])
+def relevant(ranked: Sequence[Hit], candidates: int, floor: float | None = None) -> list[Hit]:
+    """The products a sort orders: the best `candidates` of the relevance ranking, those of
+    them at or above `floor` where one is given (their `Hit.confidence` read). The one
+    definition of "relevant"."""
+    best = ranked[:candidates]
+    if floor is None:
+        return list(best)
+    return [h for h in best if h.confidence is not None and h.confidence >= floor]
 
 
 def sort_value(payload: dict[str, Any], name: str) -> float | None:

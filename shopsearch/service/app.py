@@ -32,6 +32,7 @@ from shopsearch.errors import (
     ShopsearchError,
     UsageError,
 )
+from shopsearch.search.business_ranking import parse_boosts
 from shopsearch.search.facets import check_facet_fields
 from shopsearch.search.filters import parse_filter_object, parse_filters
 from shopsearch.search.product_search import Query as SearchQuery
@@ -71,6 +72,13 @@ class SearchBody(BaseModel):
     mode: SearchMode = SearchMode.HYBRID
     fusion: FusionMethod = SearchOptions.fusion
     bm25_weight: float | None = Field(None, description="RRF: the BM25 list's weight.")
+    min_confidence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Drop the results whose calibrated confidence (0..1) is under this.",
+    )
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Results skipped: a page's start.")
     candidates: int = Field(100, ge=1, le=MAX_CANDIDATES)
@@ -85,6 +93,13 @@ class SearchBody(BaseModel):
         max_length=100,
         description="FIELD:asc|desc: the relevant results by an indexed number field (price).",
     )
+    ranking: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description='Business ranking weights, "FIELD:WEIGHT" of rank fields (`--boost-field`), '
+        "over the collection's stored ranking.",
+    )
+    in_stock_first: bool = Field(False, description="Products out of stock after all others.")
 
 
 class EmbedBody(BaseModel):
@@ -163,6 +178,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         mode: SearchMode = SearchMode.HYBRID,
         fusion: FusionMethod = SearchOptions.fusion,
         bm25_weight: float | None = None,
+        min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = None,
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 10,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
         candidates: Annotated[int, Query(ge=1, le=MAX_CANDIDATES)] = 100,
@@ -173,6 +189,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         rules: bool = True,
         synonyms: bool = True,
         sort: Annotated[str | None, Query(max_length=100)] = None,
+        ranking: Annotated[list[str] | None, Query(description="Repeatable.")] = None,
+        in_stock_first: bool = False,
     ) -> JSONResponse:
         """Search, with the query in the URL (a link a page can share)."""
         body = SearchBody(
@@ -181,6 +199,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             mode=mode,
             fusion=fusion,
             bm25_weight=bm25_weight,
+            min_confidence=min_confidence,
             top_k=top_k,
             offset=offset,
             candidates=candidates,
@@ -191,6 +210,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             rules=rules,
             synonyms=synonyms,
             sort=sort,
+            ranking=ranking or [],
+            in_stock_first=in_stock_first,
         )
         return run_search(live, body)
 
@@ -305,6 +326,9 @@ def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
         rules=body.rules,
         synonyms=body.synonyms,
         sort=None if body.sort is None else parse_sort(body.sort, "sort"),
+        ranking=parse_boosts(body.ranking, body.in_stock_first, "ranking"),
+        confidence=True,
+        min_confidence=body.min_confidence,
     )
     facet_names = check_facet_fields(body.facets) if body.facets else []
     with live.reading() as search:
@@ -312,6 +336,9 @@ def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
         if body.rules:
             # `shopsearch rules set` writes them beside the collection while it is served.
             current_rules(search, max_age=RULES_CHECK_SECONDS)
+            search.ranking.get(max_age=RULES_CHECK_SECONDS)  # `ranking set`, likewise
+        if options.ranking is not None:
+            options.ranking.check(search.meta, "ranking")
     hits = live.search(query, options)
     counted = None
     if facet_names:

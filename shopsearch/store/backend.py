@@ -95,6 +95,22 @@ class ProductPoint:
 
 
 @dataclass(frozen=True)
+class RankFormula:
+    """Business terms Qdrant adds to a search's own score by its score formula
+    (shopsearch.search.business_ranking says what they mean):
+
+        score + sum(weight * max(f, 0) / (max(f, 0) + scale) for field f)
+              - stock_penalty * [in_stock is false]
+
+    over the search's ranking read `depth` deep as a prefetch; a product without the field
+    counts 0 for it."""
+
+    terms: tuple[tuple[str, float, float], ...] = ()  # (payload field, weight, scale)
+    stock_penalty: float = 0.0
+    depth: int = 100
+
+
+@dataclass(frozen=True)
 class SearchRequest:
     dense: np.ndarray | None
     sparse: SparseVec | None
@@ -108,6 +124,8 @@ class SearchRequest:
     hnsw_ef: int | None = None  # None: the engine's default
     with_payload: bool | list[str] = True
     with_terms: bool = False  # each hit's BM25 term ids (Hit.terms), for learned fusion
+    # Business terms added to the score inside Qdrant; None: the search's own score.
+    formula: RankFormula | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,9 @@ class Hit:
     other_variants: tuple[str, ...] = ()
     # The product's BM25 term ids, when the search asked for them (`with_terms`).
     terms: tuple[int, ...] = ()
+    # The calibrated probability that the product is relevant to the query, where the search
+    # worked it out (shopsearch.search.confidence); None where it did not.
+    confidence: float | None = None
 
     @property
     def product_id(self) -> str:

@@ -31,12 +31,21 @@ class Range:
     lte: float | None = None
 
 
-Condition = Match | Range
+@dataclass(frozen=True)
+class HasId:
+    """The points of these ids: a search over products already found, for evidence about
+    them (the relevance floor's cosines and BM25 terms, search/confidence.py)."""
+
+    ids: tuple[str, ...]
+
+
+Condition = Match | Range | HasId
 
 
 def build_filter(conditions: Sequence[Condition], m: Any) -> Any:
-    """Build a filter from `m`, a namespace with Filter, FieldCondition, MatchValue, MatchAny
-    and Range classes: a backend's `qdrant_requests.Models`, or qdrant_client.models."""
+    """Build a filter from `m`, a namespace with Filter, FieldCondition, MatchValue, MatchAny,
+    Range and HasIdCondition classes: a backend's `qdrant_requests.Models`, or
+    qdrant_client.models."""
     if not conditions:
         return None
     must: list[Any] = []
@@ -45,6 +54,8 @@ def build_filter(conditions: Sequence[Condition], m: Any) -> Any:
         if isinstance(cond, Range):
             rng = m.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
             must.append(m.FieldCondition(key=cond.field, range=rng))
+        elif isinstance(cond, HasId):
+            must.append(m.HasIdCondition(has_id=list(cond.ids)))
         elif isinstance(cond, Match):
             target = must_not if cond.negate else must
             if any(isinstance(v, tuple) for v in cond.values):

@@ -22,6 +22,17 @@ def read_meta(backend: Backend) -> CollectionMeta | None:
     return None if data is None else CollectionMeta.from_dict(data)
 
 
+def existing_meta(backend: Backend) -> CollectionMeta:
+    """The collection's metadata; a `CollectionError` saying how to create the collection
+    when it does not exist."""
+    meta = read_meta(backend)
+    if meta is None:
+        raise CollectionError(
+            f"no collection at {backend.location}: run `shopsearch ingest CATALOG` first"
+        )
+    return meta
+
+
 def write_meta(backend: Backend, meta: CollectionMeta) -> None:
     """Replace an existing collection's metadata (ingest updates what it records)."""
     backend.write_document(Document.META, meta.to_dict())
@@ -87,3 +98,13 @@ def read_synonyms(backend: Backend) -> dict[str, Any] | None:
 
 def write_synonyms(backend: Backend, synonyms: dict[str, Any]) -> None:
     backend.write_document(Document.SYNONYMS, synonyms)
+
+
+def read_ranking(backend: Backend) -> dict[str, Any] | None:
+    """The business ranking `shopsearch ranking set` stored (`BusinessRanking.to_dict`), or
+    None: plain JSON here, given meaning (and checked) by shopsearch.search.business_ranking."""
+    return backend.read_document(Document.RANKING)
+
+
+def write_ranking(backend: Backend, ranking: dict[str, Any]) -> None:
+    backend.write_document(Document.RANKING, ranking)

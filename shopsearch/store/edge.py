@@ -81,6 +81,10 @@ class EdgeModels(qdrant_requests.Models):
         # `in_stock=true` would match nothing; numpy's bool is not an int and arrives as a bool.
         return qe.MatchValue(np.bool_(value) if isinstance(value, bool) else value)
 
+    @staticmethod
+    def HasIdCondition(has_id: list[str]) -> qe.HasIdCondition:
+        return qe.HasIdCondition(point_ids=set(has_id))  # qdrant_edge takes a set
+
     def nearest(self, vector: Any, using: str) -> dict[str, Any]:
         return {"query": qe.Query.Nearest(vector, using=using)}  # the query names its vector
 
@@ -92,6 +96,21 @@ class EdgeModels(qdrant_requests.Models):
 
     def int8(self) -> qe.ScalarQuantizationConfig:
         return qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8)
+
+    def expression(self, op: str, *args: Any) -> Any:
+        build = {
+            "variable": qe.Expression.Variable,
+            "constant": qe.Expression.Constant,
+            "sum": qe.Expression.Sum,
+            "mult": qe.Expression.Mult,
+            "max": qe.Expression.Max,
+            "div": qe.Expression.Div,
+            "condition": qe.Expression.Condition,
+        }
+        return build[op](*args)
+
+    def formula(self, expression: Any, defaults: dict[str, float]) -> qe.Formula:
+        return qe.Formula(expression, defaults=defaults)
 
     def index_schema(self, field: str, kind: FieldType) -> Any:
         return _CACHED_INDEX if field in _CACHED_INDEX_FIELDS else super().index_schema(field, kind)

@@ -21,6 +21,7 @@ from shopsearch.store.backend import (
     FusionMethod,
     IndexSettings,
     ProductPoint,
+    RankFormula,
     SearchMode,
     SearchRequest,
     SparseVec,
@@ -35,6 +36,7 @@ from shopsearch.store.schema import (
     CollectionMeta,
     FieldType,
     match_indexes,
+    rank_indexes,
 )
 
 # The classes a request is built of, by qdrant_client's names; qdrant_edge's classes take
@@ -45,6 +47,7 @@ _CLASSES = (
     "MatchValue",
     "MatchAny",
     "Range",
+    "HasIdCondition",
     "SearchParams",
     "QuantizationSearchParams",
     "QueryRequest",
@@ -71,6 +74,7 @@ class Models:
     MatchValue: Any
     MatchAny: Any
     Range: Any
+    HasIdCondition: Any
     SearchParams: Any
     QuantizationSearchParams: Any
     QueryRequest: Any
@@ -113,6 +117,17 @@ class Models:
         """Scalar int8 quantisation, as the collection config takes it."""
         raise NotImplementedError
 
+    def expression(self, op: str, *args: Any) -> Any:
+        """A score formula's expression: `variable` (a payload field or `$score`),
+        `constant`, `sum` and `mult` (of a list), `max` (of a list), `div` (left, right,
+        the value where right is 0) or `condition` (1 where the condition holds, else 0)."""
+        raise NotImplementedError
+
+    def formula(self, expression: Any, defaults: dict[str, float]) -> Any:
+        """The query that rescores a request's prefetch by `expression`, a missing field
+        read as its `defaults` value."""
+        raise NotImplementedError
+
     def index_schema(self, field: str, kind: FieldType) -> Any:
         """What a payload index of `field` is created with."""
         return self.member("PayloadSchemaType", kind.value)
@@ -142,9 +157,13 @@ def collection_config(meta: CollectionMeta, index: IndexSettings, m: Models) -> 
 
 def payload_indexes(m: Models, meta: CollectionMeta) -> dict[str, Any]:
     """Each indexed payload field (the contract's `INDEXED_FIELDS`) with its index schema,
-    and the keyword index of each normalised copy the collection records (`match.brand`,
-    ...: `match_indexes`)."""
-    indexed = {**INDEXED_FIELDS, **match_indexes(meta.match_fields)}
+    the keyword index of each normalised copy the collection records (`match.brand`,
+    ...: `match_indexes`), and the float index of each rank field (`rank_indexes`)."""
+    indexed = {
+        **INDEXED_FIELDS,
+        **match_indexes(meta.match_fields),
+        **rank_indexes(meta.rank_fields),
+    }
     return {name: m.index_schema(name, kind) for name, kind in indexed.items()}
 
 
@@ -164,10 +183,22 @@ def query_request(req: SearchRequest, m: Models) -> Any:
     common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
     if req.with_terms:
         common["with_vector"] = [SPARSE_VECTOR]
+    if req.formula is not None:
+        # The ranking below becomes the prefetch the formula rescores.
+        depth = max(req.formula.depth, req.limit)
+        ranked = m.Prefetch(limit=depth, **_ranking(req, m, flt, params))
+        query = _formula(req.formula, m)
+        return m.QueryRequest(query=query, **{m.prefetch_field: [ranked]}, **common)
+    return m.QueryRequest(**_ranking(req, m, flt, params), **common)
+
+
+def _ranking(req: SearchRequest, m: Models, flt: Any, params: Any) -> dict[str, Any]:
+    """The fields of the query (or prefetch) that ranks a request's products: a dense or a
+    BM25 search, or both as prefetches fused by RRF or DBSF."""
     if req.mode is SearchMode.DENSE:
-        return m.QueryRequest(**_dense(req, m), params=params, filter=flt, **common)
+        return {**_dense(req, m), "params": params, "filter": flt}
     if req.mode is SearchMode.BM25:
-        return m.QueryRequest(**_sparse(req, m), filter=flt, **common)
+        return {**_sparse(req, m), "filter": flt}
     prefetches = [
         m.Prefetch(limit=req.candidates, params=params, filter=flt, **_dense(req, m)),
         m.Prefetch(limit=req.candidates, filter=flt, **_sparse(req, m)),
@@ -178,7 +209,21 @@ def query_request(req: SearchRequest, m: Models) -> Any:
         fusion = m.rrf(RRF_K, rrf_weights(req.bm25_weight))
     else:
         fusion = m.dbsf()
-    return m.QueryRequest(query=fusion, **{m.prefetch_field: prefetches}, **common)
+    return {"query": fusion, m.prefetch_field: prefetches}
+
+
+def _formula(formula: RankFormula, m: Models) -> Any:
+    """`RankFormula`'s score as the backend's formula query."""
+    e = m.expression
+    terms = [e("variable", "$score")]
+    for name, weight, scale in formula.terms:
+        value = e("max", [e("variable", name), e("constant", 0.0)])
+        saturated = e("div", value, e("sum", [value, e("constant", scale)]), 0.0)
+        terms.append(e("mult", [e("constant", weight), saturated]))
+    if formula.stock_penalty:
+        out = m.FieldCondition(key="in_stock", match=m.MatchValue(value=False))
+        terms.append(e("mult", [e("constant", -formula.stock_penalty), e("condition", out)]))
+    return m.formula(e("sum", terms), {name: 0.0 for name, _, _ in formula.terms})
 
 
 def _dense(req: SearchRequest, m: Models) -> dict[str, Any]:

@@ -10,6 +10,7 @@ collection made before the addition stays readable (the `match` copies: docs/col
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from collections.abc import Collection, Mapping
@@ -43,6 +44,7 @@ class Document(Enum):
     FUSION = ("shopsearch_fusion", "fusion.json")
     RULES = ("shopsearch_rules", "rules.json")
     SYNONYMS = ("shopsearch_synonyms", "synonyms.json")
+    RANKING = ("shopsearch_ranking", "ranking.json")
 
     def __init__(self, key: str, file: str) -> None:
         self.key = key
@@ -127,6 +129,22 @@ def match_indexes(fields: Collection[str]) -> dict[str, FieldType]:
     }
 
 
+# A rank field's name: a top-level payload key a formula can read, and none the schema uses.
+RANK_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Payload keys the schema gives a meaning (a rank field may not take one), but `price`, a
+# number every product may have, which a rank field may name to use as it is.
+RESERVED_KEYS = frozenset(
+    {"product_id", "title", "description", "brand", "category", "category_path", "currency",
+     "color", "size", "in_stock", "parent_id", ATTRIBUTES_FIELD, "url", "image_url", MATCH_KEY,
+     "ranks"}
+)  # fmt: skip
+
+
+def rank_indexes(rank_fields: Collection[str]) -> dict[str, FieldType]:
+    """The float indexes of a collection's rank fields (`price` has its own already)."""
+    return {name: FieldType.FLOAT for name in rank_fields if name not in INDEXED_FIELDS}
+
+
 def point_id(product_id: str) -> str:
     return str(uuid.uuid5(PRODUCT_NAMESPACE, product_id))
 
@@ -162,6 +180,11 @@ class CollectionMeta:
     key absent: none) keeps matching exactly, and is not re-encoded product by product for
     a copy its filters would not read; `ingest --recreate` gives it the copies. Empty unless
     said, so that no collection claims copies its points may lack.
+
+    `rank_fields`: the numeric catalog fields ingest keeps as top-level float payload keys
+    (`ingest --rank-field`), each with a float index, and each with its scale: the median of
+    the catalog's positive values, at which a business ranking term is half its weight
+    (shopsearch.search.business_ranking). Absent: none.
     """
 
     encoder: EncoderInfo
@@ -171,10 +194,13 @@ class CollectionMeta:
     created_by: str = field(default_factory=lambda: f"shopsearch {_version()}")
     variants: bool | None = None
     match_fields: tuple[str, ...] = ()
+    rank_fields: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["match_fields"] = list(self.match_fields)  # as JSON holds it, and reads back
+        if not self.rank_fields:
+            del data["rank_fields"]  # the metadata of a collection without them, as it was
         return data
 
     @classmethod
@@ -194,6 +220,7 @@ class CollectionMeta:
                 created_by=str(data.get("created_by", "")),
                 variants=_optional_bool(data.get("variants")),
                 match_fields=_names(data.get("match_fields", [])),
+                rank_fields=_scales(data.get("rank_fields", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"collection metadata is unreadable ({exc!r})") from exc
@@ -220,6 +247,15 @@ def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ValueError(f"expected a list of field names, got {value!r}")
+
+
+def _scales(value: Any) -> dict[str, float]:
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+        for k, v in value.items()
+    ):
+        return {k: float(v) for k, v in value.items()}
+    raise ValueError(f"expected rank fields as {{name: scale above 0}}, got {value!r}")
 
 
 def _version() -> str:

@@ -141,6 +141,22 @@ class ServerModels(qdrant_requests.Models):
         config = models.ScalarQuantizationConfig(type=models.ScalarType.INT8)
         return models.ScalarQuantization(scalar=config)
 
+    def expression(self, op: str, *args: Any) -> Any:
+        if op in ("variable", "constant", "condition"):  # a name, a number, a condition
+            return args[0]
+        if op == "div":
+            left, right, by_zero = args
+            params = models.DivParams(left=left, right=right, by_zero_default=by_zero)
+            return models.DivExpression(div=params)
+        if op == "max":
+            return models.MaxExpression(max=args[0])
+        if op == "mult":
+            return models.MultExpression(mult=args[0])
+        return models.SumExpression(sum=args[0])
+
+    def formula(self, expression: Any, defaults: dict[str, float]) -> models.FormulaQuery:
+        return models.FormulaQuery(formula=expression, defaults=defaults)
+
 
 SERVER_MODELS = ServerModels(models, prefetch_field="prefetch")
 
