@@ -40,83 +40,46 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_homedepot import DEFAULT_DATA, SHOPS, ensure_shop_collection
 
 from shopsearch.encoders import OnnxEncoder
-from shopsearch.evaluation.calibration import Calibration
+from shopsearch.evaluation.confidence_fit import L2, calibration_of, fit_logistic, sampled
+from shopsearch.evaluation.confidence_fit import labelled as labelled_results
+from shopsearch.evaluation.judgments import load_judgments
 from shopsearch.search.confidence import (
     DEFAULT_MIN_CONFIDENCE,
     FEATURES,
     PRIOR_FILE,
     ConfidenceModel,
-    read_evidence,
 )
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.connection import Connection
 
-RELEVANT = {"homedepot": 2.5, "crowdflower": 3.0}
-ID_COLUMN = {"homedepot": "product_uid", "crowdflower": "product_id"}
-CHUNK = 64
-L2 = 1e-3
-
-
-def judged(path: Path, shop: str) -> tuple[dict[str, str], dict[str, dict[str, float]]]:
-    """Each query's text, and its judged products' ratings."""
-    rows = pq.read_table(path, columns=["query_id", "query", ID_COLUMN[shop], "relevance"])
-    texts: dict[str, str] = {}
-    ratings: dict[str, dict[str, float]] = {}
-    for r in rows.to_pylist():
-        qid = str(r["query_id"])
-        texts.setdefault(qid, r["query"])
-        ratings.setdefault(qid, {})[str(r[ID_COLUMN[shop]])] = float(r["relevance"])
-    return texts, ratings
-
 
 def labelled(
-    search: ProductSearch, shop: str, path: Path, limit: int | None, seed: int, judged_only: bool
+    search: ProductSearch,
+    path: Path,
+    limit: int | None,
+    seed: int,
+    judged_only: bool,
+    features: tuple[str, ...],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, labels and query index of each top-10 result of the default search (those
-    judged, with `judged_only`)."""
-    texts, ratings = judged(path, shop)
-    qids = sorted(texts)
-    if limit is not None and limit < len(qids):
-        qids = sorted(random.Random(seed).sample(qids, limit))
-    options = SearchOptions(payload_fields=["product_id"])
-    xs, ys, qs = [], [], []
-    for start in range(0, len(qids), CHUNK):
-        chunk = qids[start : start + CHUNK]
-        queries = [search.prepare(Query(texts[q], query_id=q), options) for q in chunk]
-        pages = search.search_batch(queries, options)
-        evidence = read_evidence(search, queries, [[h.point_id for h in p] for p in pages])
-        for j, (q, page) in enumerate(zip(chunk, pages, strict=True)):
-            for hit, ev in zip(page, evidence[j], strict=True):
-                rating = ratings[q].get(hit.product_id)
-                if judged_only and rating is None:
-                    continue
-                xs.append(ev.features())
-                ys.append(1.0 if rating is not None and rating >= RELEVANT[shop] else 0.0)
-                qs.append(start + j)
-        print(f"  {shop}: {start + len(chunk)}/{len(qids)} queries", file=sys.stderr)
-    return np.array(xs), np.array(ys), np.array(qs)
+    judged, with `judged_only`): `evaluation.confidence_fit.labelled`, as `fusion fit
+    --confidence` reads them; the judgments' default relevance (2.5 on Home Depot's 1..3,
+    3 on CrowdFlower's 1..4)."""
+    judged = sampled(load_judgments(path), limit, seed)
+    done = 0
 
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        print(f"  {path.parent.name}: {done}/{len(judged.queries)} queries", file=sys.stderr)
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[float, np.ndarray]:
-    """Intercept and weights minimising the mean log loss + l2/2 |w|^2 (Newton's method)."""
-    a = np.hstack([np.ones((len(x), 1)), x])
-    beta = np.zeros(a.shape[1])
-    penalty = np.diag([0.0] + [l2] * x.shape[1])
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(a @ beta)))
-        grad = a.T @ (p - y) / len(y) + penalty @ beta
-        hess = (a * (p * (1 - p))[:, None]).T @ a / len(y) + penalty
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return float(beta[0]), beta[1:]
+    data = labelled_results(search, judged, SearchOptions(), features, judged_only, progress)
+    return data.x, data.y, data.q
 
 
 def assess(
@@ -125,8 +88,7 @@ def assess(
     """Reliability bins, ECE, precision and recall at `cut` (`evaluation.calibration`, as
     the eval report draws them), log loss and Brier."""
     eps = 1e-12
-    firsts = np.array([p[q == i].max() for i in sorted(set(q.tolist()))])
-    cal = Calibration("default", p, y == 1, q, firsts, cut)
+    cal = calibration_of("default", p, y, q, cut)
     at = cal.at(cut)
     return {
         "results": len(p),
@@ -227,23 +189,21 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="shopsearch-confidence-"))
     hd = args.data / "homedepot"
 
-    search = opened("homedepot", args.data, work, args.model_dir)
-    x, y, q = labelled(search, "homedepot", hd / "judgments-train.parquet",
-                       args.train_queries, args.seed, judged_only)  # fmt: skip
     names = tuple(args.features.split(","))
     if not set(names) <= set(FEATURES):
         parser.error(f"--features: some of {','.join(FEATURES)}")
-    columns = [FEATURES.index(n) for n in names]
-    x = x[:, columns]
+    search = opened("homedepot", args.data, work, args.model_dir)
+    x, y, q = labelled(search, hd / "judgments-train.parquet", args.train_queries, args.seed,
+                       judged_only, names)  # fmt: skip
     intercept, weights = fit_logistic(x, y)
     train_p = 1.0 / (1.0 + np.exp(-(intercept + x @ weights)))
-    dx, dy, dq = labelled(search, "homedepot", hd / "judgments-dev.parquet",
-                          args.dev_queries, args.seed, judged_only)  # fmt: skip
-    dx = dx[:, columns]
+    dx, dy, dq = labelled(search, hd / "judgments-dev.parquet", args.dev_queries, args.seed,
+                          judged_only, names)  # fmt: skip
     dev_p = 1.0 / (1.0 + np.exp(-(intercept + dx @ weights)))
     dumped = {"x": x, "y": y, "q": q, "dx": dx, "dy": dy, "dq": dq}
     dev = assess(dev_p, dy, dq)
-    dev_texts = sorted(set(judged(hd / "judgments-dev.parquet", "homedepot")[0].values()))
+    dev_judged = load_judgments(hd / "judgments-dev.parquet").queries.values()
+    dev_texts = sorted({j.text for j in dev_judged})
     base_ms, with_ms = timing(search, random.Random(args.seed).sample(dev_texts, 200))
     encoder_name = search.meta.encoder.name
     search.backend.close()
@@ -260,9 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_crowdflower:
         cf_search = opened("crowdflower", args.data, work, args.model_dir)
         cf_judgments = args.data / "crowdflower" / "judgments-dev.parquet"
-        cx, cy, cq = labelled(cf_search, "crowdflower", cf_judgments, None, args.seed, judged_only)
+        cx, cy, cq = labelled(cf_search, cf_judgments, None, args.seed, judged_only, names)
         cf_search.backend.close()
-        cx = cx[:, columns]
         cf_p = 1.0 / (1.0 + np.exp(-(intercept + cx @ weights)))
         dumped.update(cx=cx, cy=cy, cq=cq)
         cf = assess(cf_p, cy, cq)

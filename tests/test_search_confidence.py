@@ -16,7 +16,7 @@ import pytest
 from service_helpers import cli, service_process
 
 from shopsearch.errors import UsageError
-from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, FEATURES, prior
+from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, FEATURES, prior, read_evidence
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.search.responses import search_answer
 from shopsearch.search.sorting import SortOrder
@@ -121,3 +121,112 @@ def test_the_cli_shows_confidence_and_cuts(exported_model: Path, small_catalog: 
             assert refused.json()["problems"][0]["field"] == "min_confidence"
         refused = httpx.get(f"{url}/search", params={"q": GOOD, "min_confidence": "nan"})
         assert refused.status_code == 422 and "min_confidence" in refused.json()["error"]
+
+
+# -- a shop's own confidence model -----------------------------------------------------------
+
+# Queries of the small catalog and the title word that makes a result relevant to each.
+JUDGED = {
+    "women's casual shoes": "shoe",
+    "black boots": "boot",
+    "analog watch for men": "watch",
+    "gold ring": "ring",
+    "cotton": "cotton",
+    "sunglasses": "sunglass",
+    "bedsheet": "bedsheet",
+    "wallet": "wallet",
+}
+
+
+def _judgments(search: ProductSearch, path: Path) -> Path:
+    """Each query's default top 10 rated 3 (relevant on 1..3) where the title holds the
+    query's word, else 1: labels that follow the words, as a shop's raters' would."""
+    rows = []
+    for n, (text, word) in enumerate(JUDGED.items()):
+        for hit in search.search(Query(text), SearchOptions(top_k=10)):
+            rating = 3 if word in hit.payload["title"].lower() else 1
+            rows.append({"query_id": f"q{n}", "query": text, "product_id": hit.product_id,
+                         "relevance": rating})  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_shop_fits_its_own_confidence_model(exported_model: Path, small_catalog: Path, tmp_path):
+    """`fusion fit --confidence` fits the floor on the shop's judgments and stores it with the
+    collection: queries (CLI and a fresh process) score with it, not with the prior."""
+    from shopsearch.encoders import OnnxEncoder
+    from shopsearch.store.edge import EdgeBackend
+
+    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp_path)}
+    cli("ingest", str(small_catalog), "-c", "shop", "--rejects", str(tmp_path / "r.jsonl"), env=env)
+    before = json.loads(cli("query", GOOD, "-c", "shop", "--json", env=env).stdout)
+    backend = EdgeBackend(tmp_path / "shop")
+    try:
+        search = ProductSearch(backend, OnnxEncoder.load(exported_model, precision="int8"))
+        judgments = _judgments(search, tmp_path / "judged.jsonl")
+    finally:
+        backend.close()
+    fit = cli("fusion", "fit", "-j", str(judgments), "--confidence", "-c", "shop", "--json",
+              env=env)  # fmt: skip
+    doc = json.loads(fit.stdout)
+    assert doc["queries"] == len(JUDGED) and doc["results"] == 10 * len(JUDGED)
+    assert doc["features"] == ["cosine", "coverage"] and len(doc["weights"]) == 2
+    assert doc["calibration"]["judged_results"] == doc["results"]
+    after = json.loads(cli("query", GOOD, "-c", "shop", "--json", env=env).stdout)
+    ids = [r["product_id"] for r in after["results"]]
+    assert ids == [r["product_id"] for r in before["results"]]  # the ranking is the fusion's
+    assert [r["confidence"] for r in after["results"]] != pytest.approx(
+        [r["confidence"] for r in before["results"]], abs=1e-3
+    )
+    backend = EdgeBackend(tmp_path / "shop")
+    try:
+        own = ProductSearch(backend, None).confidence.get()
+        assert own != prior() and own.intercept == pytest.approx(doc["intercept"], abs=1e-4)
+    finally:
+        backend.close()
+    human = cli("fusion", "fit", "-j", str(judgments), "--confidence", "-c", "shop", env=env)
+    assert "confidence model fit on 80 judged results of 8 queries" in " ".join(
+        human.stdout.split()
+    )
+    assert "ECE" in human.stdout
+
+
+def test_the_server_path_keeps_the_model_with_the_collection(encoder, small_catalog, tmp_path):
+    from qdrant_client import QdrantClient
+    from search_helpers import ingest
+
+    from shopsearch.evaluation.confidence_fit import fit_confidence
+    from shopsearch.evaluation.judgments import load_judgments
+    from shopsearch.store.documents import write_confidence
+    from shopsearch.store.server import ServerBackend
+
+    client = QdrantClient(":memory:")
+    backend = ServerBackend(client, "products", ":memory:")
+    ingest(small_catalog, backend, encoder, tmp_path)
+    search = ProductSearch(backend, encoder)
+    fitted = fit_confidence(search, load_judgments(_judgments(search, tmp_path / "j.jsonl")),
+                            SearchOptions())  # fmt: skip
+    write_confidence(backend, fitted.model.to_dict())
+    again = ProductSearch(ServerBackend(client, "products", ":memory:"), encoder)
+    assert again.confidence.get() == fitted.model
+    hits = again.search(Query(GOOD), SearchOptions(confidence=True))
+    query = again.prepare(Query(GOOD), SearchOptions())
+    evidence = read_evidence(again, [query], [[h.point_id for h in hits]])[0]
+    assert [h.confidence for h in hits] == pytest.approx(fitted.model.probability(evidence))
+    assert fitted.model != prior()
+
+
+def test_judgments_that_rate_nothing_found_are_refused(exported_model, small_catalog, tmp_path):
+    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp_path)}
+    cli("ingest", str(small_catalog), "-c", "shop", "--rejects", str(tmp_path / "r.jsonl"), env=env)
+    judged = tmp_path / "elsewhere.jsonl"
+    judged.write_text(
+        json.dumps({"query_id": "q", "query": GOOD, "product_id": "NOT-HERE", "relevance": 3})
+        + "\n",
+        encoding="utf-8",
+    )
+    refused = cli("fusion", "fit", "-j", str(judged), "--confidence", "-c", "shop", env=env,
+                  check=False)  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert "0 rated results among the queries' top 10" in refused.stderr
+    assert "Traceback" not in refused.stderr

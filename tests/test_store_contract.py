@@ -33,6 +33,7 @@ from shopsearch.store.documents import (
     read_fusion,
     read_meta,
     read_vocabulary,
+    write_confidence,
     write_fusion,
     write_meta,
     write_rules,
@@ -149,6 +150,8 @@ def test_documents_are_stored_where_the_collection_contract_says(filled: Backend
     write_fusion(filled, {"depth": 7})
     write_rules(filled, {"rules": []})
     write_synonyms(filled, {"synonyms": [{"words": ["sofa", "couch"]}]})
+    write_confidence(filled, {"format": 1, "intercept": -1.0})
+    assert _stored(filled, Document.CONFIDENCE) == {"format": 1, "intercept": -1.0}
     assert _stored(filled, Document.META) == META.to_dict()
     assert _stored(filled, Document.RULES) == {"rules": []}
     assert _stored(filled, Document.SYNONYMS) == {"synonyms": [{"words": ["sofa", "couch"]}]}
@@ -162,6 +165,7 @@ def test_documents_are_stored_where_the_collection_contract_says(filled: Backend
         Document.RULES: ("shopsearch_rules", "rules.json"),
         Document.SYNONYMS: ("shopsearch_synonyms", "synonyms.json"),
         Document.RANKING: ("shopsearch_ranking", "ranking.json"),
+        Document.CONFIDENCE: ("shopsearch_confidence", "confidence.json"),
     }
 
 

@@ -51,6 +51,15 @@ def fit(
         bool,
         typer.Option("--in-stock-first", help="With --business: fit with in-stock first on."),
     ] = False,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            help="Fit the relevance floor's confidence model instead of the learned fusion, on "
+            "the judged results of the default search's top 10, and store it with the "
+            "collection: searches use it over the package's prior.",
+        ),
+    ] = False,
     fix_typos: opt.FixTypos = True,
     collection: opt.Collection = None,
     path: opt.DataPath = None,
@@ -72,7 +81,13 @@ def fit(
     judged = load_judgments(judgments, parse_column_map(column_map or []))
     if in_stock_first and not business:
         raise UsageError("--in-stock-first goes with --business FIELD")
+    if confidence and business:
+        raise UsageError("--confidence and --business fit different things: give one")
     encoder = opt.load_encoder(model, precision, threads)
+    if confidence:
+        _fit_confidence(judged, encoder, candidates, fix_typos,
+                        opt.connection(collection, path, qdrant_url, api_key), as_json)  # fmt: skip
+        return
     if business:
         _fit_business(judged, encoder, business, in_stock_first, candidates, fix_typos,
                       opt.connection(collection, path, qdrant_url, api_key), as_json)  # fmt: skip
@@ -112,6 +127,60 @@ def fit(
         f"stored with {backend.location}. Search with `--fusion learned`.",
         markup=False,
     )
+
+
+def _fit_confidence(
+    judged: Judgments,
+    encoder: TextEncoder,
+    candidates: int,
+    fix_typos: bool,
+    connection: Connection,
+    as_json: bool,
+) -> None:
+    """`fusion fit --confidence`: fit the relevance floor's model and store it with the
+    collection (shopsearch.evaluation.confidence_fit)."""
+    from rich.progress import Progress
+
+    from shopsearch.cli.commands_eval import calibration_line
+    from shopsearch.evaluation.confidence_fit import fit_confidence
+    from shopsearch.search.product_search import ProductSearch, SearchOptions
+    from shopsearch.store.documents import write_confidence
+
+    backend = connection.open()
+    try:
+        search = ProductSearch(backend, encoder)
+        options = SearchOptions(candidates=candidates, fix_typos=fix_typos)
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("searching judged queries", total=len(judged.queries))
+            fitted = fit_confidence(
+                search, judged, options, on_chunk=lambda n: progress.advance(task, n)
+            )
+        with backend.writing():
+            write_confidence(backend, fitted.model.to_dict())
+    finally:
+        backend.close()
+    model = fitted.model
+    summary = {
+        "collection": backend.location,
+        "queries": fitted.queries,
+        "results": fitted.results,
+        "features": list(model.features),
+        "intercept": round(model.intercept, 4),
+        "weights": [round(w, 4) for w in model.weights],
+        "calibration": fitted.calibration.to_dict(),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    terms = " ".join(f"{w:+.2f} {n}" for n, w in zip(model.features, model.weights, strict=True))
+    console = Console(highlight=False)
+    console.print(
+        f"confidence model fit on {fitted.results:,} judged results of {fitted.queries:,} "
+        f"queries: {model.intercept:+.2f} {terms}, stored with {backend.location}; searches "
+        "use it from now on (`ingest --recreate` returns to the package's prior).",
+        markup=False,
+    )
+    console.print(calibration_line(fitted.calibration), markup=False)
 
 
 def _fit_business(

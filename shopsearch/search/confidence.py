@@ -47,15 +47,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shopsearch.errors import UsageError
+from shopsearch.errors import CollectionError, UsageError
 from shopsearch.search.rules import Arranged
 from shopsearch.search.sorting import relevant
 from shopsearch.search.synonyms import Applied, coverage_terms
 from shopsearch.store.backend import Hit, SearchMode, SearchRequest, SparseVec
 from shopsearch.store.conditions import HasId
+from shopsearch.store.documents import read_confidence
 
 if TYPE_CHECKING:
     from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
+    from shopsearch.store.backend import Backend
 
 PRIOR_FILE = "confidence_prior.json"
 PRIOR_FORMAT = 1
@@ -129,6 +131,21 @@ def prior() -> ConfidenceModel:
     """The model shipped with the package."""
     text = resources.files("shopsearch.search").joinpath(PRIOR_FILE).read_text(encoding="utf-8")
     return ConfidenceModel.from_dict(json.loads(text))
+
+
+def collection_model(backend: Backend) -> ConfidenceModel:
+    """The model fit on the shop's judgments and stored with the collection (`shopsearch
+    fusion fit --confidence`), else the package's prior."""
+    stored = read_confidence(backend)
+    if stored is None:
+        return prior()
+    try:
+        return ConfidenceModel.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CollectionError(
+            f"the confidence model stored with {backend.location} is unreadable ({exc}); "
+            "fit it again with `shopsearch fusion fit --confidence`"
+        ) from exc
 
 
 def check_min_confidence(value: float | None, where: str = "--min-confidence") -> None:
@@ -240,7 +257,7 @@ def with_confidence(
                 "--min-confidence needs the encoder (the dense cosine is part of the evidence)"
             )
         return [list(p) for p in pages]
-    model = prior()
+    model = search.confidence.get()
     todo = [
         (i, list(dict.fromkeys(h.point_id for h in page if h.confidence is None)))
         for i, page in enumerate(pages)

@@ -17,7 +17,12 @@ from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
 from shopsearch.search.adaptive_fusion import DBSF_WEIGHT, WINDOW, rerank
 from shopsearch.search.business_ranking import BusinessRanking, resolved
-from shopsearch.search.confidence import check_min_confidence, with_confidence
+from shopsearch.search.confidence import (
+    ConfidenceModel,
+    check_min_confidence,
+    collection_model,
+    with_confidence,
+)
 from shopsearch.search.facets import (
     FACET_FIELDS,
     RANGE_FIELDS,
@@ -198,6 +203,8 @@ class ProductSearch:
         self.ranking: Refreshed[BusinessRanking] = Refreshed(
             lambda: BusinessRanking.stored(backend)
         )
+        # The relevance floor's model: the collection's own, else the package's prior.
+        self.confidence: Refreshed[ConfidenceModel] = Refreshed(lambda: collection_model(backend))
         # Now, not at the first search: a ForkedQueryEncoder encodes meanwhile.
         warm_up(backend)
 

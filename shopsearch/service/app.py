@@ -337,6 +337,7 @@ def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
             # `shopsearch rules set` writes them beside the collection while it is served.
             current_rules(search, max_age=RULES_CHECK_SECONDS)
             search.ranking.get(max_age=RULES_CHECK_SECONDS)  # `ranking set`, likewise
+        search.confidence.get(max_age=RULES_CHECK_SECONDS)  # `fusion fit --confidence`
         if options.ranking is not None:
             options.ranking.check(search.meta, "ranking")
     hits = live.search(query, options)

@@ -108,3 +108,13 @@ def read_ranking(backend: Backend) -> dict[str, Any] | None:
 
 def write_ranking(backend: Backend, ranking: dict[str, Any]) -> None:
     backend.write_document(Document.RANKING, ranking)
+
+
+def read_confidence(backend: Backend) -> dict[str, Any] | None:
+    """The relevance floor's model `fusion fit --confidence` stored
+    (`ConfidenceModel.to_dict`), or None: the package's prior applies."""
+    return backend.read_document(Document.CONFIDENCE)
+
+
+def write_confidence(backend: Backend, model: dict[str, Any]) -> None:
+    backend.write_document(Document.CONFIDENCE, model)

@@ -36,7 +36,10 @@ class Document(Enum):
     catalog vocabulary typo tolerance corrects to. FUSION: the learned fusion model
     (shopsearch.search.learned_fusion), once `shopsearch fusion fit` made one. RULES: the
     merchandising rules (shopsearch.search.rules). SYNONYMS: the synonym list
-    (shopsearch.search.synonyms), once `shopsearch synonyms set` stored one.
+    (shopsearch.search.synonyms), once `shopsearch synonyms set` stored one. RANKING: the
+    business ranking (shopsearch.search.business_ranking). CONFIDENCE: the relevance floor's
+    model fit on the shop's judgments (shopsearch.search.confidence), once `shopsearch
+    fusion fit --confidence` made one; without it, the package's prior.
     """
 
     META = ("shopsearch", "shopsearch.json")
@@ -45,6 +48,7 @@ class Document(Enum):
     RULES = ("shopsearch_rules", "rules.json")
     SYNONYMS = ("shopsearch_synonyms", "synonyms.json")
     RANKING = ("shopsearch_ranking", "ranking.json")
+    CONFIDENCE = ("shopsearch_confidence", "confidence.json")
 
     def __init__(self, key: str, file: str) -> None:
         self.key = key
