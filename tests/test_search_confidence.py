@@ -160,6 +160,8 @@ def test_a_shop_fits_its_own_confidence_model(exported_model: Path, small_catalo
     env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp_path)}
     cli("ingest", str(small_catalog), "-c", "shop", "--rejects", str(tmp_path / "r.jsonl"), env=env)
     before = json.loads(cli("query", GOOD, "-c", "shop", "--json", env=env).stdout)
+    shown = json.loads(cli("info", "-c", "shop", "--json", env=env).stdout)["confidence_model"]
+    assert shown == {"source": "package prior", "fit_on": "Home Depot train"}
     backend = EdgeBackend(tmp_path / "shop")
     try:
         search = ProductSearch(backend, OnnxEncoder.load(exported_model, precision="int8"))
@@ -184,6 +186,8 @@ def test_a_shop_fits_its_own_confidence_model(exported_model: Path, small_catalo
         assert own != prior() and own.intercept == pytest.approx(doc["intercept"], abs=1e-4)
     finally:
         backend.close()
+    info = json.loads(cli("info", "-c", "shop", "--json", env=env).stdout)["confidence_model"]
+    assert info["source"] == "collection" and "8 judged queries" in info["fit_on"]
     human = cli("fusion", "fit", "-j", str(judgments), "--confidence", "-c", "shop", env=env)
     assert "confidence model fit on 80 judged results of 8 queries" in " ".join(
         human.stdout.split()

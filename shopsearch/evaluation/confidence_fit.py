@@ -156,7 +156,7 @@ def fit_confidence(
     card = {
         "fit_on": f"{len(judged.queries)} judged queries of {judged.source or 'a shop'}: "
         f"{rated} rated results of the default search's top {TOP_K}, "
-        f"{data.y.mean():.1%} relevant ({judged.scheme.summary()})",
+        f"{data.y.mean():.1%} relevant ({_relevant(judged)})",
         "fit_by": "shopsearch.evaluation.confidence_fit",
         "fit_at": datetime.date.today().isoformat(),
         "encoder": search.meta.encoder.name,
@@ -166,3 +166,11 @@ def fit_confidence(
     p = 1.0 / (1.0 + np.exp(-(intercept + data.x @ weights)))
     calibration = calibration_of("fit", p, data.y, data.q)
     return FittedConfidence(model, calibration, len(judged.queries), rated)
+
+
+def _relevant(judged: Judgments) -> str:
+    """What counted as relevant, in a few words."""
+    scheme = judged.scheme
+    if scheme.kind == "esci":
+        return f"label {scheme.relevant or 'S'} or better"
+    return f"rating >= {scheme.relevant_level:g}"

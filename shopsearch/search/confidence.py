@@ -148,6 +148,19 @@ def collection_model(backend: Backend) -> ConfidenceModel:
         ) from exc
 
 
+def model_info(backend: Backend) -> dict[str, Any]:
+    """Which confidence model the collection's searches use, as `shopsearch info` shows it:
+    the package's prior, or the collection's own with what it was fit on (and a problem, where
+    it cannot be read)."""
+    if read_confidence(backend) is None:
+        return {"source": "package prior", "fit_on": "Home Depot train"}
+    try:
+        card = collection_model(backend).card
+    except CollectionError as exc:
+        return {"source": "collection", "problem": str(exc)}
+    return {"source": "collection", "fit_on": card.get("fit_on"), "fit_at": card.get("fit_at")}
+
+
 def check_min_confidence(value: float | None, where: str = "--min-confidence") -> None:
     """A cut is a probability: 0 keeps everything, 1 nothing but certainties. `where` names
     the flag or request field in the message."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shopsearch.search.business_ranking import resolved
-from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, confident
+from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, confident, model_info
 from shopsearch.search.facets import Facets
 from shopsearch.search.filter_hints import FilterHint, filter_hints
 from shopsearch.search.filters import parse_filter_object, parse_filters
@@ -151,6 +151,7 @@ def collection_document(search: ProductSearch) -> dict[str, Any]:
         **search.meta.to_dict(),
         "vocabulary_words": len(search.typos.vocabulary),
         "learned_fusion": search.fusion_info(),
+        "confidence_model": model_info(search.backend),
     }
     if isinstance(search.backend, Placed):
         doc["placement"] = search.backend.placement()
