@@ -261,10 +261,9 @@ def _search_systems(
 
     needs_encoder = any(m is not SearchMode.BM25 for m in modes)
     encoder = load_encoder() if needs_encoder else None
-    backend = connection.open()
     out = []
     calibration = None
-    try:
+    with connection.opened() as backend:
         search = ProductSearch(backend, encoder)
         facts = collection_facts(search, judged, searched)
         where = f"'{connection.collection}' ({backend.location})"
@@ -293,8 +292,6 @@ def _search_systems(
                 if mode is SearchMode.HYBRID and calibration is None:
                     progress.update(task, description="reading confidences (hybrid)")
                     calibration = calibration_of(search, judged, out[-1], options)
-    finally:
-        backend.close()
     return out, facts, calibration
 
 

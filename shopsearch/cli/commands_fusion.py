@@ -92,8 +92,7 @@ def fit(
         _fit_business(judged, encoder, business, in_stock_first, candidates, fix_typos,
                       opt.connection(collection, path, qdrant_url, api_key), as_json)  # fmt: skip
         return
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         search = ProductSearch(backend, encoder)
         options = SearchOptions(candidates=candidates, fix_typos=fix_typos)
         with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -108,8 +107,6 @@ def fit(
             )
         with backend.writing():
             write_fusion(backend, fitted.model.to_dict())
-    finally:
-        backend.close()
     summary = {
         "collection": backend.location,
         "queries": fitted.queries,
@@ -146,8 +143,7 @@ def _fit_confidence(
     from shopsearch.search.product_search import ProductSearch, SearchOptions
     from shopsearch.store.documents import write_confidence
 
-    backend = connection.open()
-    try:
+    with connection.opened() as backend:
         search = ProductSearch(backend, encoder)
         options = SearchOptions(candidates=candidates, fix_typos=fix_typos)
         with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -157,8 +153,6 @@ def _fit_confidence(
             )
         with backend.writing():
             write_confidence(backend, fitted.model.to_dict())
-    finally:
-        backend.close()
     model = fitted.model
     summary = {
         "collection": backend.location,
@@ -198,16 +192,13 @@ def _fit_business(
     from shopsearch.search.product_search import ProductSearch, SearchOptions
     from shopsearch.store.documents import write_ranking
 
-    backend = connection.open()
-    try:
+    with connection.opened() as backend:
         search = ProductSearch(backend, encoder)
         options = SearchOptions(candidates=candidates, fix_typos=fix_typos)
         fitted = fit_business(
             search, judged, options, list(dict.fromkeys(fields)), in_stock_first=in_stock_first
         )
         write_ranking(backend, fitted.ranking.to_dict())
-    finally:
-        backend.close()
     summary = {
         "collection": backend.location,
         "queries": fitted.queries,

@@ -158,8 +158,7 @@ def query(
         if batch
         else [Query(opt.utf8_text(text or "", "the query"), parse_filters(filters or []))]
     )
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         # Prepared before the encoder starts, so that a one-shot query is encoded, searched
         # and faceted as corrected, the correction made once.
         typos = TypoCorrector.stored(backend)
@@ -184,8 +183,6 @@ def query(
             doc = search_answer(search, queries[0], filters or [], options, hits, counted)
         else:
             hints = unmatched_filter_hints(search, filters or [], hits)
-    finally:
-        backend.close()
     if as_json:
         print_json(doc, ensure_ascii=False)
         return
@@ -234,11 +231,8 @@ def facets(
     a filter sidebar's counts, and the exact values --filter matches."""
     names = check_facet_fields(fields or [])
     conditions = parse_filters(filters or [])
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         counted = ProductSearch(backend, None).catalog_facets(conditions, names, limit)
-    finally:
-        backend.close()
     if as_json:
         print_json({"filters": filters or [], **facets_document(counted)}, ensure_ascii=False)
         return
@@ -259,11 +253,8 @@ def info(
 ) -> None:
     """Show a collection: where it is, how many products, which encoder built it, and its
     learned fusion (`shopsearch fusion fit`) if it has one."""
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         doc = collection_document(ProductSearch(backend, None))
-    finally:
-        backend.close()
     if as_json:
         print_json(doc)
         return

@@ -32,15 +32,12 @@ def set_ranking(
     searches apply it from then on, as they apply the rules (a running service within a
     second)."""
     ranking = BusinessRanking.from_file(file)  # checked whole before anything is written
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         meta = existing_meta(backend)
         ranking.check(meta, f"{file.name}: weights:")
         # A document beside the points, as the rules are.
         write_ranking(backend, ranking.to_dict())
         location = backend.location
-    finally:
-        backend.close()
     if as_json:
         print_json({"location": location, **ranking.to_dict()})
         return
@@ -55,12 +52,9 @@ def show(
     as_json: opt.JsonOut = False,
 ) -> None:
     """Print the collection's ranking, as `ranking set` stored it, and its rank fields."""
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         meta = existing_meta(backend)
         ranking = BusinessRanking.stored(backend)
-    finally:
-        backend.close()
     if as_json:
         print_json({**ranking.to_dict(), "rank_fields": meta.rank_fields})
         return

@@ -30,15 +30,12 @@ def set_rules(
     """Check a rules file and store it with the collection, replacing its rules: searches
     apply them from then on (a running service within a second)."""
     rules = RuleSet.from_file(file)  # checked whole before anything is written
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         existing_meta(backend)
         # A document beside the points: an embedded collection's shard stays closed, so a
         # service holding it goes on answering and reads the new rules itself.
         write_rules(backend, rules.to_dict())
         location = backend.location
-    finally:
-        backend.close()
     if as_json:
         print_json({"location": location, "rules": len(rules.rules)})
         return
@@ -53,12 +50,9 @@ def show(
     as_json: opt.JsonOut = False,
 ) -> None:
     """Print the collection's rules, as `rules set` stored them."""
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         existing_meta(backend)
         rules = RuleSet.stored(backend)
-    finally:
-        backend.close()
     if as_json:
         print_json(rules.to_dict(), ensure_ascii=False)
         return
@@ -92,14 +86,11 @@ def test(
     query = Query(opt.utf8_text(text, "the query"), parse_filters(filters or []))
     options = SearchOptions(top_k=top_k)
     encoder = opt.load_encoder(model, precision, threads)
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         search = ProductSearch(backend, encoder)
         query = search.prepare(query, options)
         hits = search.search(query, options)
         doc = search_answer(search, query, filters or [], options, hits) if as_json else None
-    finally:
-        backend.close()
     if doc is not None:
         print_json(doc, ensure_ascii=False)
         return

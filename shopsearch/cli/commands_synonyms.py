@@ -32,8 +32,7 @@ def set_synonyms(
     """Check a synonyms file and store it with the collection, replacing its synonyms:
     searches use them from then on (a running service within a second)."""
     synonyms = SynonymSet.from_file(file)  # checked whole before anything is written
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         meta = existing_meta(backend)
         # Each phrase must hold a word the collection's BM25 tokenizer searches.
         synonyms.compiled(Bm25Settings.from_dict(meta.bm25).model(), file.name)
@@ -41,8 +40,6 @@ def set_synonyms(
         # collection goes on answering and reads the new synonyms itself.
         write_synonyms(backend, synonyms.to_dict())
         location = backend.location
-    finally:
-        backend.close()
     count = len(synonyms.entries)
     if as_json:
         print_json({"location": location, "synonyms": count})
@@ -59,12 +56,9 @@ def show(
     as_json: opt.JsonOut = False,
 ) -> None:
     """Print the collection's synonyms, as `synonyms set` stored them."""
-    backend = opt.connection(collection, path, qdrant_url, api_key).open()
-    try:
+    with opt.connection(collection, path, qdrant_url, api_key).opened() as backend:
         existing_meta(backend)
         synonyms = SynonymSet.stored(backend)
-    finally:
-        backend.close()
     if as_json:
         print_json(synonyms.to_dict(), ensure_ascii=False)
         return

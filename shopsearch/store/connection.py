@@ -3,8 +3,10 @@ server. Flags win over the environment, which wins over the defaults."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,15 @@ class Connection:
         from shopsearch.store.edge import EdgeBackend
 
         return EdgeBackend(self.edge_dir(), index)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[Backend]:
+        """The backend for a block, closed however the block ends."""
+        backend = self.open()
+        try:
+            yield backend
+        finally:
+            backend.close()
 
     def index_settings(
         self,
