@@ -7,9 +7,9 @@ the question is only whether the per-query differences d_q centre away from 0.
   p = (1 + #{r: |mean(s_r d)| >= |mean(d)|}) / (1 + R), two-sided.
 - The 95% CI is that same test inverted: every shift delta the test does not reject at 5%
   when run on d - delta with the same R sign vectors, i.e. {delta : p(delta) >= 0.05}.
-  Hence "the CI excludes 0" and "p < 0.05" are one statement by construction; a bootstrap
-  percentile CI beside a randomisation p disagrees near the boundary (a CI of
-  [+0.005, +0.048] beside p = 0.084), which reads as a contradiction.
+  Hence "the CI excludes 0" and "p < 0.05" are one statement by construction, where a
+  bootstrap percentile CI beside a randomisation p can disagree near the boundary and read
+  as a contradiction.
   Computing it needs no search: mean(s_r (d - delta)) = a_r - delta b_r with
   a_r = mean(s_r d) and b_r = mean(s_r), so |a_r - delta b_r| >= |mean(d) - delta| is a
   quadratic inequality in delta whose solutions form an interval [lo_r, hi_r] that holds

@@ -22,15 +22,13 @@ ranking (shopsearch.search.business_ranking) is added to the DBSF score inside Q
 its units, before the re-rank: the window holds the products it moved up, and the re-rank
 adds its terms to `2 * coverage + 0.5 * DBSF` as they are.
 
-Chosen on Home Depot's train queries alone (benchmarks/notes/fusion_default.md):
-coverage's weight and the even split are the optimum of a grid over a min-max convex
-combination of both lists (DBSF and min-max within 0.002). Qdrant's DBSF and the window of
-50 keep the query near RRF's cost (1.2x), where bringing both lists' 200 candidates into
-Python costs 1.5x (Edge builds every point in Python). CrowdFlower, a shop that chooses
-nothing here, and Home Depot dev evaluate it (`benchmarks/fusion_default.py`): nDCG@10 and
-Recall@100 above both retrievers on both shops, by +0.017 nDCG@10 over dense on CrowdFlower
-but only +0.006 over BM25 on Home Depot. RRF (`--fusion rrf`, BM25's list weighted 3)
-stays one flag away.
+The constants are chosen on Home Depot's train queries alone: coverage's weight and the
+even split are the optimum of a grid over a convex combination of both lists. One Qdrant
+DBSF request read to the window keeps the query near RRF's cost, where bringing both
+lists' candidates into Python would not (Edge builds a Python object per point).
+CrowdFlower, a shop that chooses nothing here, and Home Depot dev evaluate it
+(`benchmarks/fusion_default.py`; figures in benchmarks/RESULTS.md section 12). RRF
+(`--fusion rrf`, BM25's list weighted 3) stays one flag away.
 """
 
 from __future__ import annotations

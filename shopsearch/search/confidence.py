@@ -136,7 +136,10 @@ def prior() -> ConfidenceModel:
 def collection_model(backend: Backend) -> ConfidenceModel:
     """The model fit on the shop's judgments and stored with the collection (`shopsearch
     fusion fit --confidence`), else the package's prior."""
-    stored = read_confidence(backend)
+    return _stored_model(backend, read_confidence(backend))
+
+
+def _stored_model(backend: Backend, stored: dict[str, Any] | None) -> ConfidenceModel:
     if stored is None:
         return prior()
     try:
@@ -152,10 +155,11 @@ def model_info(backend: Backend) -> dict[str, Any]:
     """Which confidence model the collection's searches use, as `shopsearch info` shows it:
     the package's prior, or the collection's own with what it was fit on (and a problem, where
     it cannot be read)."""
-    if read_confidence(backend) is None:
+    stored = read_confidence(backend)
+    if stored is None:
         return {"source": "package prior", "fit_on": "Home Depot train"}
     try:
-        card = collection_model(backend).card
+        card = _stored_model(backend, stored).card
     except CollectionError as exc:
         return {"source": "collection", "problem": str(exc)}
     return {"source": "collection", "fit_on": card.get("fit_on"), "fit_at": card.get("fit_at")}
