@@ -66,8 +66,8 @@ class Product:
         """The point payload (the public schema): catalog fields, nulls left out, and the
         normalised copy of `match_fields` that case-forgiving filters compare (`match_copy`,
         under MATCH_KEY; left out where there is none). `match_fields`: those the collection
-        records (`CollectionMeta.match_fields`), so that a collection ingested before the
-        copies is written as it was, and its unchanged products are not encoded again."""
+        records (`CollectionMeta.match_fields`), so that a collection without the copies keeps
+        its payloads' shape, and its unchanged products are not encoded again."""
         payload: dict[str, Any] = {"product_id": self.id}
         for name in Product.__dataclass_fields__:
             value = getattr(self, name)

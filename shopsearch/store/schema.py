@@ -204,7 +204,7 @@ class CollectionMeta:
         data = asdict(self)
         data["match_fields"] = list(self.match_fields)  # as JSON holds it, and reads back
         if not self.rank_fields:
-            del data["rank_fields"]  # the metadata of a collection without them, as it was
+            del data["rank_fields"]  # absent rather than empty, where there are none
         return data
 
     @classmethod
