@@ -13,6 +13,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import pairwise
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -128,7 +129,9 @@ class SearchRequest:
     formula: RankFormula | None = None
 
 
-@dataclass(frozen=True)
+# Not frozen: a search builds one per candidate it reads, and a frozen dataclass's
+# constructor sets each field through object.__setattr__, about twice the cost.
+@dataclass
 class Hit:
     point_id: str
     score: float
@@ -154,10 +157,11 @@ def hits_by_score(points: Iterable[Any]) -> list[Hit]:
     differently from one call to the next: RRF's rank-based scores tie often, and without
     this order the same query's results reorder between calls, and a page's end falls
     inside a tie differently for each page."""
-    hits = [
-        Hit(str(p.id), float(p.score), p.payload or {}, terms=hit_terms(p.vector)) for p in points
-    ]
-    return sorted(hits, key=lambda h: (-h.score, h.point_id))
+    hits = [Hit(str(p.id), p.score, p.payload or {}, (), hit_terms(p.vector)) for p in points]
+    # Qdrant returns them best first: the sort orders equal scores.
+    if not all(a.score > b.score for a, b in pairwise(hits)):
+        hits.sort(key=lambda h: (-h.score, h.point_id))
+    return hits
 
 
 def hit_terms(vectors: Any) -> tuple[int, ...]:
