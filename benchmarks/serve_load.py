@@ -1,11 +1,13 @@
 """`shopsearch serve` under load on the 54,667-product Home Depot catalog (issue 37, item 5).
 
 One run measures, with the 1,226 dev queries (every third one filtered: price<=150,
-in_stock=true; hybrid RRF, top 10, the service's defaults):
+in_stock=true; the default hybrid fusion, top 10, the service's defaults):
 
 1. the limit: in-process `ProductSearch` throughput (int8 OnnxEncoder, no HTTP),
    sequentially and from N threads (with the plain encoder and with the service's
-   `BatchingEncoder`); the best is "the in-process limit";
+   `BatchingEncoder`); the best is "the in-process limit". Sequentially with a one-thread
+   encoder too, whose CPU per search (no threads spin-waiting) bounds what the cores can
+   serve at all: the throughput any process layout could reach here, HTTP aside;
 2. the service (`python -m shopsearch serve`, int8) under closed-loop HTTP clients over
    loopback at each of --levels: QPS, p50, p99, errors, the CPU the service and the client
    used, the service's own `took_ms` and its mean encoder batch;
@@ -519,7 +521,11 @@ def in_process(
     try:
         plain = ProductSearch(backend, encoder)
         batching = ProductSearch(backend, BatchingEncoder(encoder), typos=plain.typos)
-        arms = [("in-process, sequential", plain, 1)]
+        one_thread = OnnxEncoder.load(model_dir, precision="int8", threads=1)
+        arms = [
+            (CPU_FLOOR, ProductSearch(backend, one_thread, typos=plain.typos), 1),
+            ("in-process, sequential", plain, 1),
+        ]
         for n in threads:
             arms += [
                 (f"in-process, {n} threads", plain, n),
@@ -659,6 +665,21 @@ def ensure_local(local_dir: Path, catalog: Path, model_dir: Path) -> None:
 # -- the report -----------------------------------------------------------------------
 
 
+CPU_FLOOR = "in-process, sequential, one encoder thread"
+
+
+def cpu_bound(inproc: list[Level], cpus: int, clients: int = 8, p99_ms: float = 25.0) -> str:
+    """What the cores can serve at all, from the CPU a search costs with nothing spinning,
+    against the throughput `clients` closed loops need for every request within `p99_ms`."""
+    floor = next(lv for lv in inproc if lv.system == CPU_FLOOR)
+    cpu_ms = 1000 * floor.server_cpu / floor.qps
+    return (
+        f"A search costs {cpu_ms:.2f} ms of CPU in-process ({CPU_FLOOR}, no HTTP): "
+        f"{cpus} cores serve at most {1000 * cpus / cpu_ms:.0f} QPS. {clients} closed-loop "
+        f"clients each answered within {p99_ms:g} ms need at least {1000 * clients / p99_ms:.0f}."
+    )
+
+
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "met" if ok else "MISSED"
 
@@ -746,7 +767,7 @@ def main() -> None:
     searches = search_requests(work)
     print(
         f"{len(work)} dev queries, {sum(1 for _, f in work if f)} with filters {FILTERS}; "
-        f"hybrid RRF, top 10; {os.cpu_count()} CPUs; {args.warmup:g} s warm-up + "
+        f"default hybrid fusion, top 10; {os.cpu_count()} CPUs; {args.warmup:g} s warm-up + "
         f"{args.duration:g} s a level. At start: {machine_load()}\n"
     )
     if os.getloadavg()[0] > 1.0:
@@ -758,6 +779,7 @@ def main() -> None:
     }
     rows: list[list[object]] = []
     limit: Level | None = None
+    inproc: list[Level] = []
     service: dict[int, Level] = {}
     naive: dict[int, Level] = {}
     soaked: Soak | None = None
@@ -855,6 +877,9 @@ def main() -> None:
         }
     if limit:
         print(f"\nIn-process limit: {limit.system}, {limit.qps:.1f} QPS.")
+        bound = cpu_bound(inproc, os.cpu_count() or 1)
+        print(bound)
+        report["cpu_bound"] = bound
     print(f"At end: {machine_load()}\n")
     report["at_end"] = machine_load()
     goals = targets(limit, service, naive, soaked)
