@@ -1,10 +1,10 @@
 """Query latency on the 54,667-product Home Depot catalog (benchmarks/bench_catalog.py).
 
-Warm: in-process, encode + filtered hybrid search (price<=150, in_stock=true, RRF) for each
-of the 1,226 dev queries, with the fp32 and the int8 encoder; p50/p90/p99, and the encode
-and search parts separately. Targets: p50 <= 3 ms, p99 <= 10 ms on 2 cores.
+Warm: in-process, encode + filtered hybrid search (price<=150, in_stock=true, the default
+fusion) for each of the 1,226 dev queries, with the fp32 and the int8 encoder; p50/p90/p99,
+and the encode and search parts separately. Targets: p50 <= 3 ms, p99 <= 10 ms on 2 cores.
 With the int8 encoder, the learned fusion (`--fusion learned`, fit on the train judgments
-the first time) is timed too, alternating query by query with the default RRF search, and
+the first time) is timed too, alternating query by query with the default search, and
 reported as the ratio of their p50s.
 Cold: `shopsearch query` as a whole process (median of --runs), beside a reference script
 doing the same hybrid query with sentence-transformers + qdrant-client local mode, in the
@@ -316,7 +316,7 @@ def main() -> None:
     queries = dev_queries()
 
     print(
-        f"{len(queries)} dev queries, filters {FILTERS}, hybrid RRF, top 10; "
+        f"{len(queries)} dev queries, filters {FILTERS}, default hybrid fusion, top 10; "
         f"{os.cpu_count()} CPUs\n"
     )
     print("Warm, in-process (ms):\n")
