@@ -60,6 +60,30 @@ def test_confidence_leaves_the_ranking_as_it_was(search):
         assert all(h.confidence is None for h in plain)
 
 
+def test_the_rankings_coverage_stands_in_for_a_bm25_request(search):
+    """The default fusion works out each result's coverage; the floor reads it rather than
+    searching BM25 among the page (the prior weighs no BM25 score) and gets the confidences
+    both evidence requests give."""
+    assert "log1p_bm25" not in prior().features
+    batches = []
+    searched = search.backend.search_batch
+
+    def recorded(requests):  # the real backend answers; the batch sizes are noted
+        batches.append(len(requests))
+        return searched(requests)
+
+    search.backend.search_batch = recorded
+    for text in (GOOD, "black boots for women", NONSENSE):
+        batches.clear()
+        rated = search.search(Query(text), SearchOptions(confidence=True))
+        assert rated and all(h.coverage is not None for h in rated)
+        assert batches == [1, 1]  # the fused search, then the page's cosines alone
+        query = search.prepare(Query(text), SearchOptions())
+        evidence = read_evidence(search, [query], [[h.point_id for h in rated]])[0]
+        assert [h.coverage for h in rated] == [e.coverage for e in evidence]
+        assert [h.confidence for h in rated] == prior().probability(evidence)
+
+
 def test_min_confidence_cuts_the_page_in_order(search):
     page = search.search(Query(GOOD), SearchOptions(confidence=True, top_k=20))
     floor = sorted(h.confidence for h in page)[len(page) // 2]

@@ -48,22 +48,28 @@ def rerank(query_terms: Sequence[int], fused: Sequence[Hit], limit: int | None =
     """`fused` (a DBSF search's hits, best first, with each hit's BM25 term ids in
     `Hit.terms`) re-ranked: its first `WINDOW` hits by COVERAGE_WEIGHT * coverage +
     DBSF_WEIGHT * score, equal scores by point id, then the others the same way; the first
-    `limit` of them (all by default), each with its new score and without its terms."""
+    `limit` of them (all by default), each with its new score and its coverage (`Hit.coverage`)
+    in place of its terms."""
     wanted = frozenset(query_terms)
     per_term = COVERAGE_WEIGHT / len(wanted) if wanted else 0.0
     blocks = []
     for block in (fused[:WINDOW], fused[WINDOW:]):
+        held = [len(wanted.intersection(h.terms)) for h in block]
         scored = [
-            (per_term * len(wanted.intersection(h.terms)) + DBSF_WEIGHT * h.score, h) for h in block
+            (per_term * n + DBSF_WEIGHT * h.score, n, h) for n, h in zip(held, block, strict=True)
         ]
-        scored.sort(key=lambda pair: (-pair[0], pair[1].point_id))
+        scored.sort(key=lambda entry: (-entry[0], entry[2].point_id))
         blocks.append(scored)
     first, rest = blocks
     if first and rest and rest[0][0] >= first[-1][0]:
         # Scores read best first: the hits past the window score below the window's last.
         shift = rest[0][0] - first[-1][0] + 1.0
-        rest = [(score - shift, h) for score, h in rest]
+        rest = [(score - shift, n, h) for score, n, h in rest]
     out = first + rest
     if limit is not None:
         out = out[:limit]
-    return [Hit(h.point_id, score, h.payload, h.other_variants) for score, h in out]
+    terms = len(wanted) or 1
+    return [
+        Hit(h.point_id, score, h.payload, h.other_variants, coverage=n / terms)
+        for score, n, h in out
+    ]

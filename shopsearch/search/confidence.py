@@ -31,8 +31,10 @@ calibrated.
 
 The evidence costs one batch of two requests per query, both restricted to the page's point
 ids (`HasId`): a dense search (exact: a few points' cosines) and a BM25 search that returns
-each product's term ids. `DEFAULT_MIN_CONFIDENCE` is the documented cut: a page none of
-whose results reaches it is answered as `no_confident_match`.
+each product's term ids. The second is left out where the default fusion's re-rank has
+already worked out the page's coverage (`Hit.coverage`) and the model weighs no BM25 score.
+`DEFAULT_MIN_CONFIDENCE` is the documented cut: a page none of whose results reaches it is
+answered as `no_confident_match`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -175,12 +177,13 @@ def check_min_confidence(value: float | None, where: str = "--min-confidence") -
 
 
 def evidence_requests(
-    dense: np.ndarray, sparse: SparseVec, ids: Sequence[str]
+    dense: np.ndarray, sparse: SparseVec, ids: Sequence[str], lexical: bool = True
 ) -> list[SearchRequest]:
-    """The two requests that read the evidence of the products `ids` for one query: their
-    cosines (a dense search among them, exact) and their BM25 scores with their term ids."""
+    """The requests that read the evidence of the products `ids` for one query: their
+    cosines (a dense search among them, exact) and, where `lexical`, their BM25 scores with
+    their term ids."""
     among = (HasId(tuple(ids)),)
-    return [
+    requests = [
         SearchRequest(
             dense=dense,
             sparse=None,
@@ -200,6 +203,7 @@ def evidence_requests(
             with_terms=True,
         ),
     ]
+    return requests if lexical else requests[:1]
 
 
 def page_evidence(
@@ -207,11 +211,16 @@ def page_evidence(
     sparse: SparseVec,
     synonyms: Sequence[Applied] | None,
     dense_hits: Sequence[Hit],
-    bm25_hits: Sequence[Hit],
+    bm25_hits: Sequence[Hit] | None,
+    known: Mapping[str, float] | None = None,
 ) -> list[Evidence]:
-    """Each of `ids`' evidence from the two searches `evidence_requests` built. A product
-    missing from the BM25 search holds none of the query's terms."""
+    """Each of `ids`' evidence from the searches `evidence_requests` built. A product
+    missing from the BM25 search holds none of the query's terms. Without a BM25 search,
+    each product's coverage is `known`'s and its BM25 score is not known (NaN)."""
     cosines = {h.point_id: h.score for h in dense_hits}
+    if bm25_hits is None:
+        assert known is not None
+        return [Evidence(cosines.get(p, 0.0), known[p], math.nan) for p in ids]
     own, mapped = coverage_terms(sparse, synonyms, bm25_hits)
     wanted = frozenset(own)
     lexical = {
@@ -231,27 +240,37 @@ def confident(hits: Sequence[Hit], floor: float = DEFAULT_MIN_CONFIDENCE) -> boo
 
 
 def read_evidence(
-    search: ProductSearch, queries: Sequence[Query], ids: Sequence[Sequence[str]]
+    search: ProductSearch,
+    queries: Sequence[Query],
+    ids: Sequence[Sequence[str]],
+    known: Sequence[Mapping[str, float]] | None = None,
 ) -> list[list[Evidence]]:
     """Each prepared query's evidence for its products `ids` (point ids), in one batch of
-    two id-restricted searches per query (`evidence_requests`); the search needs an encoder.
-    `benchmarks/fit_confidence.py` fits the model on what this reads."""
+    id-restricted searches (`evidence_requests`); the search needs an encoder.
+    `benchmarks/fit_confidence.py` fits the model on what this reads. `known`: each query's
+    coverage of some of its products, worked out already; a query whose every product it
+    covers is not searched by BM25, and its evidence holds no BM25 score (NaN)."""
     if not queries:
         return []
     texts = [q.searched or q.text for q in queries]
     dense = search._encode(texts)
     sparse = [search._sparse(t, q) for t, q in zip(texts, queries, strict=True)]
     requests = []
+    lexical = [known is None or not all(p in known[j] for p in w) for j, w in enumerate(ids)]
     for j, wanted in enumerate(ids):
-        requests += evidence_requests(dense[j], sparse[j], wanted) if wanted else []
+        requests += evidence_requests(dense[j], sparse[j], wanted, lexical[j]) if wanted else []
     results = iter(search.backend.search_batch(requests))
     out = []
     for j, wanted in enumerate(ids):
         if not wanted:
             out.append([])
             continue
-        dense_hits, bm25_hits = next(results), next(results)
-        out.append(page_evidence(wanted, sparse[j], queries[j].synonyms, dense_hits, bm25_hits))
+        dense_hits = next(results)
+        bm25_hits = next(results) if lexical[j] else None
+        found = known[j] if known is not None else None
+        out.append(
+            page_evidence(wanted, sparse[j], queries[j].synonyms, dense_hits, bm25_hits, found)
+        )
     return out
 
 
@@ -280,7 +299,13 @@ def with_confidence(
         for i, page in enumerate(pages)
     ]
     todo = [(i, ids) for i, ids in todo if ids]
-    read = read_evidence(search, [queries[i] for i, _ in todo], [ids for _, ids in todo])
+    # The coverage the ranking worked out, where the model needs no BM25 score.
+    known = None
+    if "log1p_bm25" not in model.features:
+        known = [
+            {h.point_id: h.coverage for h in pages[i] if h.coverage is not None} for i, _ in todo
+        ]
+    read = read_evidence(search, [queries[i] for i, _ in todo], [ids for _, ids in todo], known)
     found = {
         i: dict(zip(ids, model.probability(evidence), strict=True))
         for (i, ids), evidence in zip(todo, read, strict=True)

@@ -572,7 +572,13 @@ class ProductSearch:
 
         return [
             [
-                Hit(h.point_id, h.score, shown(stored.get(h.point_id, h.payload)), h.other_variants)
+                Hit(
+                    h.point_id,
+                    h.score,
+                    shown(stored.get(h.point_id, h.payload)),
+                    h.other_variants,
+                    coverage=h.coverage,
+                )
                 for h in page
             ]
             for page in cut

@@ -144,6 +144,9 @@ class Hit:
     # The calibrated probability that the product is relevant to the query, where the search
     # worked it out (shopsearch.search.confidence); None where it did not.
     confidence: float | None = None
+    # The share of the query's BM25 terms the product holds, where the ranking worked it out
+    # (the default fusion's re-rank): the relevance floor reads it instead of asking again.
+    coverage: float | None = None
 
     @property
     def product_id(self) -> str:
