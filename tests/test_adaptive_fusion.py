@@ -12,11 +12,22 @@ import pytest
 from search_helpers import QUERIES
 
 from shopsearch.cli.app import main
-from shopsearch.search.adaptive_fusion import COVERAGE_WEIGHT, DBSF_WEIGHT, WINDOW, rerank
+from shopsearch.search.adaptive_fusion import (
+    COVERAGE_WEIGHT,
+    DBSF_WEIGHT,
+    PAIRS_WEIGHT,
+    PAIRS_WINDOW,
+    WINDOW,
+    rerank,
+)
 from shopsearch.search.filters import parse_filters
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.search.variants import FAMILY_FIELDS
-from shopsearch.store.backend import FusionMethod, Hit
+from shopsearch.store.backend import FusionMethod, Hit, SearchRequest
+from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.documents import read_meta, write_meta
+from shopsearch.store.schema import CollectionMeta
+from shopsearch.store.word_pairs import WordPairs
 
 # -- the scores, on hand-made hits ---------------------------------------------------------
 
@@ -70,7 +81,75 @@ def test_hits_past_the_window_follow_it_and_never_reorder_it() -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+def test_the_querys_word_pairs_lift_a_title_that_holds_them() -> None:
+    """Of two products holding the query's words with the same fused score, the one whose title
+    holds them in the query's order ranks first: PAIRS_WEIGHT x the share of pairs it holds."""
+    fused = [Hit("apart", 1.0, terms=(1, 2, 3), pairs=(99,)),
+             Hit("phrase", 1.0, terms=(1, 2, 3), pairs=(7, 99))]  # fmt: skip
+    ranked = rerank([1, 2, 3], fused, query_pairs=[7, 8])
+    assert [h.point_id for h in ranked] == ["phrase", "apart"]
+    assert ranked[0].score - ranked[1].score == pytest.approx(PAIRS_WEIGHT / 2)
+    assert all(h.pairs == () and h.coverage == 1.0 for h in ranked)
+    # no pairs to compare (a one-word query, a collection without them): equal, by point id
+    assert [h.point_id for h in rerank([1, 2, 3], fused)] == ["apart", "phrase"]
+    # the window is the caller's: PAIRS_WINDOW where the collection has the pairs
+    many = [Hit(f"h{n:03d}", 1.0 - n / 100, terms=(n % 2,)) for n in range(WINDOW + 10)]
+    assert rerank([1], many, window=PAIRS_WINDOW)[:PAIRS_WINDOW] == rerank([1], many[:PAIRS_WINDOW])
+
+
+def test_word_pairs_follow_the_bm25_tokenizer_and_keep_the_order() -> None:
+    pairs = WordPairs(Bm25Settings().model())
+    assert pairs.of("Bathroom Vanity") == pairs.of("bathroom vanities")  # case, stems
+    assert pairs.of("bathroom vanity") != pairs.of("vanity bathroom")
+    assert pairs.of("vanity for the bathroom") == pairs.of("vanity bathroom")  # stop words
+    assert pairs.of("vanity") == [] == pairs.of("")
+    assert len(pairs.of("white bathroom vanity")) == 2
+    # the same ids in another process: a stored title's pairs meet the query's
+    again = WordPairs(Bm25Settings().model())
+    assert again.of("white bathroom vanity") == pairs.of("white bathroom vanity")
+
+
 # -- searched end to end on both backends ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend_name", ["edge", "server"])
+def test_ingest_stores_each_titles_pairs_and_the_default_reads_them(
+    edge, server, encoder, backend_name
+):
+    backend = {"edge": edge, "server": server}[backend_name]
+    search = ProductSearch(backend, encoder)
+    assert search.meta.word_pairs
+    pairs = WordPairs(Bm25Settings.from_dict(search.meta.bm25).model())
+    query = search.prepare(Query("black boots for women"), SearchOptions())
+    text = query.searched or query.text
+    request = SearchRequest(dense=search._encode([text])[0], sparse=search._sparse(text, query),
+                            limit=10, with_payload=["title"], with_terms=True,
+                            with_pairs=True)  # fmt: skip
+    hits = backend.search_batch([request])[0]
+    assert hits and any(h.pairs for h in hits)
+    assert all(sorted(h.pairs) == pairs.of(h.payload["title"]) for h in hits)
+    sent: list[SearchRequest] = []
+    searched = backend.search_batch
+
+    def recorded(requests):  # the real backend answers; the requests are noted
+        sent.extend(requests)
+        return searched(requests)
+
+    backend.search_batch = recorded
+    try:
+        search.search(Query("black boots for women"), SearchOptions())
+        assert sent and all(r.with_pairs and r.limit == PAIRS_WINDOW for r in sent)
+        # a collection made before the pairs existed says so, and is searched without them
+        meta = read_meta(backend)
+        write_meta(backend, CollectionMeta.from_dict({**meta.to_dict(), "word_pairs": False}))
+        assert "word_pairs" not in read_meta(backend).to_dict()
+        sent.clear()
+        hits = ProductSearch(backend, encoder).search(Query("black boots for women"))
+        assert hits and sent and not any(r.with_pairs for r in sent)
+        assert all(r.limit == WINDOW for r in sent)
+    finally:
+        backend.search_batch = searched
+        write_meta(backend, meta)
 
 
 @pytest.mark.parametrize("backend_name", ["edge", "server"])
@@ -85,7 +164,8 @@ def test_the_default_fuses_adaptively_and_rrf_is_one_flag_away(edge, server, enc
         assert all(h.terms == () for h in hits)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         # coverage and half the DBSF score (each list's share about 0..1)
-        assert all(0.0 <= h.score <= COVERAGE_WEIGHT + 2 * DBSF_WEIGHT + 0.5 for h in hits)
+        top = COVERAGE_WEIGHT + 2 * DBSF_WEIGHT + PAIRS_WEIGHT + 0.5
+        assert all(0.0 <= h.score <= top for h in hits)
         rrf = search.search(Query(text), SearchOptions(top_k=10, fusion=FusionMethod.RRF))
         assert all(h.score < 1.5 for h in rrf)  # RRF's rank shares, not fused scores
     # a BM25 weight weighs RRF's lists: given one, the default fusion is RRF

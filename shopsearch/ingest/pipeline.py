@@ -59,6 +59,7 @@ from shopsearch.store.vocabulary import (
     kept_compounds,
     merge_vocabularies,
 )
+from shopsearch.store.word_pairs import WordPairs
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 256
@@ -192,6 +193,7 @@ class _Collection:
         self.encoder = encoder
         self.template = template
         self.bm25 = bm25  # None until the collection exists
+        self.pairs: WordPairs | None = None  # made with the first points it has pairs for
         self.new_bm25 = new_bm25 or Bm25Settings()
         self.created = False
         self.words: Counter[str] = Counter()
@@ -251,6 +253,7 @@ class _Collection:
                 variants=False,
                 match_fields=MATCH_FIELDS,
                 rank_fields={n: 1.0 for n in self.rank_fields},  # scales: `record_scales`
+                word_pairs=True,
             )
             self.backend.create(meta)
             self.created = True
@@ -340,15 +343,23 @@ class _Collection:
                 return []
             ids, texts, payloads = ([items[i] for i in changed] for items in (ids, texts, payloads))
         dense = self.encoder.encode_documents(texts)
+        # The title's word pairs, in a collection that has them (none made before they existed).
+        if self.meta.word_pairs and self.pairs is None:
+            self.pairs = WordPairs(bm25)
         points = []
         for pid, text, vector, payload in zip(ids, texts, dense, payloads, strict=True):
             sparse = bm25.embed_document(text)
+            pairs = None
+            if self.pairs is not None:
+                held = self.pairs.of(payload["title"])
+                pairs = SparseVec(held, [1.0] * len(held))
             points.append(
                 ProductPoint(
                     id=pid,
                     dense=vector,
                     sparse=SparseVec(list(sparse.indices), list(sparse.values)),
                     payload=payload,
+                    pairs=pairs,
                 )
             )
         return points

@@ -15,7 +15,7 @@ import numpy as np
 
 from shopsearch.encoders.protocol import TextEncoder
 from shopsearch.errors import CollectionError, UsageError
-from shopsearch.search.adaptive_fusion import DBSF_WEIGHT, WINDOW, rerank
+from shopsearch.search.adaptive_fusion import DBSF_WEIGHT, PAIRS_WINDOW, WINDOW, rerank
 from shopsearch.search.business_ranking import BusinessRanking, resolved
 from shopsearch.search.confidence import (
     ConfidenceModel,
@@ -58,6 +58,7 @@ from shopsearch.store.bm25 import Bm25Settings
 from shopsearch.store.conditions import Condition
 from shopsearch.store.documents import existing_meta, read_fusion
 from shopsearch.store.schema import CollectionMeta, EncoderInfo
+from shopsearch.store.word_pairs import WordPairs
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ class ProductSearch:
         if encoder is not None:
             meta.check_encoder(EncoderInfo.of(encoder))
         self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
+        # The query's word pairs, where the collection has its titles' (store/word_pairs.py).
+        self._pairs = WordPairs(self._bm25) if meta.word_pairs else None
         self._fusion: FusionModel | None = None
         self._encoded: tuple[list[str], np.ndarray] | None = None
         self.typos = typos or TypoCorrector.stored(backend)
@@ -504,7 +507,8 @@ class ProductSearch:
         some, and the page's payloads read afterwards (for a page of products rather than
         the whole list).
 
-        The fused list is read to the page's end, and at least `WINDOW` deep; where it
+        The fused list is read to the page's end, and at least the window deep (`WINDOW`,
+        or `PAIRS_WINDOW` where the collection has its titles' word pairs); where it
         collapses to fewer families than the page needs, deeper (`variants.deeper_limit`),
         as the RRF search does. Each retriever then reads as deep as the fused list
         (`--candidates` at least), which moves DBSF's normalisation: only a page of
@@ -522,9 +526,12 @@ class ProductSearch:
         inline = wanted is not True and len(wanted) <= len(FAMILY_FIELDS)
         fields = sorted({*carried, *wanted}) if inline else carried
         sparse = [self._sparse(t, q) for t, q in zip(texts, queries, strict=True)]
+        # The pairs of the words typed (their typos corrected), not of their synonyms.
+        pairs = [self._pairs.of(t) if self._pairs else [] for t in texts]
+        window = WINDOW if self._pairs is None else PAIRS_WINDOW
         # The window at least, so that a page of families reads the list a page without
         # them reads, DBSF normalised alike, unless it must read past it.
-        first = max(WINDOW, first_limit(options.depth) if families else options.depth)
+        first = max(window, first_limit(options.depth) if families else options.depth)
         limits = [first] * len(queries)
         pages: list[list[Hit]] = [[] for _ in queries]
         pending = list(range(len(queries)))
@@ -541,6 +548,8 @@ class ProductSearch:
                     hnsw_ef=options.hnsw_ef,
                     with_payload=fields or False,
                     with_terms=True,
+                    # Pairs to compare where the query has some (two words or more).
+                    with_pairs=bool(pairs[i]),
                     # In DBSF's units, so the re-rank's 0.5 * score adds the terms as they are.
                     formula=self._formula(options, limits[i], 1 / DBSF_WEIGHT),
                 )
@@ -551,9 +560,9 @@ class ProductSearch:
                 # Coverage of the words typed, which their synonyms cover too.
                 own, covered = coverage_terms(sparse[i], queries[i].synonyms, hits)
                 if not families:
-                    pages[i] = rerank(own, covered, options.depth)
+                    pages[i] = rerank(own, covered, options.depth, pairs[i], window)
                     continue
-                collapsed = collapse(rerank(own, covered), options.depth)
+                collapsed = collapse(rerank(own, covered, None, pairs[i], window), options.depth)
                 limit = deeper_limit(limits[i], hits, options.depth)
                 if len(collapsed) < options.depth and limit is not None:
                     limits[i] = limit

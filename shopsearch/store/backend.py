@@ -20,7 +20,7 @@ import numpy as np
 
 from shopsearch.store.conditions import Condition
 from shopsearch.store.counts import FacetCount, ValueRange
-from shopsearch.store.schema import SPARSE_VECTOR, CollectionMeta, Document
+from shopsearch.store.schema import PAIRS_VECTOR, SPARSE_VECTOR, CollectionMeta, Document
 
 
 class SearchMode(str, Enum):
@@ -93,6 +93,8 @@ class ProductPoint:
     dense: np.ndarray
     sparse: SparseVec
     payload: dict[str, Any]
+    # The title's word pairs (`schema.PAIRS_VECTOR`), in a collection that has them.
+    pairs: SparseVec | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class SearchRequest:
     hnsw_ef: int | None = None  # None: the engine's default
     with_payload: bool | list[str] = True
     with_terms: bool = False  # each hit's BM25 term ids (Hit.terms), for learned fusion
+    with_pairs: bool = False  # with the terms, each hit's title pairs (Hit.pairs)
     # Business terms added to the score inside Qdrant; None: the search's own score.
     formula: RankFormula | None = None
 
@@ -141,6 +144,8 @@ class Hit:
     other_variants: tuple[str, ...] = ()
     # The product's BM25 term ids, when the search asked for them (`with_terms`).
     terms: tuple[int, ...] = ()
+    # The product's title pairs (store/word_pairs.py), when it asked for them (`with_pairs`).
+    pairs: tuple[int, ...] = ()
     # The calibrated probability that the product is relevant to the query, where the search
     # worked it out (shopsearch.search.confidence); None where it did not.
     confidence: float | None = None
@@ -160,18 +165,24 @@ def hits_by_score(points: Iterable[Any]) -> list[Hit]:
     differently from one call to the next: RRF's rank-based scores tie often, and without
     this order the same query's results reorder between calls, and a page's end falls
     inside a tie differently for each page."""
-    hits = [Hit(str(p.id), p.score, p.payload or {}, (), hit_terms(p.vector)) for p in points]
+    hits = [Hit(str(p.id), p.score, p.payload or {}, (), *hit_terms(p.vector)) for p in points]
     # Qdrant returns them best first: the sort orders equal scores.
     if not all(a.score > b.score for a, b in pairwise(hits)):
         hits.sort(key=lambda h: (-h.score, h.point_id))
     return hits
 
 
-def hit_terms(vectors: Any) -> tuple[int, ...]:
-    """The BM25 term ids of a point either backend returned with its sparse vector (a dict of
-    named vectors; Edge's and qdrant-client's sparse vectors both have `indices`), else ()."""
-    sparse = vectors.get(SPARSE_VECTOR) if isinstance(vectors, dict) else None
-    return tuple(sparse.indices) if sparse is not None else ()
+def hit_terms(vectors: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The BM25 term ids and the title pairs of a point either backend returned with its
+    sparse vectors (a dict of named vectors; Edge's and qdrant-client's sparse vectors both
+    have `indices`), each () where it came without."""
+    if not isinstance(vectors, dict):
+        return (), ()
+    sparse, pairs = vectors.get(SPARSE_VECTOR), vectors.get(PAIRS_VECTOR)
+    return (
+        tuple(sparse.indices) if sparse is not None else (),
+        tuple(pairs.indices) if pairs is not None else (),
+    )
 
 
 # RRF's k: Qdrant server's default; both backends set it explicitly so they agree.

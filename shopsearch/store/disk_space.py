@@ -29,7 +29,7 @@ from typing import Any
 
 from shopsearch.errors import CollectionError
 from shopsearch.store.backend import ProductPoint
-from shopsearch.store.schema import SPARSE_VECTOR
+from shopsearch.store.schema import PAIRS_VECTOR, SPARSE_VECTOR
 
 MIB = 1 << 20
 # Kept free beyond each write's estimate. On tmpfs and ramfs more: Edge fills each file it
@@ -46,7 +46,11 @@ _RAMFS_MAGIC = 0x858458F6
 
 # A segment's storage that Edge reads lazily (payloads are stored on disk; sparse vectors are
 # searched through their inverted index); the rest it reads in whole as it loads.
-LAZY_STORAGE = ("payload_storage", f"vector_storage-{SPARSE_VECTOR}")
+LAZY_STORAGE = (
+    "payload_storage",
+    f"vector_storage-{SPARSE_VECTOR}",
+    f"vector_storage-{PAIRS_VECTOR}",
+)
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -98,10 +102,13 @@ def creation_bytes(directory: Path) -> int:
 
 def points_bytes(points: Sequence[ProductPoint]) -> int:
     """Roughly what `points` take in one segment: the dense vector in float32 and int8, the
-    sparse one, the payload, and room for ids, graph links and index entries. Upserting
+    sparse ones, the payload, and room for ids, graph links and index entries. Upserting
     writes them to the WAL and a segment, and optimising to a segment again."""
     return sum(
-        5 * len(p.dense) + 8 * len(p.sparse.indices) + len(json.dumps(p.payload)) + 256
+        5 * len(p.dense)
+        + 8 * (len(p.sparse.indices) + (len(p.pairs.indices) if p.pairs else 0))
+        + len(json.dumps(p.payload))
+        + 256
         for p in points
     )
 

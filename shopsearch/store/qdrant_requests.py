@@ -32,6 +32,7 @@ from shopsearch.store.counts import ValueRange
 from shopsearch.store.schema import (
     DENSE_VECTOR,
     INDEXED_FIELDS,
+    PAIRS_VECTOR,
     SPARSE_VECTOR,
     CollectionMeta,
     FieldType,
@@ -144,7 +145,8 @@ def collection_config(meta: CollectionMeta, index: IndexSettings, m: Models) -> 
             )
         },
         "sparse_vectors": {
-            SPARSE_VECTOR: m.SparseVectorParams(modifier=m.member("Modifier", "idf"))
+            SPARSE_VECTOR: m.SparseVectorParams(modifier=m.member("Modifier", "idf")),
+            **({PAIRS_VECTOR: m.SparseVectorParams()} if meta.word_pairs else {}),
         },
         "hnsw_config": m.HnswConfigDiff(
             m=index.hnsw_m,
@@ -169,7 +171,10 @@ def payload_indexes(m: Models, meta: CollectionMeta) -> dict[str, Any]:
 
 def point_vectors(point: ProductPoint, m: Models) -> dict[str, Any]:
     """A product's named vectors, as a point stores them."""
-    return {DENSE_VECTOR: point.dense.tolist(), SPARSE_VECTOR: _sparse_vector(point.sparse, m)}
+    vectors = {DENSE_VECTOR: point.dense.tolist(), SPARSE_VECTOR: _sparse_vector(point.sparse, m)}
+    if point.pairs is not None and point.pairs.indices:
+        vectors[PAIRS_VECTOR] = _sparse_vector(point.pairs, m)
+    return vectors
 
 
 def query_request(req: SearchRequest, m: Models) -> Any:
@@ -182,7 +187,7 @@ def query_request(req: SearchRequest, m: Models) -> Any:
     )
     common: dict[str, Any] = {"limit": req.limit, "with_payload": req.with_payload}
     if req.with_terms:
-        common["with_vector"] = [SPARSE_VECTOR]
+        common["with_vector"] = [SPARSE_VECTOR, PAIRS_VECTOR] if req.with_pairs else [SPARSE_VECTOR]
     if req.formula is not None:
         # The ranking below becomes the prefetch the formula rescores.
         depth = max(req.formula.depth, req.limit)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
+# The title's adjacent word pairs (shopsearch.store.word_pairs), where the collection has them
+# (`CollectionMeta.word_pairs`).
+PAIRS_VECTOR = "pairs"
 
 
 class Document(Enum):
@@ -189,6 +192,11 @@ class CollectionMeta:
     (`ingest --rank-field`), each with a float index, and each with its scale: the median of
     the catalog's positive values, at which a business ranking term is half its weight
     (shopsearch.search.business_ranking). Absent: none.
+
+    `word_pairs`: whether the collection has the `pairs` sparse vector (each product's title
+    pairs, `PAIRS_VECTOR`), which the default fusion's re-rank compares with the query's. A
+    collection created before it existed has none (absent: false) and ranks without it;
+    `ingest --recreate` gives it one.
     """
 
     encoder: EncoderInfo
@@ -199,12 +207,15 @@ class CollectionMeta:
     variants: bool | None = None
     match_fields: tuple[str, ...] = ()
     rank_fields: dict[str, float] = field(default_factory=dict)
+    word_pairs: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["match_fields"] = list(self.match_fields)  # as JSON holds it, and reads back
         if not self.rank_fields:
             del data["rank_fields"]  # absent rather than empty, where there are none
+        if not self.word_pairs:
+            del data["word_pairs"]
         return data
 
     @classmethod
@@ -225,6 +236,7 @@ class CollectionMeta:
                 variants=_optional_bool(data.get("variants")),
                 match_fields=_names(data.get("match_fields", [])),
                 rank_fields=_scales(data.get("rank_fields", {})),
+                word_pairs=_optional_bool(data.get("word_pairs")) is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"collection metadata is unreadable ({exc!r})") from exc
