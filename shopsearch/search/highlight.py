@@ -28,7 +28,7 @@ results are marked by the words of its query too.
 
 It is cheap enough to run on every result: one regular-expression pass over the lowercased
 field for the words beginning as a query word does, and a cached look-up of each (the
-tokenizer runs once per word ever seen, up to `CACHED_WORDS`). On the demo catalog, warm, a
+tokenizer runs once per word ever seen: `store.word_pairs.WordTerms`). On the demo catalog, warm, a
 title costs about 5 µs and a title with its description (540 characters on average) 15 µs.
 """
 
@@ -43,17 +43,13 @@ from functools import lru_cache
 from typing import Any
 
 from shopsearch.store.bm25 import Bm25Settings
+from shopsearch.store.word_pairs import WORD, WordTerms
 
-# A word as Qdrant's tokenizer splits it: letters and digits; `_` separates, as in Qdrant.
-WORD = re.compile(r"[^\W_]+")
 # Characters that join the parts of one word ("t-shirt"): hyphen-minus, hyphen, non-breaking
 # hyphen.
 HYPHENS = frozenset("-\u2010\u2011")
 # The payload fields marked, where a result has them as text.
 FIELDS = ("title", "description")
-# Distinct words whose term ids are kept; past it the cache starts afresh, so that a service
-# answering for months holds no more than this (about 20 MB).
-CACHED_WORDS = 100_000
 
 # Letters of a query word that a field's word must begin with to be asked about. Words of one
 # Snowball stem share their first two letters (the stemmer changes nothing before the third,
@@ -81,7 +77,7 @@ class Highlighter:
 
     def __init__(self, language: str = Bm25Settings.language) -> None:
         self._bm25 = Bm25Settings(language=language).model()
-        self._ids: dict[str, tuple[int, ...]] = {}
+        self.word_terms = WordTerms(self._bm25)  # a word's term ids, cached
 
     def query(self, text: str) -> Searched:
         """What marking a search of `text` looks for: its BM25 term ids, and the words that
@@ -91,16 +87,6 @@ class Highlighter:
         if not terms or not prefixes:
             return Searched(terms, None, None)
         return Searched(terms, _candidates(prefixes, False), _candidates(prefixes, True))
-
-    def word_terms(self, word: str) -> tuple[int, ...]:
-        """The term ids of one word (none for a stopword), cached (a tuple: a word has one
-        or two, and a small tuple is a quarter of a small set's size)."""
-        ids = self._ids.get(word)
-        if ids is None:
-            if len(self._ids) >= CACHED_WORDS:
-                self._ids.clear()
-            ids = self._ids[word] = tuple(self._bm25.embed_query(word).indices)
-        return ids
 
     def spans(self, text: str, searched: Searched) -> list[Span]:
         """The `[start, end)` code-point offsets of the words of `text` that match the search,

@@ -18,32 +18,41 @@ import zlib
 from itertools import pairwise
 from typing import Any
 
-# A word as the BM25 tokenizer splits them: letters and digits.
+# A word as Qdrant's tokenizer splits it: letters and digits; `_` separates, as in Qdrant.
 WORD = re.compile(r"[^\W_]+")
-# Words whose terms are kept; past it the cache starts again (a catalog's vocabulary fits).
-CACHED_WORDS = 200_000
+# Distinct words whose term ids are kept; past it the cache starts afresh, so that a service
+# answering for months holds no more than this (about 20 MB).
+CACHED_WORDS = 100_000
 
 
-class WordPairs:
-    """The pair ids of texts under one BM25 model (`Bm25Settings.model()`), each word's terms
-    cached."""
+class WordTerms:
+    """Each word's BM25 term ids under one model (`Bm25Settings.model()`): none for a stop
+    word, one for most, two for a word the tokenizer splits. Cached, since the tokenizer is
+    the costly part and a catalog's words repeat (a tuple: a quarter of a small set's size)."""
 
     def __init__(self, bm25: Any) -> None:
         self._bm25 = bm25
-        self._terms: dict[str, tuple[int, ...]] = {}
+        self._ids: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, word: str) -> tuple[int, ...]:
+        ids = self._ids.get(word)
+        if ids is None:
+            if len(self._ids) >= CACHED_WORDS:
+                self._ids.clear()
+            ids = self._ids[word] = tuple(self._bm25.embed_query(word).indices)
+        return ids
+
+
+class WordPairs:
+    """The pair ids of texts under one BM25 model."""
+
+    def __init__(self, bm25: Any) -> None:
+        self._terms = WordTerms(bm25)
 
     def of(self, text: str) -> list[int]:
         """The ids of `text`'s adjacent term pairs, sorted, each once."""
-        terms = [t for word in WORD.findall(text.lower()) for t in self._word(word)]
+        terms = [t for word in WORD.findall(text.lower()) for t in self._terms(word)]
         return sorted({pair_id(a, b) for a, b in pairwise(terms)})
-
-    def _word(self, word: str) -> tuple[int, ...]:
-        terms = self._terms.get(word)
-        if terms is None:
-            if len(self._terms) >= CACHED_WORDS:
-                self._terms.clear()
-            terms = self._terms[word] = tuple(self._bm25.embed_query(word).indices)
-        return terms
 
 
 def pair_id(first: int, second: int) -> int:
