@@ -167,10 +167,12 @@ def expected_shift(hits, shifts) -> list[str]:
 
 def test_boosts_and_buries_shift_ranks_as_documented(shop, encoder, rules):
     ranked = plain(shop, encoder)
-    lifted = next(h.payload["brand"] for h in ranked[6:] if h.payload.get("brand"))
+    # The rules reorder as deep as a boost can bring a product onto the page: its end + 10.
+    read = ranked[: 10 + 10]
+    lifted = next(h.payload["brand"] for h in read[6:] if h.payload.get("brand"))
     sunk = next(h.payload["brand"] for h in ranked if h.payload.get("brand"))
     search = rules(
-        {"name": "lift", "boost": [{"filter": f"brand={lifted.upper()}", "by": 6}]},  # catch-all
+        {"name": "lift", "boost": [{"filter": f"brand={lifted.upper()}", "by": 10}]},  # catch-all
         {
             "name": "sink",
             "when": {"category": "footwear"},
@@ -178,13 +180,13 @@ def test_boosts_and_buries_shift_ranks_as_documented(shop, encoder, rules):
         },
     )
     meta = search.meta
-    lift = (for_collection(parse_filters([f"brand={lifted}"]), meta), -6)
+    lift = (for_collection(parse_filters([f"brand={lifted}"]), meta), -10)
     sink = (for_collection(parse_filters([f"brand={sunk}", "price>0"]), meta), 4)
     # A catch-all boost fires on every query; the category rule only where a filter names it.
     hits = search.search(Query(SHOES), OPTS)
     assert ids(hits) == expected_shift(ranked, [lift])[:10]
     assert [e["rule"] for e in fired_rules(hits)] == ["lift"]
-    assert fired_rules(hits)[0]["products"] == sum(passes(lift[0], h.payload) for h in ranked)
+    assert fired_rules(hits)[0]["products"] == sum(passes(lift[0], h.payload) for h in read)
     footwear = ["category=FOOTWEAR"]
     ranked = plain(shop, encoder, filters=footwear)
     hits = search.search(Query(SHOES, parse_filters(footwear)), OPTS)
