@@ -356,6 +356,33 @@ def test_embed_vectors_search_the_collection_as_search_does(small_catalog, encod
                 assert [r["product_id"] for r in served["results"]] == [
                     p.payload["product_id"] for p in theirs
                 ], (text, mode)
+            # The default: Qdrant's DBSF, then the re-rank docs/collection.md describes.
+            fused = client.query_points(
+                "products",
+                prefetch=[
+                    models.Prefetch(query=dense, using="dense", limit=100),
+                    models.Prefetch(query=sparse, using="bm25", limit=100),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.DBSF),
+                limit=40,
+                with_vectors=["bm25", "pairs"],
+                with_payload=["product_id"],
+            ).points
+            terms, pairs = set(sparse.indices), set(embedded["pairs"])  # no pairs: one word
+
+            def reranked(p, terms=terms, pairs=pairs):
+                score = 2.0 / len(terms) * len(terms & set(p.vector["bm25"].indices))
+                score += 0.5 * p.score
+                if pairs:
+                    held = p.vector.get("pairs")
+                    score += 0.75 / len(pairs) * len(pairs & set(held.indices if held else ()))
+                return score
+
+            theirs = sorted(fused, key=lambda p: (-reranked(p), str(p.id)))[:10]
+            served = httpx.post(f"{url}/search", json={"q": text}).json()
+            assert [r["product_id"] for r in served["results"]] == [
+                p.payload["product_id"] for p in theirs
+            ], (text, "default")
 
 
 def _catalog(rows: list[dict], path: Path) -> Path:

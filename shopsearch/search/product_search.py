@@ -346,6 +346,11 @@ class ProductSearch:
         dense = None if self.encoder is None else self._encode([text])[0]
         return prepared, dense, self._sparse(text, prepared)
 
+    def query_pairs(self, text: str) -> list[int] | None:
+        """The word pairs of a searched text, which the default fusion compares with each
+        title's (store/word_pairs.py); None where the collection has none."""
+        return None if self._pairs is None else self._pairs.of(text)
+
     def _collapses(self, options: SearchOptions) -> bool:
         """Whether results are collapsed to one per family: asked for, and the collection may
         hold families (its metadata does not say it holds none, where every product is a

@@ -227,12 +227,15 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         with live.reading() as search:
             options = SearchOptions(fix_typos=body.fix_typos)
             prepared, dense, sparse = search.query_vectors(SearchQuery(body.q), options)
+            pairs = search.query_pairs(prepared.searched or prepared.text)
             meta = search.meta
         return {
             "query": body.q,
             "searched": prepared.searched,
             "dense": None if dense is None else [float(x) for x in dense],
             "sparse": {"indices": sparse.indices, "values": sparse.values},
+            # The default fusion's re-rank compares them with each title's `pairs` vector.
+            "pairs": pairs,
             "encoder": {
                 "name": meta.encoder.name,
                 "dimension": meta.encoder.dimension,
