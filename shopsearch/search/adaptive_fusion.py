@@ -19,8 +19,8 @@ word of a two-word query cannot outrank one holding both; missing one word of th
 when both retrievers rank it well above the other. `pairs` is the share of the query's
 adjacent word pairs the product's title holds as adjacent words (shopsearch.store.word_pairs):
 word order, which neither retriever sees, so a "bathroom vanity" outranks a title holding
-both words apart. A collection created before the pairs existed has none (its metadata says
-so) and is re-ranked without them over the first `WINDOW` results; with them the window is
+both words apart. A collection without the pairs vector (its metadata says so) is re-ranked
+without them over the first `WINDOW` results; with them the window is
 `PAIRS_WINDOW`: the pairs are one more sparse vector read per hit, and the narrower window
 pays for that read at a small cost in ranking. Results past the window follow it,
 re-ranked the same way among themselves (their scores shifted below the window's), so a
@@ -76,17 +76,12 @@ def rerank(
     blocks = []
     for block in (fused[:window], fused[window:]):
         held = [len(wanted.intersection(h.terms)) for h in block]
-        if pairs:
-            scored = [
-                (per_term * n + DBSF_WEIGHT * h.score + per_pair * len(pairs.intersection(h.pairs)),
-                 n, h)
-                for n, h in zip(held, block, strict=True)
-            ]  # fmt: skip
-        else:
-            scored = [
-                (per_term * n + DBSF_WEIGHT * h.score, n, h)
-                for n, h in zip(held, block, strict=True)
-            ]
+        # Without query pairs the last term adds 0.0, which leaves every score as it was.
+        scored = [
+            (per_term * n + DBSF_WEIGHT * h.score + per_pair * len(pairs.intersection(h.pairs)),
+             n, h)
+            for n, h in zip(held, block, strict=True)
+        ]  # fmt: skip
         scored.sort(key=lambda entry: (-entry[0], entry[2].point_id))
         blocks.append(scored)
     first, rest = blocks

@@ -183,27 +183,27 @@ def evidence_requests(
     cosines (a dense search among them, exact) and, where `lexical`, their BM25 scores with
     their term ids."""
     among = (HasId(tuple(ids)),)
-    requests = [
-        SearchRequest(
-            dense=dense,
-            sparse=None,
-            conditions=among,
-            mode=SearchMode.DENSE,
-            limit=len(ids),
-            exact=True,
-            with_payload=False,
-        ),
-        SearchRequest(
-            dense=None,
-            sparse=sparse,
-            conditions=among,
-            mode=SearchMode.BM25,
-            limit=len(ids),
-            with_payload=False,
-            with_terms=True,
-        ),
-    ]
-    return requests if lexical else requests[:1]
+    cosines = SearchRequest(
+        dense=dense,
+        sparse=None,
+        conditions=among,
+        mode=SearchMode.DENSE,
+        limit=len(ids),
+        exact=True,
+        with_payload=False,
+    )
+    if not lexical:
+        return [cosines]
+    terms = SearchRequest(
+        dense=None,
+        sparse=sparse,
+        conditions=among,
+        mode=SearchMode.BM25,
+        limit=len(ids),
+        with_payload=False,
+        with_terms=True,
+    )
+    return [cosines, terms]
 
 
 def page_evidence(
