@@ -173,7 +173,7 @@ def detect_scale(ratings: Iterable[float]) -> tuple[float, float]:
 
 
 def parse_scale(text: str | None) -> tuple[float, float] | None:
-    """`--grades 1..4` (or `1:4`, the older `--rating-range` form) -> (1.0, 4.0)."""
+    """`--grades 1..4` (or `1:4`, the `--rating-range` form) -> (1.0, 4.0)."""
     if text is None:
         return None
     lo, sep, hi = text.partition("..")

@@ -302,8 +302,8 @@ class _Collection:
     def after_prune(self, kept_ids: Iterable[str]) -> None:
         """A pruned collection holds this catalog alone, with the stored versions of the
         products whose rows were rejected (`kept_ids`): its vocabulary is theirs, and whether
-        it has families is now known, whatever the metadata says (nothing, in a collection
-        ingested by a version that did not record it; a family the catalog no longer lists)."""
+        it has families is now known, whatever the metadata says (nothing, in metadata
+        without the key; a family the catalog no longer lists)."""
         ids = [point_id(pid) for pid in kept_ids]
         families = self.families
         for start in range(0, len(ids), ID_PAGE):
@@ -333,7 +333,7 @@ class _Collection:
                     self.rank_values[name].append(value)
         self._count_words(texts)
         ids = [point_id(p.id) for p in products]
-        # The normalised copies this collection has (none in one ingested before them).
+        # The normalised copies this collection's metadata records (none, where it records none).
         assert self.meta is not None, "ensure_created has run"
         payloads = [p.payload(self.meta.match_fields) for p in products]
         if not self.created:  # an existing collection may hold some of these already
@@ -343,7 +343,7 @@ class _Collection:
                 return []
             ids, texts, payloads = ([items[i] for i in changed] for items in (ids, texts, payloads))
         dense = self.encoder.encode_documents(texts)
-        # The title's word pairs, in a collection that has them (none made before they existed).
+        # The title's word pairs, where the collection has the vector (`CollectionMeta.word_pairs`).
         if self.meta.word_pairs and self.pairs is None:
             self.pairs = WordPairs(bm25)
         points = []

@@ -84,8 +84,8 @@ class TypoCorrector:
 
     @classmethod
     def stored(cls, backend: Backend) -> TypoCorrector:
-        """The collection's; a collection stored without a vocabulary (by a version without
-        typo tolerance) gets a corrector that leaves every query as typed."""
+        """The collection's; a collection stored without a vocabulary gets a corrector that
+        leaves every query as typed."""
         words, compounds = read_words_and_compounds(backend) or ({}, {})
         return cls(words, compounds)
 

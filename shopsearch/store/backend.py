@@ -133,7 +133,7 @@ class SearchRequest:
 
 
 # Not frozen: a search builds one per candidate it reads, and a frozen dataclass's
-# constructor sets each field through object.__setattr__, about twice the cost.
+# constructor sets each field through object.__setattr__, a slower path.
 @dataclass
 class Hit:
     point_id: str

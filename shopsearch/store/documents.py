@@ -40,14 +40,14 @@ def write_meta(backend: Backend, meta: CollectionMeta) -> None:
 
 def read_vocabulary(backend: Backend) -> dict[str, int] | None:
     """Catalog word -> products using it, as ingest last wrote it; None when it never did
-    (collections ingested before typo tolerance)."""
+    (a collection stored without a vocabulary)."""
     stored = read_words_and_compounds(backend)
     return None if stored is None else stored[0]
 
 
 def read_words_and_compounds(backend: Backend) -> tuple[dict[str, int], dict[str, int]] | None:
     """The vocabulary's words and its hyphenated compounds ("t-shirt" -> products using it;
-    empty for collections ingested before compounds were kept), read at once; None when ingest
+    empty where the vocabulary holds none), read at once; None when ingest
     never wrote a vocabulary."""
     data = backend.read_document(Document.VOCABULARY)
     if data is None:

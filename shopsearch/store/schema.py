@@ -93,8 +93,8 @@ ATTRIBUTES_FIELD = "attributes"
 # ("nike" never matches "nike air"), and the original stays what results show.
 # `attributes`: the attribute map's values, keys as they are; unindexed, like the map.
 # Identifiers (product_id, parent_id) stay exact. A collection records in its metadata
-# which fields have the copy (`CollectionMeta.match_fields`); one ingested before the copy
-# existed records none and matches exactly.
+# which fields have the copy (`CollectionMeta.match_fields`); one that records none matches
+# exactly.
 MATCH_KEY = "match"
 MATCH_FIELDS: tuple[str, ...] = ("brand", "category", "color", "size", "currency", ATTRIBUTES_FIELD)
 
@@ -177,14 +177,14 @@ class CollectionMeta:
     `variants`: whether some product names a parent other than itself, so that results may
     need collapsing to one per family (shopsearch.search.variants). Ingest records it; once
     true it stays true until an ingest with `--prune` or `--recreate` leaves the collection
-    holding one catalog, as deletes are not traced back to families. None (collections
-    ingested before it was recorded, until such an ingest) reads as "maybe".
+    holding one catalog, as deletes are not traced back to families. None (metadata without
+    the key, until such an ingest) reads as "maybe".
 
     `match_fields`: the fields whose normalised copy (`match_copy`) every point holds under
     MATCH_KEY, indexed (`match_indexes`), which filters on them compare instead of the
     original. Ingest creates a collection with MATCH_FIELDS and writes each product with the
-    copies its collection records, so a collection ingested before the copies existed (the
-    key absent: none) keeps matching exactly, and is not re-encoded product by product for
+    copies its collection records, so a collection whose metadata lacks the key (none)
+    keeps matching exactly, and is not re-encoded product by product for
     a copy its filters would not read; `ingest --recreate` gives it the copies. Empty unless
     said, so that no collection claims copies its points may lack.
 
@@ -195,7 +195,7 @@ class CollectionMeta:
 
     `word_pairs`: whether the collection has the `pairs` sparse vector (each product's title
     pairs, `PAIRS_VECTOR`), which the default fusion's re-rank compares with the query's. A
-    collection created before it existed has none (absent: false) and ranks without it;
+    collection whose metadata lacks the key (false) has no such vector and ranks without it;
     `ingest --recreate` gives it one.
     """
 

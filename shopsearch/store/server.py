@@ -325,7 +325,7 @@ class ServerBackend:
 
     def version(self) -> str | None:
         """The collection the name stands for now: the alias's version, the collection of
-        that name (created before aliases), or None when there is none."""
+        that name (a plain collection, no alias), or None when there is none."""
         if self._building is not None:
             return self._building
         aliases = self._call("reading the aliases", lambda: self.client.get_aliases().aliases)
@@ -503,7 +503,7 @@ class ServerBackend:
         if not exists:
             return  # the block created nothing: the collection stays as it was
         switch = [_alias(self.collection, built._building)]
-        if current == self.collection:  # a collection from before aliases holds the name
+        if current == self.collection:  # a plain collection, not an alias, holds the name
             self._delete_collection(current)
         elif current is not None:
             delete = models.DeleteAlias(alias_name=self.collection)
