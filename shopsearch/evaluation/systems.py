@@ -23,7 +23,6 @@ from shopsearch.ingest.validate import Product
 from shopsearch.search.confidence import DEFAULT_MIN_CONFIDENCE, prior, read_evidence
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.store.backend import SearchMode
-from shopsearch.store.bm25 import Bm25Settings
 from shopsearch.store.conditions import Match
 from shopsearch.store.schema import point_id
 
@@ -125,7 +124,7 @@ def collection_facts(
         qid: search.searched_text(Query(q.text), options) for qid, q in judgments.queries.items()
     }
     template = ProductTextTemplate(search.meta.product_text_template)
-    bm25 = Bm25Settings.from_dict(search.meta.bm25).model()
+    bm25 = search.bm25_settings.model()
     scheme = judgments.scheme
     relevant = {
         p for q in judgments.queries.values() for p, g in q.grades.items() if scheme.is_relevant(g)

@@ -60,13 +60,14 @@ Span = tuple[int, int]
 
 @dataclass(frozen=True)
 class Searched:
-    """A search's text as marking reads it: its BM25 term ids, and patterns finding the
-    words of a field that may hold them, in lowercased text and in text of any case (None:
-    the text has no terms, all stopwords)."""
+    """A search's text as marking reads it: its BM25 term ids, the lowercase beginnings of
+    its words, and a pattern finding the words of a lowercased field that may hold them
+    (None: the text has no terms, all stopwords). A field whose lowercasing changes its
+    length is searched with the case-blind pattern, made only for such a field."""
 
     terms: frozenset[int]
+    prefixes: frozenset[str]
     candidates: re.Pattern[str] | None
-    any_case: re.Pattern[str] | None
 
 
 class Highlighter:
@@ -84,8 +85,8 @@ class Highlighter:
         terms = frozenset(self._bm25.embed_query(text).indices)
         prefixes = frozenset(w.lower()[:PREFIX] for w in WORD.findall(text) if self.word_terms(w))
         if not terms or not prefixes:
-            return Searched(terms, None, None)
-        return Searched(terms, _candidates(prefixes, False), _candidates(prefixes, True))
+            return Searched(terms, prefixes, None)
+        return Searched(terms, prefixes, _candidates(prefixes, False))
 
     def spans(self, text: str, searched: Searched) -> list[Span]:
         """The `[start, end)` code-point offsets of the words of `text` that match the search,
@@ -97,8 +98,7 @@ class Highlighter:
         lowered = text.lower()
         same_length = len(lowered) == len(text)
         within = lowered if same_length else text
-        pattern = searched.candidates if same_length else searched.any_case
-        assert pattern is not None
+        pattern = searched.candidates if same_length else _candidates(searched.prefixes, True)
         spans: list[Span] = []
         for found in pattern.finditer(within):
             start = found.start()

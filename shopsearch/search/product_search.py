@@ -193,7 +193,9 @@ class ProductSearch:
         self.encoder = encoder
         if encoder is not None:
             meta.check_encoder(EncoderInfo.of(encoder))
-        self._bm25 = Bm25Settings.from_dict(meta.bm25).model()
+        # The collection's BM25 settings, checked once: each answer's highlighting reads them.
+        self.bm25_settings = Bm25Settings.from_dict(meta.bm25)
+        self._bm25 = self.bm25_settings.model()
         # The query's word pairs, where the collection has its titles' (store/word_pairs.py).
         self._pairs = WordPairs(self._bm25) if meta.word_pairs else None
         self._fusion: FusionModel | None = None

@@ -100,7 +100,7 @@ def search_answer(
     """`search_document` as the CLI and the service answer it, the collection still open:
     highlighted by the collection's own BM25 language, and with `filter_hints` saying why a
     filtered search found nothing (`unmatched_filter_hints`)."""
-    language = Bm25Settings.from_dict(search.meta.bm25).language
+    language = search.bm25_settings.language
     doc = search_document(query, filters, options, hits, facets, language)
     doc["filter_hints"] = [h.to_dict() for h in unmatched_filter_hints(search, filters, hits)]
     ranking = resolved(search, options).ranking

@@ -125,14 +125,14 @@ class LiveCollection:
     def _notice_reindex(self) -> None:
         """Start reopening the collection if its name now stands for another version: looked
         at most every `CHECK_SECONDS` (on a server, looking is a request)."""
-        generation = self._current
-        backend = generation.backend
-        if not isinstance(backend, Reindexable) or self._reloading:
-            return
         now_s = time.monotonic()
-        if now_s - self._checked < CHECK_SECONDS:
+        if self._reloading or now_s - self._checked < CHECK_SECONDS:
             return
         self._checked = now_s
+        generation = self._current
+        backend = generation.backend
+        if not isinstance(backend, Reindexable):
+            return
         now = backend.identity()
         if now is None or now == generation.identity:
             return
