@@ -14,7 +14,12 @@ in_stock=true; the default hybrid fusion, top 10, the service's defaults):
 3. a soak at concurrency 16, 95% searches and 5% product updates (PUT /products of an
    existing product with a new title and price): errors, the service's RSS at start and
    end, and afterwards every acknowledged update read back with GET /products/{id};
-4. the naive service a user would write instead (benchmarks/serve_naive.py: FastAPI +
+4. the service with `--search-threads 1` (each search runs alone, in arrival order) at
+   each of --one-thread-levels;
+5. a process layout's bound: --processes services side by side (one per core), each over its
+   own copy of the collection with one search thread and one encoder thread, 8 clients split
+   evenly between them; searches only, since `shopsearch serve` keeps no copies current;
+6. the naive service a user would write instead (benchmarks/serve_naive.py: FastAPI +
    sentence-transformers + qdrant-client local mode over the same products), same load;
 
 then the issue's targets, each met or MISSED. The load generator is one asyncio loop in
@@ -24,7 +29,8 @@ on; its own CPU share is reported with each level. The naive service is so slow 
 level's window stretches until 10 of its searches have ended in it.
 
     python benchmarks/serve_load.py [--work DIR] [--duration 15] [--warmup 3]
-        [--levels 1,8,32] [--soak-seconds 60] [--skip-naive] [--json FILE]
+        [--levels 1,8,32] [--one-thread-levels 8,32] [--processes N] [--soak-seconds 60]
+        [--skip-inproc] [--skip-naive] [--json FILE]
 
 The first run builds the catalog, the Edge collection and the local-mode collection under
 --work (the same ones query_latency.py builds, minutes each); later runs reuse them. The
@@ -466,6 +472,54 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def service_command(port: int, directory: Path, model_dir: Path, *flags: str) -> list[str]:
+    """`shopsearch serve` of the benchmark's collection in `directory`."""
+    return [
+        sys.executable, "-m", "shopsearch", "serve", "--port", str(port),
+        "-c", COLLECTION, "--path", str(directory), "--model", str(model_dir), *flags,
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def copies(edge: Connection, work: Path, n: int) -> Iterator[list[Path]]:
+    """`n` directories, each holding a copy of the Edge collection, removed afterwards."""
+    directories = [work / f"serve-copy-{i}" for i in range(n)]
+    try:
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)
+            shutil.copytree(edge.edge_dir(), directory / COLLECTION)
+        yield directories
+    finally:
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def process_layout(
+    args: argparse.Namespace, edge: Connection, model_dir: Path, searches: list[Request]
+) -> Level:
+    """What a service of several processes could reach: `--processes` services side by side,
+    each over its own copy of the collection with one search thread and one encoder thread,
+    the closed loops of 8 clients split evenly between them. Searches only: writes would
+    need every copy kept current, which `shopsearch serve` does not do; so this is a bound
+    on a process layout, not the service's figure."""
+    n = args.processes
+    system = f"{n} x serve --search-threads 1 --threads 1 (own copies; bound)"
+    with copies(edge, args.work, n) as directories, contextlib.ExitStack() as stack:
+        services = []
+        for i, directory in enumerate(directories):
+            port = free_port()
+            cmd = service_command(port, directory, model_dir,
+                                  "--search-threads", "1", "--threads", "1")  # fmt: skip
+            process = stack.enter_context(
+                served(f"{system} #{i}", cmd, port, args.work / f"serve-{i}.log")
+            )
+            services.append((port, process.pid))
+        level = asyncio.run(side_by_side(system, services, 8, args.warmup, args.duration,
+                                         searches))  # fmt: skip
+    print(table(LEVEL_HEADER, [level.row()]).splitlines()[-1], file=sys.stderr)
+    return level
+
+
 def log_tail(log: Path, chars: int = 3000) -> str:
     try:
         return log.read_text(errors="replace")[-chars:]
@@ -680,6 +734,40 @@ def cpu_bound(inproc: list[Level], cpus: int, clients: int = 8, p99_ms: float = 
     )
 
 
+def processes_level(system: str, levels: list[Level]) -> Level:
+    """Several services' closed loops, run side by side, as one level: their requests
+    together, their QPS and CPU summed."""
+    merged = Level(system, sum(lv.clients for lv in levels), max(lv.seconds for lv in levels))
+    for lv in levels:
+        for kind, samples in lv.latencies.items():
+            merged.latencies[kind].extend(samples)
+        merged.errors.update(lv.errors)
+        merged.error_samples += lv.error_samples
+        merged.took_ms += lv.took_ms
+    merged.server_cpu = sum(lv.server_cpu or 0.0 for lv in levels)
+    merged.client_cpu = levels[0].client_cpu  # one loop drives them all: its thread's share
+    return merged
+
+
+async def side_by_side(
+    system: str,
+    services: list[tuple[int, int]],
+    clients: int,
+    warmup: float,
+    duration: float,
+    searches: list[Request],
+) -> Level:
+    """`clients` closed loops split evenly over `services` (port, pid): each service gets
+    its own share of the connections and of the queries."""
+    n = len(services)
+    levels = await asyncio.gather(
+        *(closed_loop(system, port, clients // n, warmup, duration,
+                      lambda k, i=i: searches[(k * n + i) % len(searches)], pid=pid)
+          for i, (port, pid) in enumerate(services))
+    )  # fmt: skip
+    return processes_level(system, list(levels))
+
+
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "met" if ok else "MISSED"
 
@@ -689,6 +777,8 @@ def targets(
     service: dict[int, Level],
     naive: dict[int, Level],
     soaked: Soak | None,
+    one_thread: dict[int, Level] | None = None,
+    layout: Level | None = None,
 ) -> list[list[object]]:
     rows: list[list[object]] = []
     top = service.get(32)
@@ -715,6 +805,11 @@ def targets(
          f"{eight.pct('p99'):.2f} ms" if eight else "not measured",
          verdict(eight.pct("p99") <= 25 if eight else None)]
     )  # fmt: skip
+    others = [("... with --search-threads 1", (one_thread or {}).get(8)),
+              ("... a process layout's bound (not the service)", layout)]  # fmt: skip
+    for name, level in others:
+        if level is not None:
+            rows.append([name, f"{level.pct('p99'):.2f} ms", verdict(level.pct("p99") <= 25)])
     if soaked:
         errors = sum(soaked.level.errors.values())
         rows.append(["zero errors in the soak", str(errors), verdict(errors == 0)])
@@ -749,11 +844,23 @@ def main() -> None:
         default=None,
         help="seconds measured a naive level (default: min(--duration, 10))",
     )
+    parser.add_argument(
+        "--one-thread-levels",
+        default="8,32",
+        help="client concurrencies for the service with --search-threads 1 ('' skips it)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="services side by side for the process-layout arm, one per core (0 skips it)",
+    )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-inproc", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",") if x]
+    one_thread_levels = [int(x) for x in args.one_thread_levels.split(",") if x]
     inproc_threads = [int(x) for x in args.inproc_threads.split(",") if x]
     naive_duration = args.naive_duration or min(args.duration, 10.0)
     # SIGTERM ends the run as Ctrl-C does, through the blocks that stop the services.
@@ -795,11 +902,7 @@ def main() -> None:
     shutil.copytree(edge.edge_dir(), serve_dir / COLLECTION)
     api_key = f"bench-{os.getpid()}"
     port = free_port()
-    cmd = [
-        sys.executable, "-m", "shopsearch", "serve", "--port", str(port),
-        "-c", COLLECTION, "--path", str(serve_dir), "--model", str(model_dir),
-        "--api-key", api_key,
-    ]  # fmt: skip
+    cmd = service_command(port, serve_dir, model_dir, "--api-key", api_key)
     try:
         with served("shopsearch serve", cmd, port, args.work / "serve.log") as process:
             for n in levels:
@@ -819,6 +922,30 @@ def main() -> None:
     finally:
         shutil.rmtree(serve_dir, ignore_errors=True)
     report["service"] = [lv.summary() for lv in service.values()]
+
+    one_thread: dict[int, Level] = {}
+    if one_thread_levels:
+        with copies(edge, args.work, 1) as (directory,):
+            port = free_port()
+            cmd = service_command(port, directory, model_dir, "--search-threads", "1")
+            with served("shopsearch serve --search-threads 1", cmd, port,
+                        args.work / "serve.log") as process:  # fmt: skip
+                for n in one_thread_levels:
+                    one_thread[n] = asyncio.run(
+                        closed_loop(
+                            "shopsearch serve --search-threads 1", port, n, args.warmup,
+                            args.duration, lambda k: searches[k % len(searches)], pid=process.pid,
+                        )
+                    )  # fmt: skip
+                    rows.append(one_thread[n].row())
+                    print(table(LEVEL_HEADER, [rows[-1]]).splitlines()[-1], file=sys.stderr)
+        report["service_one_search_thread"] = [lv.summary() for lv in one_thread.values()]
+
+    layout: Level | None = None
+    if args.processes > 1:
+        layout = process_layout(args, edge, model_dir, searches)
+        rows.append(layout.row())
+        report["process_layout"] = layout.summary()
 
     if not args.skip_naive:
         local_dir = args.work / "local"
@@ -882,7 +1009,7 @@ def main() -> None:
         report["cpu_bound"] = bound
     print(f"At end: {machine_load()}\n")
     report["at_end"] = machine_load()
-    goals = targets(limit, service, naive, soaked)
+    goals = targets(limit, service, naive, soaked, one_thread, layout)
     print(table(["target", "measured", ""], goals))
     report["targets"] = goals
     if args.json:

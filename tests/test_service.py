@@ -309,6 +309,49 @@ def test_concurrent_searches_are_answered_alike(demo):
         assert [r["product_id"] for r in together[q]] == [r["product_id"] for r in alone[q]]
 
 
+def test_one_search_thread_runs_searches_one_at_a_time(small_catalog, encoder, tmp_path):
+    """With `--search-threads 1`, searches arriving together wait their turn: each is encoded
+    alone (every encoder batch holds one query) and answers as it does alone."""
+    from qdrant_client import QdrantClient
+    from search_helpers import ingest
+
+    from shopsearch.service.app import create_app
+    from shopsearch.service.batching import BatchingEncoder
+    from shopsearch.service.live import LiveCollection
+    from shopsearch.store.server import ServerBackend
+
+    client = QdrantClient(":memory:")
+    ingest(small_catalog, ServerBackend(client, "products", ":memory:"), encoder, tmp_path)
+    live = LiveCollection(
+        lambda: ServerBackend(client, "products", ":memory:"), BatchingEncoder(encoder), "test"
+    )
+    queries = ["womens casul shoes", "black boots", "watch", "red dress"]
+    with service_thread(create_app(live, search_threads=1)) as url:
+        alone = {q: httpx.get(f"{url}/search", params={"q": q}).json()["results"] for q in queries}
+        together: dict[str, list] = {}
+
+        def ask(q: str) -> None:
+            together[q] = httpx.post(f"{url}/search", json={"q": q}, timeout=60).json()["results"]
+
+        threads = [threading.Thread(target=ask, args=(q,)) for q in queries * 4]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        metrics = dict(
+            line.split(" ")
+            for line in httpx.get(f"{url}/metrics").text.splitlines()
+            if line.startswith("shopsearch_encoder_batch_size_")
+        )
+    for q in queries:
+        assert [r["product_id"] for r in together[q]] == [r["product_id"] for r in alone[q]]
+    assert float(metrics["shopsearch_encoder_batch_size_count"]) >= len(threads)
+    assert (
+        metrics["shopsearch_encoder_batch_size_sum"]
+        == metrics["shopsearch_encoder_batch_size_count"]
+    )
+
+
 def test_embed_vectors_search_the_collection_as_search_does(small_catalog, encoder, tmp_path):
     """A service that queries the collection itself with /embed's vectors gets /search's
     top 10, in each mode, hybrid fused by RRF as Qdrant fuses (the collection on

@@ -9,6 +9,7 @@ import typer
 
 from shopsearch.cli import options as opt
 from shopsearch.errors import MissingExtraError, UsageError
+from shopsearch.service import DEFAULT_SEARCH_THREADS
 
 
 def serve(
@@ -28,6 +29,17 @@ def serve(
     model: opt.ModelDir = None,
     precision: opt.Precision = opt.DEFAULT_PRECISION,
     threads: opt.Threads = None,
+    search_threads: Annotated[
+        int,
+        typer.Option(
+            "--search-threads",
+            min=1,
+            max=1_000,
+            help="Searches worked on at once; more wait their turn in arrival order. 1: the "
+            "lowest tail latency at a moderate load; more: concurrent searches batched, the "
+            "most throughput under a heavy one.",
+        ),
+    ] = DEFAULT_SEARCH_THREADS,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -59,5 +71,6 @@ def serve(
         model=model,
         precision=precision,  # type: ignore[arg-type]
         threads=threads,
+        search_threads=search_threads,
         api_key=key,
     )

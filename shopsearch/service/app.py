@@ -1,9 +1,10 @@
 """The HTTP API: the shop's search, product updates, and what operations needs to watch it.
 
-Endpoints are plain (`def`) functions: FastAPI runs them on its worker threads, where the
-encoder (which releases the GIL) and Qdrant do the work; concurrent queries meet in the
-encoder's batches (`BatchingEncoder`). Answers have the CLI's JSON shapes
-(`shopsearch.search.responses`), so a search answers as `shopsearch query --json` does.
+Endpoints run on worker threads, where the encoder (which releases the GIL) and Qdrant do
+the work: searches on a pool of their own, `search_threads` at most at once (concurrent ones
+meet in batches: `LiveCollection.search`, `BatchingEncoder`), the rest on FastAPI's.
+Answers have the CLI's JSON shapes (`shopsearch.search.responses`), so a search answers as
+`shopsearch query --json` does.
 Bad input is a 4xx JSON answer naming the field or expression at fault, with the CLI's
 messages; a fault is a 5xx JSON answer with a message, never a traceback.
 """
@@ -13,10 +14,13 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -40,12 +44,14 @@ from shopsearch.search.product_search import SearchOptions
 from shopsearch.search.responses import collection_document, search_answer
 from shopsearch.search.rules import current_rules
 from shopsearch.search.sorting import parse_sort
+from shopsearch.service import DEFAULT_SEARCH_THREADS
 from shopsearch.service.batching import BatchingEncoder
 from shopsearch.service.live import LiveCollection
 from shopsearch.service.metrics import Metrics
 from shopsearch.store.backend import FusionMethod, SearchMode
 
 log = logging.getLogger("shopsearch.service")
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_QUERY_CHARS = 1_000
@@ -129,14 +135,27 @@ class ServiceState:
     live: LiveCollection
     api_key: str | None
     metrics: Metrics
+    search_threads: int = DEFAULT_SEARCH_THREADS
+    _search_lane: anyio.CapacityLimiter | None = None  # made in the event loop, at first use
+
+    async def searching(self, work: Callable[[], T]) -> T:
+        """`work()` on a worker thread once fewer than `search_threads` searches are running;
+        waiting requests start in arrival order."""
+        if self._search_lane is None:
+            self._search_lane = anyio.CapacityLimiter(self.search_threads)
+        return await anyio.to_thread.run_sync(work, limiter=self._search_lane)
 
 
-def create_app(live: LiveCollection, api_key: str | None = None) -> FastAPI:
+def create_app(
+    live: LiveCollection,
+    api_key: str | None = None,
+    search_threads: int = DEFAULT_SEARCH_THREADS,
+) -> FastAPI:
     """The service's app over an open collection; closing the app's lifespan closes it."""
     metrics = Metrics(lambda: float(live.current.backend.count()))
     if isinstance(live.encoder, BatchingEncoder):
         live.encoder.on_batch = metrics.batch.observe
-    state = ServiceState(live, api_key, metrics)
+    state = ServiceState(live, api_key, metrics, search_threads)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -172,7 +191,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             raise HTTPException(401, "this endpoint needs the service's API key")
 
     @app.get("/search", tags=["search"])
-    def search_get(
+    async def search_get(
         q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS)],
         filter: Annotated[list[str] | None, Query(description="Repeatable.")] = None,
         mode: SearchMode = SearchMode.HYBRID,
@@ -213,36 +232,18 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             ranking=ranking or [],
             in_stock_first=in_stock_first,
         )
-        return run_search(live, body)
+        return await state.searching(partial(run_search, live, body))
 
     @app.post("/search", tags=["search"])
-    def search_post(body: SearchBody) -> JSONResponse:
+    async def search_post(body: SearchBody) -> JSONResponse:
         """Search: the answer of `shopsearch query --json`, and `took_ms`."""
-        return run_search(live, body)
+        return await state.searching(partial(run_search, live, body))
 
     @app.post("/embed", tags=["search"])
-    def embed(body: EmbedBody) -> dict[str, Any]:
+    async def embed(body: EmbedBody) -> dict[str, Any]:
         """The vectors a search of `q` sends to Qdrant, built with the collection's own
         encoder and BM25 settings, for a service that queries the collection itself."""
-        with live.reading() as search:
-            options = SearchOptions(fix_typos=body.fix_typos)
-            prepared, dense, sparse = search.query_vectors(SearchQuery(body.q), options)
-            pairs = search.query_pairs(prepared.searched or prepared.text)
-            meta = search.meta
-        return {
-            "query": body.q,
-            "searched": prepared.searched,
-            "dense": None if dense is None else [float(x) for x in dense],
-            "sparse": {"indices": sparse.indices, "values": sparse.values},
-            # The default fusion's re-rank compares them with each title's `pairs` vector.
-            "pairs": pairs,
-            "encoder": {
-                "name": meta.encoder.name,
-                "dimension": meta.encoder.dimension,
-                "fingerprint": meta.encoder.fingerprint,
-            },
-            "bm25": meta.bm25,
-        }
+        return await state.searching(partial(embedded, live, body))
 
     @app.get("/products/{product_id}", tags=["products"])
     def get_product(product_id: str) -> dict[str, Any]:
@@ -352,6 +353,28 @@ def run_search(live: LiveCollection, body: SearchBody) -> JSONResponse:
         doc = search_answer(search, query, body.filters, options, hits, counted)
     doc["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return JSONResponse(doc)  # a document of plain values: sent without re-validating it
+
+
+def embedded(live: LiveCollection, body: EmbedBody) -> dict[str, Any]:
+    with live.reading() as search:
+        options = SearchOptions(fix_typos=body.fix_typos)
+        prepared, dense, sparse = search.query_vectors(SearchQuery(body.q), options)
+        pairs = search.query_pairs(prepared.searched or prepared.text)
+        meta = search.meta
+    return {
+        "query": body.q,
+        "searched": prepared.searched,
+        "dense": None if dense is None else [float(x) for x in dense],
+        "sparse": {"indices": sparse.indices, "values": sparse.values},
+        # The default fusion's re-rank compares them with each title's `pairs` vector.
+        "pairs": pairs,
+        "encoder": {
+            "name": meta.encoder.name,
+            "dimension": meta.encoder.dimension,
+            "fingerprint": meta.encoder.fingerprint,
+        },
+        "bm25": meta.bm25,
+    }
 
 
 def _status(exc: ShopsearchError) -> int:

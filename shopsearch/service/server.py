@@ -6,6 +6,7 @@ from pathlib import Path
 
 from shopsearch.encoders.manifest import Precision
 from shopsearch.encoders.onnx_encoder import OnnxEncoder
+from shopsearch.service import DEFAULT_SEARCH_THREADS
 from shopsearch.service.batching import BatchingEncoder
 from shopsearch.service.live import LiveCollection
 from shopsearch.store.connection import Connection
@@ -21,6 +22,7 @@ def serve(
     model: Path | None = None,
     precision: Precision = "int8",
     threads: int | None = None,
+    search_threads: int = DEFAULT_SEARCH_THREADS,
     api_key: str | None = None,
 ) -> None:
     """Serve `connection`'s collection over HTTP at host:port until SIGINT or SIGTERM."""
@@ -32,7 +34,7 @@ def serve(
     live = LiveCollection(
         connection.open, encoder, holder=f"shopsearch serve at http://{host}:{port}"
     )
-    app = create_app(live, api_key=api_key)
+    app = create_app(live, api_key=api_key, search_threads=search_threads)
     config = uvicorn.Config(
         app,
         host=host,
