@@ -16,9 +16,8 @@ in_stock=true; the default hybrid fusion, top 10, the service's defaults):
    end, and afterwards every acknowledged update read back with GET /products/{id};
 4. the service with `--search-threads 1` (each search runs alone, in arrival order) at
    each of --one-thread-levels;
-5. a process layout's bound: --processes services side by side (one per core), each over its
-   own copy of the collection with one search thread and one encoder thread, 8 clients split
-   evenly between them; searches only, since `shopsearch serve` keeps no copies current;
+5. the service with `--workers N --search-threads 1 --threads 1` (N processes, one per
+   core by default) at each of --workers-levels;
 6. the naive service a user would write instead (benchmarks/serve_naive.py: FastAPI +
    sentence-transformers + qdrant-client local mode over the same products), same load;
 
@@ -29,7 +28,8 @@ on; its own CPU share is reported with each level. The naive service is so slow 
 level's window stretches until 10 of its searches have ended in it.
 
     python benchmarks/serve_load.py [--work DIR] [--duration 15] [--warmup 3]
-        [--levels 1,8,32] [--one-thread-levels 8,32] [--processes N] [--soak-seconds 60]
+        [--levels 1,8,32] [--one-thread-levels 8,32] [--workers N] [--workers-levels 8,32]
+        [--soak-seconds 60]
         [--skip-inproc] [--skip-naive] [--json FILE]
 
 The first run builds the catalog, the Edge collection and the local-mode collection under
@@ -374,19 +374,49 @@ async def closed_loop(
     return level
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and the processes it started, and theirs."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        children[parent].append(int(stat.parent.name))
+    members, todo = [], [pid]
+    while todo:
+        members.append(todo.pop())
+        todo += children.get(members[-1], [])
+    return members
+
+
 def process_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of a process and its threads."""
+    """User + system CPU seconds of a process and its threads, and of the processes it
+    started (a service's workers)."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in family(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    """The resident memory of a process and of the processes it started (a service's
+    workers)."""
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    if not total:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    return total
 
 
 def encoder_batches(port: int) -> tuple[float, float] | None:
@@ -494,30 +524,42 @@ def copies(edge: Connection, work: Path, n: int) -> Iterator[list[Path]]:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def process_layout(
-    args: argparse.Namespace, edge: Connection, model_dir: Path, searches: list[Request]
-) -> Level:
-    """What a service of several processes could reach: `--processes` services side by side,
-    each over its own copy of the collection with one search thread and one encoder thread,
-    the closed loops of 8 clients split evenly between them. Searches only: writes would
-    need every copy kept current, which `shopsearch serve` does not do; so this is a bound
-    on a process layout, not the service's figure."""
-    n = args.processes
-    system = f"{n} x serve --search-threads 1 --threads 1 (own copies; bound)"
-    with copies(edge, args.work, n) as directories, contextlib.ExitStack() as stack:
-        services = []
-        for i, directory in enumerate(directories):
-            port = free_port()
-            cmd = service_command(port, directory, model_dir,
-                                  "--search-threads", "1", "--threads", "1")  # fmt: skip
-            process = stack.enter_context(
-                served(f"{system} #{i}", cmd, port, args.work / f"serve-{i}.log")
-            )
-            services.append((port, process.pid))
-        level = asyncio.run(side_by_side(system, services, 8, args.warmup, args.duration,
-                                         searches))  # fmt: skip
-    print(table(LEVEL_HEADER, [level.row()]).splitlines()[-1], file=sys.stderr)
-    return level
+def other_service(
+    args: argparse.Namespace,
+    edge: Connection,
+    model_dir: Path,
+    searches: list[Request],
+    rows: list[list[object]],
+    levels: list[int],
+    *flags: str,
+    catalog: Path | None = None,
+) -> tuple[dict[int, Level], Soak | None]:
+    """`shopsearch serve FLAGS` over a copy of the collection, searched at each of `levels`,
+    then soaked when `catalog` is given (its products are the updates); its CPU and memory
+    count the worker processes too."""
+    found: dict[int, Level] = {}
+    soaked = None
+    if not levels:
+        return found, soaked
+    system = " ".join(["shopsearch serve", *flags])
+    api_key = f"bench-{os.getpid()}"
+    with copies(edge, args.work, 1) as (directory,):
+        port = free_port()
+        cmd = service_command(port, directory, model_dir, *flags, "--api-key", api_key)
+        with served(system, cmd, port, args.work / "serve.log") as process:
+            for n in levels:
+                found[n] = asyncio.run(
+                    closed_loop(system, port, n, args.warmup, args.duration,
+                                lambda k: searches[k % len(searches)], pid=process.pid)
+                )  # fmt: skip
+                rows.append(found[n].row())
+                print(table(LEVEL_HEADER, [rows[-1]]).splitlines()[-1], file=sys.stderr)
+            if catalog is not None and args.soak_seconds > 0:
+                soaked = soak(
+                    port, process.pid, api_key, searches, catalog,
+                    args.soak_clients, args.soak_seconds, args.update_share,
+                )  # fmt: skip
+    return found, soaked
 
 
 def log_tail(log: Path, chars: int = 3000) -> str:
@@ -734,40 +776,6 @@ def cpu_bound(inproc: list[Level], cpus: int, clients: int = 8, p99_ms: float = 
     )
 
 
-def processes_level(system: str, levels: list[Level]) -> Level:
-    """Several services' closed loops, run side by side, as one level: their requests
-    together, their QPS and CPU summed."""
-    merged = Level(system, sum(lv.clients for lv in levels), max(lv.seconds for lv in levels))
-    for lv in levels:
-        for kind, samples in lv.latencies.items():
-            merged.latencies[kind].extend(samples)
-        merged.errors.update(lv.errors)
-        merged.error_samples += lv.error_samples
-        merged.took_ms += lv.took_ms
-    merged.server_cpu = sum(lv.server_cpu or 0.0 for lv in levels)
-    merged.client_cpu = levels[0].client_cpu  # one loop drives them all: its thread's share
-    return merged
-
-
-async def side_by_side(
-    system: str,
-    services: list[tuple[int, int]],
-    clients: int,
-    warmup: float,
-    duration: float,
-    searches: list[Request],
-) -> Level:
-    """`clients` closed loops split evenly over `services` (port, pid): each service gets
-    its own share of the connections and of the queries."""
-    n = len(services)
-    levels = await asyncio.gather(
-        *(closed_loop(system, port, clients // n, warmup, duration,
-                      lambda k, i=i: searches[(k * n + i) % len(searches)], pid=pid)
-          for i, (port, pid) in enumerate(services))
-    )  # fmt: skip
-    return processes_level(system, list(levels))
-
-
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "met" if ok else "MISSED"
 
@@ -778,7 +786,8 @@ def targets(
     naive: dict[int, Level],
     soaked: Soak | None,
     one_thread: dict[int, Level] | None = None,
-    layout: Level | None = None,
+    workers: dict[int, Level] | None = None,
+    workers_soaked: Soak | None = None,
 ) -> list[list[object]]:
     rows: list[list[object]] = []
     top = service.get(32)
@@ -806,25 +815,59 @@ def targets(
          verdict(eight.pct("p99") <= 25 if eight else None)]
     )  # fmt: skip
     others = [("... with --search-threads 1", (one_thread or {}).get(8)),
-              ("... a process layout's bound (not the service)", layout)]  # fmt: skip
+              ("... with --workers (one per core)", (workers or {}).get(8))]  # fmt: skip
     for name, level in others:
         if level is not None:
             rows.append([name, f"{level.pct('p99'):.2f} ms", verdict(level.pct("p99") <= 25)])
-    if soaked:
-        errors = sum(soaked.level.errors.values())
-        rows.append(["zero errors in the soak", str(errors), verdict(errors == 0)])
-        growth = soaked.rss_growth
-        start, end = soaked.level.rss_kb[0] / 1024, soaked.level.rss_kb[-1] / 1024
+    for which, done in (("", soaked), (" (--workers)", workers_soaked)):
+        if done is None:
+            continue
+        errors = sum(done.level.errors.values())
+        rows.append([f"zero errors in the soak{which}", str(errors), verdict(errors == 0)])
+        growth = done.rss_growth
+        start, end = done.level.rss_kb[0] / 1024, done.level.rss_kb[-1] / 1024
         rows.append(
-            ["service RSS growth in the soak < 10%",
+            [f"service RSS growth in the soak < 10%{which}",
              f"{start:.0f} -> {end:.0f} MiB ({growth:+.1%})", verdict(growth < 0.10)]
         )  # fmt: skip
         rows.append(
-            ["every acknowledged update read back",
-             f"{len(soaked.acknowledged) - len(soaked.mismatches)}/{len(soaked.acknowledged)}",
-             verdict(not soaked.mismatches)]
+            [f"every acknowledged update read back{which}",
+             f"{len(done.acknowledged) - len(done.mismatches)}/{len(done.acknowledged)}",
+             verdict(not done.mismatches)]
         )  # fmt: skip
     return rows
+
+
+def print_soak(soaked: Soak, args: argparse.Namespace, workers: bool) -> dict[str, Any]:
+    lv = soaked.level
+    which = f" (--workers {args.workers})" if workers else ""
+    print(f"\nSoak{which}: {args.soak_seconds:g} s, {args.soak_clients} clients, "
+          f"{args.update_share:.0%} updates:\n")  # fmt: skip
+    soak_rows = [
+        [kind, len(lv.latencies.get(kind, [])) + lv.errors[kind], lv.errors[kind],
+         f"{lv.pct('p50', kind):.2f}", f"{lv.pct('p99', kind):.2f}"]
+        for kind in ("search", "update")
+    ]  # fmt: skip
+    print(table(["request", "answered", "errors", "p50 ms", "p99 ms"], soak_rows))
+    print(
+        f"\n{lv.qps:.1f} requests/s, service CPU {lv.server_cpu:.2f} cores; "
+        f"RSS {lv.rss_kb[0] / 1024:.0f} MiB at start, {max(lv.rss_kb) / 1024:.0f} MiB "
+        f"peak, {lv.rss_kb[-1] / 1024:.0f} MiB at end; {len(soaked.acknowledged)} updates "
+        f"acknowledged, {soaked.read_back} read back, {len(soaked.mismatches)} mismatched"
+    )
+    for line in [*lv.error_samples, *soaked.mismatches][:10]:
+        print(f"- {line}")
+    return {
+        **lv.summary(),
+        "latency_by_kind": {
+            kind: {"p50_ms": lv.pct("p50", kind), "p99_ms": lv.pct("p99", kind)}
+            for kind in lv.latencies
+        },
+        "rss_kb": lv.rss_kb,
+        "acknowledged": len(soaked.acknowledged),
+        "read_back": soaked.read_back,
+        "mismatches": soaked.mismatches,
+    }
 
 
 def main() -> None:
@@ -850,10 +893,16 @@ def main() -> None:
         help="client concurrencies for the service with --search-threads 1 ('' skips it)",
     )
     parser.add_argument(
-        "--processes",
+        "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="services side by side for the process-layout arm, one per core (0 skips it)",
+        help="worker processes of the --workers arm, one per core (1 skips it)",
+    )
+    parser.add_argument(
+        "--workers-levels", default="8,32", help="client concurrencies for the --workers arm"
+    )
+    parser.add_argument(
+        "--workers-flags", default="", help="other `shopsearch serve` flags of the --workers arm"
     )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-inproc", action="store_true")
@@ -861,6 +910,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",") if x]
     one_thread_levels = [int(x) for x in args.one_thread_levels.split(",") if x]
+    workers_levels = [int(x) for x in args.workers_levels.split(",") if x]
     inproc_threads = [int(x) for x in args.inproc_threads.split(",") if x]
     naive_duration = args.naive_duration or min(args.duration, 10.0)
     # SIGTERM ends the run as Ctrl-C does, through the blocks that stop the services.
@@ -923,29 +973,18 @@ def main() -> None:
         shutil.rmtree(serve_dir, ignore_errors=True)
     report["service"] = [lv.summary() for lv in service.values()]
 
-    one_thread: dict[int, Level] = {}
-    if one_thread_levels:
-        with copies(edge, args.work, 1) as (directory,):
-            port = free_port()
-            cmd = service_command(port, directory, model_dir, "--search-threads", "1")
-            with served("shopsearch serve --search-threads 1", cmd, port,
-                        args.work / "serve.log") as process:  # fmt: skip
-                for n in one_thread_levels:
-                    one_thread[n] = asyncio.run(
-                        closed_loop(
-                            "shopsearch serve --search-threads 1", port, n, args.warmup,
-                            args.duration, lambda k: searches[k % len(searches)], pid=process.pid,
-                        )
-                    )  # fmt: skip
-                    rows.append(one_thread[n].row())
-                    print(table(LEVEL_HEADER, [rows[-1]]).splitlines()[-1], file=sys.stderr)
-        report["service_one_search_thread"] = [lv.summary() for lv in one_thread.values()]
-
-    layout: Level | None = None
-    if args.processes > 1:
-        layout = process_layout(args, edge, model_dir, searches)
-        rows.append(layout.row())
-        report["process_layout"] = layout.summary()
+    one_thread, _ = other_service(
+        args, edge, model_dir, searches, rows, one_thread_levels, "--search-threads", "1"
+    )
+    report["service_one_search_thread"] = [lv.summary() for lv in one_thread.values()]
+    workers: dict[int, Level] = {}
+    workers_soaked: Soak | None = None
+    if args.workers > 1:
+        flags = ["--workers", str(args.workers), *args.workers_flags.split()]
+        workers, workers_soaked = other_service(
+            args, edge, model_dir, searches, rows, workers_levels, *flags, catalog=catalog
+        )
+        report["service_workers"] = [lv.summary() for lv in workers.values()]
 
     if not args.skip_naive:
         local_dir = args.work / "local"
@@ -973,35 +1012,9 @@ def main() -> None:
     errors = [s for lv in [*service.values(), *naive.values()] for s in lv.error_samples]
     if errors:
         print("\nFirst errors:\n" + "\n".join(f"- {e}" for e in errors[:10]))
-    if soaked:
-        lv = soaked.level
-        print(f"\nSoak: {args.soak_seconds:g} s, {args.soak_clients} clients, "
-              f"{args.update_share:.0%} updates:\n")  # fmt: skip
-        soak_rows = [
-            [kind, len(lv.latencies.get(kind, [])) + lv.errors[kind], lv.errors[kind],
-             f"{lv.pct('p50', kind):.2f}", f"{lv.pct('p99', kind):.2f}"]
-            for kind in ("search", "update")
-        ]  # fmt: skip
-        print(table(["request", "answered", "errors", "p50 ms", "p99 ms"], soak_rows))
-        print(
-            f"\n{lv.qps:.1f} requests/s, service CPU {lv.server_cpu:.2f} cores; "
-            f"RSS {lv.rss_kb[0] / 1024:.0f} MiB at start, {max(lv.rss_kb) / 1024:.0f} MiB "
-            f"peak, {lv.rss_kb[-1] / 1024:.0f} MiB at end; {len(soaked.acknowledged)} updates "
-            f"acknowledged, {soaked.read_back} read back, {len(soaked.mismatches)} mismatched"
-        )
-        for line in [*lv.error_samples, *soaked.mismatches][:10]:
-            print(f"- {line}")
-        report["soak"] = {
-            **lv.summary(),
-            "latency_by_kind": {
-                kind: {"p50_ms": lv.pct("p50", kind), "p99_ms": lv.pct("p99", kind)}
-                for kind in lv.latencies
-            },
-            "rss_kb": lv.rss_kb,
-            "acknowledged": len(soaked.acknowledged),
-            "read_back": soaked.read_back,
-            "mismatches": soaked.mismatches,
-        }
+    for name, done in (("soak", soaked), ("soak_workers", workers_soaked)):
+        if done is not None:
+            report[name] = print_soak(done, args, name == "soak_workers")
     if limit:
         print(f"\nIn-process limit: {limit.system}, {limit.qps:.1f} QPS.")
         bound = cpu_bound(inproc, os.cpu_count() or 1)
@@ -1009,7 +1022,7 @@ def main() -> None:
         report["cpu_bound"] = bound
     print(f"At end: {machine_load()}\n")
     report["at_end"] = machine_load()
-    goals = targets(limit, service, naive, soaked, one_thread, layout)
+    goals = targets(limit, service, naive, soaked, one_thread, workers, workers_soaked)
     print(table(["target", "measured", ""], goals))
     report["targets"] = goals
     if args.json:

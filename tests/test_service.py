@@ -14,35 +14,9 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from service_helpers import DEMO, cli, service_process, service_thread
+from service_helpers import COMPARED, DEMO, cli, same_answer, service_process, service_thread
 
 KEY = "s3cret-key"
-
-# Requests compared with `shopsearch query --json`: (CLI arguments, POST body).
-COMPARED = [
-    (
-        ["womens casul shoes", "--top-k", "5"],
-        {"q": "womens casul shoes", "top_k": 5},
-    ),
-    (
-        ["black boots for women", "-f", "color in (Black,Brown)", "-f", "price<=1500",
-         "--facet", "brand", "--facet", "price", "--offset", "3", "--top-k", "4"],
-        {"q": "black boots for women", "filters": ["color in (Black,Brown)", "price<=1500"],
-         "facets": ["brand", "price"], "offset": 3, "top_k": 4},
-    ),
-    (
-        ["watch", "--mode", "bm25", "-f", "price>100"],
-        {"q": "watch", "mode": "bm25", "filters": ["price>100"]},
-    ),
-    (
-        ["watch for men", "--mode", "dense", "--top-k", "3"],
-        {"q": "watch for men", "mode": "dense", "top_k": 3},
-    ),
-    (
-        ["red dress", "--fusion", "dbsf", "--no-fix-typos"],
-        {"q": "red dress", "fusion": "dbsf", "fix_typos": False},
-    ),
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +30,6 @@ def demo(exported_model: Path, tmp_path_factory):
                for args, _ in COMPARED]  # fmt: skip
     with service_process(env, "-c", "demo", "--api-key", KEY) as (url, process):
         yield url, env, answers, process
-
-
-def same_answer(service: dict, cli_answer: dict) -> None:
-    """Equal field for field; scores to float32 precision (the service may encode a query in
-    a batch run, the CLI in a forked child: the same model, other threads)."""
-    service = {k: v for k, v in service.items() if k != "took_ms"}
-    assert service.keys() == cli_answer.keys()
-    for key in service:
-        if key != "results":
-            assert service[key] == cli_answer[key], key
-    assert len(service["results"]) == len(cli_answer["results"])
-    for got, want in zip(service["results"], cli_answer["results"], strict=True):
-        assert got["score"] == pytest.approx(want["score"], abs=1e-5)
-        assert {**got, "score": 0} == {**want, "score": 0}
 
 
 def test_search_answers_as_the_cli(demo):

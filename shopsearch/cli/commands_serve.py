@@ -30,16 +30,30 @@ def serve(
     precision: opt.Precision = opt.DEFAULT_PRECISION,
     threads: opt.Threads = None,
     search_threads: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--search-threads",
             min=1,
             max=1_000,
-            help="Searches worked on at once; more wait their turn in arrival order. 1: the "
-            "lowest tail latency at a moderate load; more: concurrent searches batched, the "
-            "most throughput under a heavy one.",
+            help=f"Searches a process works on at once; more wait their turn in arrival order. "
+            "1: the lowest tail latency at a moderate load; more: concurrent searches batched, "
+            f"the most throughput under a heavy one. [default: {DEFAULT_SEARCH_THREADS}; 1 "
+            "with --workers]",
+            show_default=False,
         ),
-    ] = DEFAULT_SEARCH_THREADS,
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes serving the port. One process's searches take turns on one "
+            "interpreter lock: one worker per core uses them all. An embedded collection is "
+            "copied for each worker but the first, which takes the writes. With workers, "
+            "--threads defaults to the cores / workers.",
+        ),
+    ] = 1,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -61,9 +75,24 @@ def serve(
         ) from None
     if precision not in ("fp32", "int8"):
         raise UsageError(f"bad --precision {precision!r}: use fp32 or int8")
+    key = api_key or os.environ.get("SHOPSEARCH_API_KEY") or None
+    if workers > 1:
+        from shopsearch.service.workers import serve_workers
+
+        serve_workers(
+            opt.connection(collection, path, qdrant_url, qdrant_api_key),
+            workers,
+            host=host,
+            port=port,
+            model=model,
+            precision=precision,
+            threads=threads,
+            search_threads=search_threads,
+            api_key=key,
+        )
+        return
     from shopsearch.service.server import serve as run
 
-    key = api_key or os.environ.get("SHOPSEARCH_API_KEY") or None
     run(
         opt.connection(collection, path, qdrant_url, qdrant_api_key),
         host=host,
@@ -71,6 +100,6 @@ def serve(
         model=model,
         precision=precision,  # type: ignore[arg-type]
         threads=threads,
-        search_threads=search_threads,
+        search_threads=search_threads or DEFAULT_SEARCH_THREADS,
         api_key=key,
     )

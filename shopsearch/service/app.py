@@ -18,7 +18,8 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -49,6 +50,9 @@ from shopsearch.service.batching import BatchingEncoder
 from shopsearch.service.live import LiveCollection
 from shopsearch.service.metrics import Metrics
 from shopsearch.store.backend import FusionMethod, SearchMode
+
+if TYPE_CHECKING:
+    from shopsearch.service.workers import WriterClient
 
 log = logging.getLogger("shopsearch.service")
 T = TypeVar("T")
@@ -136,6 +140,9 @@ class ServiceState:
     api_key: str | None
     metrics: Metrics
     search_threads: int = DEFAULT_SEARCH_THREADS
+    # `shopsearch serve --workers`: a follower's way to the writer, and which worker this is.
+    writer: WriterClient | None = None
+    worker: int | None = None
     _search_lane: anyio.CapacityLimiter | None = None  # made in the event loop, at first use
 
     async def searching(self, work: Callable[[], T]) -> T:
@@ -150,12 +157,15 @@ def create_app(
     live: LiveCollection,
     api_key: str | None = None,
     search_threads: int = DEFAULT_SEARCH_THREADS,
+    writer: WriterClient | None = None,
+    worker: int | None = None,
 ) -> FastAPI:
-    """The service's app over an open collection; closing the app's lifespan closes it."""
+    """The service's app over an open collection; closing the app's lifespan closes it.
+    `writer`: the writer a follower sends its writes to; `worker`: its number, in /info."""
     metrics = Metrics(lambda: float(live.current.backend.count()))
     if isinstance(live.encoder, BatchingEncoder):
         live.encoder.on_batch = metrics.batch.observe
-    state = ServiceState(live, api_key, metrics, search_threads)
+    state = ServiceState(live, api_key, metrics, search_threads, writer, worker)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -254,29 +264,51 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         return stored
 
     @app.put("/products", tags=["products"], dependencies=[Depends(require_key)])
-    def put_products(body: ProductsBody) -> dict[str, Any]:
+    def put_products(body: ProductsBody) -> Any:
         """Add or update products: each record is validated as an ingest validates a
         catalog row; rejected records are listed with the reason, the rest are stored
         (only changed products are encoded again)."""
+        if state.writer is not None:
+            return forwarded("PUT", "/products", body.model_dump())
         return live.upsert(body.products).to_dict()
 
     @app.delete("/products/{product_id}", tags=["products"], dependencies=[Depends(require_key)])
-    def delete_product(product_id: str) -> dict[str, Any]:
+    def delete_product(product_id: str) -> Any:
+        if state.writer is not None:
+            return forwarded("DELETE", f"/products/{quote(product_id, safe='')}", None)
         deleted = live.delete([product_id])
         if not deleted:
             raise HTTPException(404, f"no product with id {product_id!r}")
         return {"deleted": deleted}
 
     @app.post("/products/delete", tags=["products"], dependencies=[Depends(require_key)])
-    def delete_products(body: DeleteBody) -> dict[str, Any]:
+    def delete_products(body: DeleteBody) -> Any:
         """Delete several products; ids not stored are listed as `missing`."""
+        if state.writer is not None:
+            return forwarded("POST", "/products/delete", body.model_dump())
         deleted = live.delete(body.ids)
         return {"deleted": deleted, "missing": sorted(set(body.ids) - set(deleted))}
+
+    def forwarded(method: str, path: str, body: Any) -> JSONResponse:
+        """A follower's write, answered by the writer (`shopsearch serve --workers`); the
+        follower then applies the writer's log, as its next request would."""
+        assert state.writer is not None
+        headers = {"X-API-Key": state.api_key} if state.api_key else {}
+        try:
+            status, answer = state.writer.send(method, path, body, headers)
+        except OSError as exc:
+            raise CollectionError(f"the service's writer cannot be reached: {exc}") from exc
+        with live.reading():
+            pass
+        return JSONResponse(answer, status)
 
     @app.get("/info", tags=["operations"])
     def info() -> dict[str, Any]:
         with live.reading() as search:
-            return {**collection_document(search), "reloads": live.reloads}
+            doc = {**collection_document(search), "reloads": live.reloads}
+        if state.worker is not None:
+            doc["worker"] = state.worker
+        return doc
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

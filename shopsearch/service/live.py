@@ -29,6 +29,7 @@ from shopsearch.ingest.updates import ProductWriter, UpdateReport
 from shopsearch.search.product_search import ProductSearch, Query, SearchOptions
 from shopsearch.search.spelling import TypoCorrector
 from shopsearch.service.batching import Coalescer, options_key
+from shopsearch.service.write_log import Followers, write_entry
 from shopsearch.store.backend import Backend, Hit, Reindexable
 from shopsearch.store.edge import EdgeBackend
 
@@ -60,11 +61,16 @@ class LiveCollection:
     held (`EdgeBackend.announce_holder`)."""
 
     def __init__(
-        self, open_backend: Callable[[], Backend], encoder: TextEncoder, holder: str
+        self,
+        open_backend: Callable[[], Backend],
+        encoder: TextEncoder,
+        holder: str,
+        followers: Followers | None = None,
     ) -> None:
         self.open_backend = open_backend
         self.encoder = encoder
         self.holder = holder
+        self.followers = followers  # workers searching copies (`shopsearch serve --workers`)
         self._lock = threading.Lock()  # guards the current generation and its counts
         self._write_lock = threading.Lock()  # one write at a time
         self._journal: list[tuple[str, Any]] = []  # writes made during a rebuild
@@ -144,6 +150,8 @@ class LiveCollection:
 
     def _reload(self) -> None:
         try:
+            if self.followers is not None:  # their copies, before this process writes to it
+                self.followers.copy()
             fresh = self._open()
         except Exception:
             # Caught mid-swap (the name briefly points nowhere) or not yet complete: the next
@@ -152,6 +160,8 @@ class LiveCollection:
                 self._reloading = False
             return
         with self._write_lock:
+            if self.followers is not None:
+                self.followers.reopen(self._journal)
             for kind, payload in self._journal:
                 if kind == "upsert":
                     fresh.writer().upsert(payload)
@@ -170,21 +180,28 @@ class LiveCollection:
     def _write(self, kind: str, payload: Any) -> Any:
         self._notice_reindex()
         with self._write_lock:
-            with self._lock:
-                generation = self._current
-                generation.in_flight += 1
-            try:
-                writer = generation.writer()
-                result = writer.upsert(payload) if kind == "upsert" else writer.delete(payload)
-                backend = generation.backend
-                if isinstance(backend, Reindexable) and backend.rebuild_under_way():
-                    self._journal.append((kind, payload))
-                if kind == "upsert" and writer.vocabulary is not generation.search.typos.vocabulary:
-                    # New words become correctable at once.
-                    generation.search.typos = TypoCorrector(writer.vocabulary, writer.compounds)
-                return result
-            finally:
-                self._release(generation)
+            return self._apply(kind, payload)
+
+    def _apply(self, kind: str, payload: Any) -> Any:
+        """One write to the current generation, the write lock held; kept in the journal
+        during a rebuild, and logged for the followers."""
+        with self._lock:
+            generation = self._current
+            generation.in_flight += 1
+        try:
+            writer = generation.writer()
+            result = writer.upsert(payload) if kind == "upsert" else writer.delete(payload)
+            backend = generation.backend
+            if isinstance(backend, Reindexable) and backend.rebuild_under_way():
+                self._journal.append((kind, payload))
+            if self.followers is not None:
+                self.followers.log.append(write_entry(kind, payload))
+            if kind == "upsert" and writer.vocabulary is not generation.search.typos.vocabulary:
+                # New words become correctable at once.
+                generation.search.typos = TypoCorrector(writer.vocabulary, writer.compounds)
+            return result
+        finally:
+            self._release(generation)
 
     def upsert(self, records: Sequence[Mapping[str, Any]]) -> UpdateReport:
         return self._write("upsert", list(records))
