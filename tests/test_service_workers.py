@@ -197,3 +197,28 @@ def test_workers_over_a_qdrant_server_are_refused(exported_model, tmp_path):
                check=False)  # fmt: skip
     assert proc.returncode != 0
     assert "load balancer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_write_log_keeps_what_a_follower_has_yet_to_read(tmp_path):
+    """Files every follower has read past are removed; a follower reads across files, in
+    order, whatever it missed."""
+    from shopsearch.service.write_log import WriteLog
+
+    writer = WriteLog(tmp_path, readers=2, segment_bytes=200)
+    writer.start()
+    fast, slow = WriteLog(tmp_path, reader=1), WriteLog(tmp_path, reader=2)
+    entries = [{"op": "upsert", "payload": [{"id": str(i), "title": "x" * 40}]} for i in range(20)]
+    got_fast = []
+    for entry in entries:
+        writer.append(entry)
+        got_fast += fast.read()
+    files = sorted(tmp_path.glob("writes-*.log"))
+    assert got_fast == entries
+    assert len(files) > 3  # none removed: the slow follower is still in the first
+    assert slow.pending()
+    assert slow.read() == entries and not slow.pending()
+    for entry in entries:  # the next file that fills removes those both have left
+        writer.append(entry)
+    assert fast.read() == entries and slow.read() == entries
+    kept = sorted(int(p.stem.split("-")[1]) for p in tmp_path.glob("writes-*.log"))
+    assert kept[0] == len(files) - 1  # the files both had read past are gone

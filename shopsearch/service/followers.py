@@ -35,18 +35,16 @@ class FollowerCollection(LiveCollection):
         self.log = log
         self.generation = 0
         self.remove_copy = remove_copy
-        self._offset = 0
         self._follow_lock = threading.Lock()
         super().__init__(lambda: open_copy(self.generation), encoder, holder)
 
     def _notice_reindex(self) -> None:
         """Apply what the writer logged since this follower last looked (one `stat` when
         nothing was)."""
-        if self.log.size() == self._offset:
+        if not self.log.pending():
             return
         with self._follow_lock:
-            entries, self._offset = self.log.read_from(self._offset)
-            for entry in entries:
+            for entry in self.log.read():
                 if entry["op"] == "reopen":
                     self._reopen(int(entry["generation"]))
                 else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import http.client
 import json
 import os
@@ -37,7 +38,7 @@ from typing import Any
 
 import uvicorn
 
-from shopsearch.errors import CollectionError, UsageError
+from shopsearch.errors import CollectionError, ShopsearchError, UsageError
 from shopsearch.service.metrics import MULTIPROCESS
 from shopsearch.store.connection import Connection
 
@@ -45,7 +46,7 @@ READY = b"R"
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 40.0  # the workers' graceful shutdown is 30 s
 WRITER_SOCKET = "writer.sock"
-LOG_FILE = "writes.log"
+LOG_DIR = "log"
 
 
 def serve_workers(
@@ -87,9 +88,11 @@ def serve_workers(
     processes: list[subprocess.Popen] = []
     channels: list[socket.socket] = []
     try:
-        (run_dir / LOG_FILE).touch()
+        (run_dir / LOG_DIR).mkdir()
         (run_dir / "metrics").mkdir()
-        Followers(WriteLog(run_dir / LOG_FILE), source, run_dir, workers - 1).copy(0)
+        log = WriteLog(run_dir / LOG_DIR)
+        log.start()
+        Followers(log, source, run_dir, workers - 1).copy(0)
         listener = socket.create_server((host, port), backlog=2048)
         holder = f"shopsearch serve at http://{host}:{port} ({workers} workers)"
         for index in range(workers):
@@ -183,7 +186,7 @@ def _hand_out(
                 conn, _ = listener.accept()
             except (TimeoutError, InterruptedError):
                 continue
-            with conn:
+            with conn, contextlib.suppress(OSError):  # a worker gone: the check above says so
                 socket.send_fds(channels[turn % len(channels)], [b"c"], [conn.fileno()])
             turn += 1
     finally:
@@ -248,7 +251,7 @@ def worker_main(spec: dict[str, Any]) -> None:
     _die_with_supervisor()
     channel = socket.socket(fileno=spec["fd"])
     index, run_dir = int(spec["index"]), Path(spec["run_dir"])
-    log = WriteLog(run_dir / LOG_FILE)
+    log = WriteLog(run_dir / LOG_DIR, reader=index or None, readers=int(spec["workers"]) - 1)
     connection = Connection(collection=spec["collection"], path=Path(spec["path"]))
     model = None if spec["model"] is None else Path(spec["model"])
     encoder = BatchingEncoder(
@@ -282,6 +285,9 @@ def worker_main(spec: dict[str, Any]) -> None:
         writer=writer,
         worker=index,
     )
+    # What startup made lives as long as the worker: kept out of the collector's passes.
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=30
     )
@@ -344,5 +350,18 @@ def _die_with_supervisor() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def main() -> int:
+    """A worker's process: its errors are printed as the CLI prints them, for the
+    supervisor's output, without a traceback."""
+    try:
+        worker_main(json.loads(sys.argv[1]))
+    except ShopsearchError as exc:
+        sys.stderr.write(f"error: worker: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    worker_main(json.loads(sys.argv[1]))
+    sys.exit(main())
