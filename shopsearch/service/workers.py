@@ -88,12 +88,12 @@ def serve_workers(
     processes: list[subprocess.Popen] = []
     channels: list[socket.socket] = []
     try:
+        listener = socket.create_server((host, port), backlog=2048)  # a port in use stops here
         (run_dir / LOG_DIR).mkdir()
         (run_dir / "metrics").mkdir()
         log = WriteLog(run_dir / LOG_DIR)
         log.start()
         Followers(log, source, run_dir, workers - 1).copy(0)
-        listener = socket.create_server((host, port), backlog=2048)
         holder = f"shopsearch serve at http://{host}:{port} ({workers} workers)"
         for index in range(workers):
             ours, theirs = socket.socketpair()
