@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "catalog.parquet"
@@ -137,3 +139,16 @@ def same_answer(service: dict, cli_answer: dict) -> None:
     for got, want in zip(service["results"], cli_answer["results"], strict=True):
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
         assert {**got, "score": 0} == {**want, "score": 0}
+
+
+def reindex_case(model: Path, small_catalog: Path, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment of an Edge collection `live` of the small catalog, and the catalog a
+    reindex replaces it with: 60 of its products and `wombat-1`, a "wombat shaped doorstop"
+    that only the new collection holds."""
+    env = {"SHOPSEARCH_MODEL_DIR": str(model), "SHOPSEARCH_DATA_DIR": str(tmp_path / "d")}
+    cli("ingest", str(small_catalog), "-c", "live", "--rejects", str(tmp_path / "r"), env=env)
+    rows = pq.read_table(small_catalog).to_pylist()
+    marker = {**rows[0], "id": "wombat-1", "title": "wombat shaped doorstop"}
+    rebuilt = tmp_path / "next.parquet"
+    pq.write_table(pa.Table.from_pylist([*rows[:60], marker], schema=pq.read_schema(DEMO)), rebuilt)
+    return env, rebuilt

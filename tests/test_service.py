@@ -14,7 +14,15 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from service_helpers import COMPARED, DEMO, cli, same_answer, service_process, service_thread
+from service_helpers import (
+    COMPARED,
+    DEMO,
+    cli,
+    reindex_case,
+    same_answer,
+    service_process,
+    service_thread,
+)
 
 KEY = "s3cret-key"
 
@@ -397,11 +405,7 @@ def _catalog(rows: list[dict], path: Path) -> Path:
 def test_ingest_recreate_while_serving_switches_without_a_failed_search(
     exported_model, small_catalog, tmp_path
 ):
-    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp_path / "d")}
-    cli("ingest", str(small_catalog), "-c", "live", "--rejects", str(tmp_path / "r"), env=env)
-    rows = pq.read_table(small_catalog).to_pylist()
-    marker = {**rows[0], "id": "wombat-1", "title": "wombat shaped doorstop"}
-    rebuilt = _catalog([*rows[:60], marker], tmp_path / "next.parquet")
+    env, rebuilt = reindex_case(exported_model, small_catalog, tmp_path)
     failures: list[str] = []
     seen_after: list[str] = []
     stop = threading.Event()

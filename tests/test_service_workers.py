@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from service_helpers import COMPARED, DEMO, cli, same_answer, service_process
+from service_helpers import COMPARED, DEMO, cli, reindex_case, same_answer, service_process
 
 KEY = "workers-key"
 
@@ -91,19 +89,10 @@ def test_each_worker_counts_into_one_metrics_page(demo):
     assert [searches_counted() for _ in range(2)] == [before + 5, before + 5]
 
 
-def _catalog(rows: list[dict], path: Path) -> Path:
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
-
-
 def test_ingest_recreate_while_serving_with_workers_fails_no_search(
     exported_model, small_catalog, tmp_path
 ):
-    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp_path / "d")}
-    cli("ingest", str(small_catalog), "-c", "live", "--rejects", str(tmp_path / "r"), env=env)
-    rows = pq.read_table(small_catalog).to_pylist()
-    marker = {**rows[0], "id": "wombat-1", "title": "wombat shaped doorstop"}
-    rebuilt = _catalog([*rows[:60], marker], tmp_path / "next.parquet")
+    env, rebuilt = reindex_case(exported_model, small_catalog, tmp_path)
     failures: list[str] = []
     seen: dict[int, list[str]] = {}
     stop = threading.Event()
