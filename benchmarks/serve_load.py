@@ -814,12 +814,12 @@ def targets(
         rows.append(["service QPS at c=32 >= 10x naive service's", "not measured", "n/a"])
     eight = service.get(8)
     rows.append(
-        ["service p99 at c=8 <= 25 ms",
+        ["service p99 at c=8 <= 25 ms, one process (the default)",
          f"{eight.pct('p99'):.2f} ms" if eight else "not measured",
          verdict(eight.pct("p99") <= 25 if eight else None)]
     )  # fmt: skip
-    others = [("... with --search-threads 1", (one_thread or {}).get(8)),
-              ("... with --workers (one per core)", (workers or {}).get(8))]  # fmt: skip
+    others = [("... one process, --search-threads 1", (one_thread or {}).get(8)),
+              ("... --workers, one per core", (workers or {}).get(8))]  # fmt: skip
     for name, level in others:
         if level is not None:
             rows.append([name, f"{level.pct('p99'):.2f} ms", verdict(level.pct("p99") <= 25)])

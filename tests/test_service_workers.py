@@ -77,16 +77,21 @@ def test_a_write_through_either_worker_is_read_by_both(demo):
 def test_each_worker_counts_into_one_metrics_page(demo):
     url, *_ = demo
 
-    def searches_counted() -> float:
+    def counted(endpoint: str) -> float:
         page = httpx.get(f"{url}/metrics").text
         assert "shopsearch_collection_products" in page
-        line = 'shopsearch_requests_total{endpoint="/search",status="200"}'
+        line = f'shopsearch_requests_total{{endpoint="{endpoint}",status="200"}}'
         return sum(float(x.split()[-1]) for x in page.splitlines() if x.startswith(line))
 
-    before = searches_counted()
+    searches, puts = counted("/search"), counted("/products")
     for _ in range(5):  # at both workers, in turn
         assert httpx.get(f"{url}/search", params={"q": "boots"}).status_code == 200
-    assert [searches_counted() for _ in range(2)] == [before + 5, before + 5]
+    for i in range(2):  # one at the writer, one the follower sends on to it: counted once
+        record = {"id": f"m-{i}", "title": "metrics probe", "price": 1}
+        put = httpx.put(f"{url}/products", json={"products": [record]}, headers={"X-API-Key": KEY})
+        assert put.status_code == 200
+    assert [counted("/search") for _ in range(2)] == [searches + 5, searches + 5]
+    assert [counted("/products") for _ in range(2)] == [puts + 2, puts + 2]
 
 
 def test_ingest_recreate_while_serving_with_workers_fails_no_search(

@@ -63,6 +63,8 @@ MAX_TOP_K = 1_000
 MAX_OFFSET = 10_000
 MAX_CANDIDATES = 2_000
 MAX_PRODUCTS_PER_PUT = 1_000
+# The header of a write a follower sends on to the writer (`shopsearch serve --workers`).
+FORWARDED = b"x-shopsearch-forwarded"
 # How old the rules a search applies may be: read again at most this often, so a
 # `shopsearch rules set` takes effect within it, at one document read a second.
 RULES_CHECK_SECONDS = 1.0
@@ -293,7 +295,9 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         """A follower's write, answered by the writer (`shopsearch serve --workers`); the
         follower then applies the writer's log, as its next request would."""
         assert state.writer is not None
-        headers = {"X-API-Key": state.api_key} if state.api_key else {}
+        headers = {FORWARDED.decode(): "1"}
+        if state.api_key:
+            headers["X-API-Key"] = state.api_key
         try:
             status, answer = state.writer.send(method, path, body, headers)
         except OSError as exc:
@@ -451,14 +455,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 class _Observe:
     """Counts each request by endpoint (its route's path) and status, and times it: plain
-    ASGI, as the request passes, at no cost to the answer."""
+    ASGI, as the request passes, at no cost to the answer. A write a follower forwards to
+    the writer (`FORWARDED`) was counted where it arrived."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (FORWARDED, b"1") in scope["headers"]:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

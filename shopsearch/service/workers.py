@@ -67,6 +67,8 @@ def serve_workers(
     in each worker would only take turns, and spin, on the cores the others need."""
     from shopsearch.service.write_log import Followers, WriteLog
 
+    if not hasattr(socket, "send_fds"):  # Windows
+        raise UsageError("--workers needs Linux or macOS: run one process (drop --workers)")
     if connection.url:
         raise UsageError(
             "--workers needs an embedded collection: over a Qdrant server, run one service "
