@@ -4,6 +4,7 @@ QdrantClient(':memory:'))."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -152,3 +153,58 @@ def reindex_case(model: Path, small_catalog: Path, tmp_path: Path) -> tuple[dict
     rebuilt = tmp_path / "next.parquet"
     pq.write_table(pa.Table.from_pylist([*rows[:60], marker], schema=pq.read_schema(DEMO)), rebuilt)
     return env, rebuilt
+
+
+def reindex_under_searches(
+    url: str,
+    env: dict[str, str],
+    rebuilt: Path,
+    tmp_path: Path,
+    connections: int,
+    switched: Callable[[dict], bool],
+) -> tuple[list[str], dict]:
+    """`ingest --recreate` of collection `live` with `rebuilt` while `connections` clients
+    search "wombat doorstop" back to back, each on a connection of its own, until
+    `switched(seen)` or 60 s: the failed searches' answers, and `seen`, each connection's
+    worker (`/info`'s `worker`, None for one process) and its last top result."""
+    failures: list[str] = []
+    seen: dict = {}
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            me = client.get("/info").json().get("worker")
+            while not stop.is_set():
+                response = client.get("/search", params={"q": "wombat doorstop", "top_k": 1})
+                if response.status_code != 200:
+                    failures.append(response.text)
+                else:
+                    seen[me] = [r["product_id"] for r in response.json()["results"]]
+
+    streams = [threading.Thread(target=stream) for _ in range(connections)]
+    for t in streams:
+        t.start()
+    try:
+        cli("ingest", str(rebuilt), "-c", "live", "--recreate",
+            "--rejects", str(tmp_path / "r2"), env=env)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not switched(seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in streams:
+            t.join()
+    return failures, seen
+
+
+@contextmanager
+def demo_service(model: Path, tmp: Path, *flags: str) -> Iterator[tuple]:
+    """The demo catalog ingested as `demo`, the CLI's answers to COMPARED taken, then the
+    service started over the same collection with `flags` (an Edge collection opens in one
+    process at a time): (url, env, answers, process)."""
+    env = {"SHOPSEARCH_MODEL_DIR": str(model), "SHOPSEARCH_DATA_DIR": str(tmp / "data")}
+    cli("ingest", str(DEMO), "-c", "demo", "--rejects", str(tmp / "r.jsonl"), env=env)
+    answers = [json.loads(cli("query", *args, "-c", "demo", "--json", env=env).stdout)
+               for args, _ in COMPARED]  # fmt: skip
+    with service_process(env, "-c", "demo", *flags) as (url, process):
+        yield url, env, answers, process

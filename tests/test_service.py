@@ -4,7 +4,6 @@ reach the collection too, the app in-process over QdrantClient(':memory:'))."""
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -18,7 +17,9 @@ from service_helpers import (
     COMPARED,
     DEMO,
     cli,
+    demo_service,
     reindex_case,
+    reindex_under_searches,
     same_answer,
     service_process,
     service_thread,
@@ -29,15 +30,8 @@ KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def demo(exported_model: Path, tmp_path_factory):
-    """The demo catalog ingested, the CLI's answers to COMPARED taken, then the service
-    started over the same collection (an Edge collection opens in one process at a time)."""
-    tmp = tmp_path_factory.mktemp("service")
-    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp / "data")}
-    cli("ingest", str(DEMO), "-c", "demo", "--rejects", str(tmp / "r.jsonl"), env=env)
-    answers = [json.loads(cli("query", *args, "-c", "demo", "--json", env=env).stdout)
-               for args, _ in COMPARED]  # fmt: skip
-    with service_process(env, "-c", "demo", "--api-key", KEY) as (url, process):
-        yield url, env, answers, process
+    with demo_service(exported_model, tmp_path_factory.mktemp("service"), "--api-key", KEY) as up:
+        yield up
 
 
 def test_search_answers_as_the_cli(demo):
@@ -406,36 +400,13 @@ def test_ingest_recreate_while_serving_switches_without_a_failed_search(
     exported_model, small_catalog, tmp_path
 ):
     env, rebuilt = reindex_case(exported_model, small_catalog, tmp_path)
-    failures: list[str] = []
-    seen_after: list[str] = []
-    stop = threading.Event()
     with service_process(env, "-c", "live") as (url, _):
-
-        def stream() -> None:
-            with httpx.Client(base_url=url, timeout=30) as client:
-                while not stop.is_set():
-                    response = client.get("/search", params={"q": "wombat doorstop", "top_k": 1})
-                    if response.status_code != 200:
-                        failures.append(response.text)
-                    else:
-                        seen_after[:] = [r["product_id"] for r in response.json()["results"]]
-
-        streams = [threading.Thread(target=stream) for _ in range(3)]
-        for t in streams:
-            t.start()
-        try:
-            cli("ingest", str(rebuilt), "-c", "live", "--recreate",
-                "--rejects", str(tmp_path / "r2"), env=env)  # fmt: skip
-            deadline = time.monotonic() + 30
-            while seen_after != ["wombat-1"] and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            stop.set()
-            for t in streams:
-                t.join()
+        failures, seen = reindex_under_searches(
+            url, env, rebuilt, tmp_path, 3, lambda seen: seen == {None: ["wombat-1"]}
+        )
         info = httpx.get(f"{url}/info").json()
     assert failures == []
-    assert seen_after == ["wombat-1"]
+    assert seen == {None: ["wombat-1"]}
     assert info["products"] == 61 and info["reloads"] == 1
 
 

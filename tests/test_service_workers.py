@@ -5,7 +5,6 @@ follower searches its own copy, kept current by the writer's log."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import threading
@@ -14,7 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import COMPARED, DEMO, cli, reindex_case, same_answer, service_process
+from service_helpers import (
+    COMPARED,
+    cli,
+    demo_service,
+    reindex_case,
+    reindex_under_searches,
+    same_answer,
+    service_process,
+)
 
 KEY = "workers-key"
 
@@ -22,12 +29,8 @@ KEY = "workers-key"
 @pytest.fixture(scope="module")
 def demo(exported_model: Path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("workers")
-    env = {"SHOPSEARCH_MODEL_DIR": str(exported_model), "SHOPSEARCH_DATA_DIR": str(tmp / "data")}
-    cli("ingest", str(DEMO), "-c", "demo", "--rejects", str(tmp / "r.jsonl"), env=env)
-    answers = [json.loads(cli("query", *args, "-c", "demo", "--json", env=env).stdout)
-               for args, _ in COMPARED]  # fmt: skip
-    with service_process(env, "-c", "demo", "--workers", "2", "--api-key", KEY) as served:
-        yield (*served, env, answers, tmp)
+    with demo_service(exported_model, tmp, "--workers", "2", "--api-key", KEY) as up:
+        yield up
 
 
 def worker(url: str) -> int:
@@ -43,7 +46,7 @@ def test_connections_are_handed_to_the_workers_in_turn(demo):
 
 
 def test_every_worker_answers_as_the_cli(demo):
-    url, _, _, answers, _ = demo
+    url, _, answers, _ = demo
     for (_, body), want in zip(COMPARED, answers, strict=True):
         workers = set()
         for _ in range(2):  # two connections: both workers
@@ -98,37 +101,14 @@ def test_ingest_recreate_while_serving_with_workers_fails_no_search(
     exported_model, small_catalog, tmp_path
 ):
     env, rebuilt = reindex_case(exported_model, small_catalog, tmp_path)
-    failures: list[str] = []
-    seen: dict[int, list[str]] = {}
-    stop = threading.Event()
+    both = {0: ["wombat-1"], 1: ["wombat-1"]}
     with service_process(env, "-c", "live", "--workers", "2") as (url, _):
-
-        def stream() -> None:
-            with httpx.Client(base_url=url, timeout=30) as client:  # one connection, one worker
-                me = client.get("/info").json()["worker"]
-                while not stop.is_set():
-                    response = client.get("/search", params={"q": "wombat doorstop", "top_k": 1})
-                    if response.status_code != 200:
-                        failures.append(response.text)
-                    else:
-                        seen[me] = [r["product_id"] for r in response.json()["results"]]
-
-        streams = [threading.Thread(target=stream) for _ in range(4)]
-        for t in streams:
-            t.start()
-        try:
-            cli("ingest", str(rebuilt), "-c", "live", "--recreate",
-                "--rejects", str(tmp_path / "r2"), env=env)  # fmt: skip
-            deadline = time.monotonic() + 60
-            while seen != {0: ["wombat-1"], 1: ["wombat-1"]} and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            stop.set()
-            for t in streams:
-                t.join()
+        failures, seen = reindex_under_searches(
+            url, env, rebuilt, tmp_path, 4, lambda seen: seen == both
+        )
         infos = [httpx.get(f"{url}/info").json() for _ in range(2)]
     assert failures == []
-    assert seen == {0: ["wombat-1"], 1: ["wombat-1"]}
+    assert seen == both
     assert {i["worker"]: (i["products"], i["reloads"]) for i in infos} == {0: (61, 1), 1: (61, 1)}
 
 
