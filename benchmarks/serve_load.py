@@ -511,20 +511,18 @@ def service_command(port: int, directory: Path, model_dir: Path, *flags: str) ->
 
 
 @contextlib.contextmanager
-def copies(edge: Connection, work: Path, n: int) -> Iterator[list[Path]]:
-    """`n` directories, each holding a copy of the Edge collection, removed afterwards."""
-    directories = [work / f"serve-copy-{i}" for i in range(n)]
+def copy_of(edge: Connection, work: Path) -> Iterator[Path]:
+    """A directory holding a copy of the Edge collection, removed afterwards."""
+    directory = work / "serve-copy"
     try:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
-            shutil.copytree(edge.edge_dir(), directory / COLLECTION)
-        yield directories
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.copytree(edge.edge_dir(), directory / COLLECTION)
+        yield directory
     finally:
-        for directory in directories:
-            shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def other_service(
+def measure_service(
     args: argparse.Namespace,
     edge: Connection,
     model_dir: Path,
@@ -543,7 +541,7 @@ def other_service(
         return found, soaked
     system = " ".join(["shopsearch serve", *flags])
     api_key = f"bench-{os.getpid()}"
-    with copies(edge, args.work, 1) as (directory,):
+    with copy_of(edge, args.work) as directory:
         port = free_port()
         cmd = service_command(port, directory, model_dir, *flags, "--api-key", api_key)
         with served(system, cmd, port, args.work / "serve.log") as process:
@@ -941,9 +939,7 @@ def main() -> None:
     rows: list[list[object]] = []
     limit: Level | None = None
     inproc: list[Level] = []
-    service: dict[int, Level] = {}
     naive: dict[int, Level] = {}
-    soaked: Soak | None = None
 
     if not args.skip_inproc:
         inproc = in_process(edge, model_dir, work, inproc_threads, args.warmup, args.duration)
@@ -951,33 +947,12 @@ def main() -> None:
         rows += [lv.row() for lv in inproc]
         report["in_process"] = [lv.summary() for lv in inproc]
 
-    serve_dir = args.work / "serve-edge"
-    shutil.rmtree(serve_dir, ignore_errors=True)
-    shutil.copytree(edge.edge_dir(), serve_dir / COLLECTION)
-    api_key = f"bench-{os.getpid()}"
-    port = free_port()
-    cmd = service_command(port, serve_dir, model_dir, "--api-key", api_key)
-    try:
-        with served("shopsearch serve", cmd, port, args.work / "serve.log") as process:
-            for n in levels:
-                service[n] = asyncio.run(
-                    closed_loop(
-                        "shopsearch serve", port, n, args.warmup, args.duration,
-                        lambda k: searches[k % len(searches)], pid=process.pid,
-                    )
-                )  # fmt: skip
-                rows.append(service[n].row())
-                print(table(LEVEL_HEADER, [rows[-1]]).splitlines()[-1], file=sys.stderr)
-            if args.soak_seconds > 0:
-                soaked = soak(
-                    port, process.pid, api_key, searches, catalog,
-                    args.soak_clients, args.soak_seconds, args.update_share,
-                )  # fmt: skip
-    finally:
-        shutil.rmtree(serve_dir, ignore_errors=True)
+    service, soaked = measure_service(
+        args, edge, model_dir, searches, rows, levels, catalog=catalog
+    )
     report["service"] = [lv.summary() for lv in service.values()]
 
-    one_thread, _ = other_service(
+    one_thread, _ = measure_service(
         args, edge, model_dir, searches, rows, one_thread_levels, "--search-threads", "1"
     )
     report["service_one_search_thread"] = [lv.summary() for lv in one_thread.values()]
@@ -985,7 +960,7 @@ def main() -> None:
     workers_soaked: Soak | None = None
     if args.workers > 1:
         flags = ["--workers", str(args.workers), *args.workers_flags.split()]
-        workers, workers_soaked = other_service(
+        workers, workers_soaked = measure_service(
             args, edge, model_dir, searches, rows, workers_levels, *flags, catalog=catalog
         )
         report["service_workers"] = [lv.summary() for lv in workers.values()]
